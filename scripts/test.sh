@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, installing first what the tests need: Debian's prometheus (real scrapes
+# and exemplar queries), busybox-static (local container images), the Python OpenTelemetry SDK
+# (a real OTLP client nobody here wrote). CI calls exactly this script through .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> installing Python test clients (tests/python/requirements.txt)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --all-targets

@@ -1,0 +1,10 @@
+//! `obsctl flush`: argument handling and output only.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`obsctl flush` is not built yet")
+}

@@ -1,0 +1,98 @@
+//! The command line: one file per subcommand, each holding only argument handling and output.
+//! The work itself lives in the library modules named after what they are.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod demo;
+pub mod down;
+pub mod flush;
+pub mod run;
+pub mod runs;
+pub mod serve;
+pub mod shim;
+pub mod status;
+pub mod trace;
+pub mod up;
+pub mod verify;
+
+#[derive(Debug, Parser)]
+#[command(name = "obsctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More diagnostics on stderr; repeat for more (-vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the embedded backend: receive OTLP, answer Tempo-, Loki- and Prometheus-shaped queries.
+    Serve(serve::Args),
+    /// Wrap one agent step: a span, a duration sample, success/fail counters and correlated logs.
+    Shim(shim::Args),
+    /// Replay telemetry the shim spooled while the collector was unreachable.
+    Flush(flush::Args),
+    /// Run an Argo Workflow locally, one traced step per pod.
+    Run(run::Args),
+    /// List recorded runs.
+    Runs(runs::Args),
+    /// Prove that a run's telemetry is complete: spans, counters, exemplars, logs, outputs.
+    Verify(verify::Args),
+    /// Show one task's trace as a waterfall, with its logs and links.
+    Trace(trace::Args),
+    /// Start a backend, run the sample agent pipeline, verify it and show its trace.
+    Demo(demo::Args),
+    /// Start the observability stack (Docker, or the embedded backend without Docker).
+    Up(up::Args),
+    /// Stop the stack that `obsctl up` started.
+    Down(down::Args),
+    /// Show the state and health of each stack component.
+    Status(status::Args),
+}
+
+/// An error that carries the exit code the command documents for it (for example 2 for
+/// invalid input); any other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{source:#}")]
+pub struct CommandError {
+    pub code: u8,
+    source: anyhow::Error,
+}
+
+impl CommandError {
+    pub fn new(code: u8, source: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            source: source.into(),
+        }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    crate::ui::set_verbosity(cli.verbose);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Shim(args) => shim::run(args),
+        Command::Flush(args) => flush::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Runs(args) => runs::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Down(args) => down::run(args),
+        Command::Status(args) => status::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("obsctl: error: {err:#}");
+            let code = err.downcast_ref::<CommandError>().map_or(1, |e| e.code);
+            ExitCode::from(code)
+        }
+    }
+}

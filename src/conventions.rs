@@ -1,0 +1,107 @@
+//! The names obsctl promises to users: span attribute keys, metric names and labels, and the
+//! environment variables of seed 000. Every module uses these constants, so a rename is one edit.
+
+/// Span attributes every step span carries (seed 000, subtask 1; `taskId` wins over `task.id`).
+pub mod attr {
+    pub const REPO: &str = "repo";
+    pub const PR_NUMBER: &str = "prNumber";
+    pub const REF: &str = "ref";
+    pub const TASK_ID: &str = "taskId";
+    pub const AGENT: &str = "agent";
+    pub const WORKFLOW_NAME: &str = "workflowName";
+    pub const NODE_ID: &str = "nodeId";
+    pub const STEP_NAME: &str = "stepName";
+    pub const COMMIT_SHA: &str = "commitSha";
+    pub const NAMESPACE: &str = "namespace";
+    pub const PROCESS_COMMAND: &str = "process.command";
+    pub const PROCESS_EXIT_CODE: &str = "process.exit.code";
+    /// The signal that ended the step, when one did (for example `SIGTERM`).
+    pub const PROCESS_SIGNAL: &str = "process.signal";
+
+    /// The attributes `obsctl verify` requires on every step span.
+    pub const REQUIRED: [&str; 8] = [
+        REPO,
+        PR_NUMBER,
+        REF,
+        TASK_ID,
+        AGENT,
+        WORKFLOW_NAME,
+        NODE_ID,
+        STEP_NAME,
+    ];
+}
+
+/// Resource attributes (OpenTelemetry semantic conventions).
+pub mod resource {
+    pub const SERVICE_NAME: &str = "service.name";
+    pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+    pub const DEPLOYMENT_ENVIRONMENT: &str = "deployment.environment";
+    pub const K8S_NAMESPACE: &str = "k8s.namespace";
+    pub const K8S_POD_NAME: &str = "k8s.pod.name";
+    /// `service.name` when `OTEL_SERVICE_NAME` is unset.
+    pub const DEFAULT_SERVICE_NAME: &str = "agent-steps";
+}
+
+/// Metric names as they appear in Prometheus (seed 000, subtask 2).
+pub mod metric {
+    /// Histogram; Prometheus shows `_bucket`, `_sum` and `_count`.
+    pub const STEP_DURATION: &str = "agent_step_duration_ms";
+    /// Counter; the OTLP name is `agent_step_success`, Prometheus appends `_total`.
+    pub const STEP_SUCCESS: &str = "agent_step_success";
+    pub const STEP_FAIL: &str = "agent_step_fail";
+    pub const STEP_SUCCESS_TOTAL: &str = "agent_step_success_total";
+    pub const STEP_FAIL_TOTAL: &str = "agent_step_fail_total";
+
+    /// Labels of the duration histogram.
+    pub const DURATION_LABELS: [&str; 7] = [
+        super::attr::REPO,
+        super::attr::PR_NUMBER,
+        super::attr::TASK_ID,
+        super::attr::AGENT,
+        super::attr::WORKFLOW_NAME,
+        super::attr::STEP_NAME,
+        OUTCOME,
+    ];
+    /// Labels of the success and fail counters.
+    pub const COUNTER_LABELS: [&str; 4] = [
+        super::attr::AGENT,
+        super::attr::REPO,
+        super::attr::PR_NUMBER,
+        super::attr::STEP_NAME,
+    ];
+    pub const OUTCOME: &str = "outcome";
+    pub const OUTCOME_SUCCESS: &str = "success";
+    pub const OUTCOME_FAILURE: &str = "failure";
+}
+
+/// Environment variables a step sees (seed 000, subtasks 1 and 3).
+pub mod env {
+    pub const AGENT: &str = "AGENT";
+    pub const STEP: &str = "STEP";
+    pub const REPO: &str = "REPO";
+    pub const PR_NUMBER: &str = "PR_NUMBER";
+    pub const REF: &str = "REF";
+    pub const TASK_ID: &str = "TASK_ID";
+    pub const WORKFLOW_NAME: &str = "WORKFLOW_NAME";
+    pub const NODE_ID: &str = "NODE_ID";
+    pub const COMMIT_SHA: &str = "COMMIT_SHA";
+    pub const NAMESPACE: &str = "NAMESPACE";
+    pub const ARGO_WORKFLOW_NAME: &str = "ARGO_WORKFLOW_NAME";
+    pub const ARGO_NODE_ID: &str = "ARGO_NODE_ID";
+    pub const TRACEPARENT: &str = "TRACEPARENT";
+    pub const TRACESTATE: &str = "TRACESTATE";
+    pub const TRACE_ID: &str = "TRACE_ID";
+    pub const SPAN_ID: &str = "SPAN_ID";
+    pub const OBSCTL_SPOOL_DIR: &str = "OBSCTL_SPOOL_DIR";
+
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+    pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+    pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+    pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+    pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+    pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
+}

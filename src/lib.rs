@@ -1,0 +1,9 @@
+//! obsctl: makes every step of an Argo-run AI-agent pipeline observable with OpenTelemetry,
+//! and proves it. `docs/architecture.md` maps these modules and the data flowing between them.
+
+pub mod commands;
+pub mod conventions;
+pub mod otlp;
+pub mod paths;
+pub mod ui;
+pub mod workflow;

@@ -1,0 +1,4 @@
+//! Argo Workflows, run locally: parsing Workflow YAML into typed specs, Argo's semantics for
+//! steps, DAGs, loops and retries, the runners that execute a step, and the persisted run records.
+
+pub mod record;
