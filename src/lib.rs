@@ -5,5 +5,6 @@ pub mod commands;
 pub mod conventions;
 pub mod otlp;
 pub mod paths;
+pub mod stack;
 pub mod ui;
 pub mod workflow;

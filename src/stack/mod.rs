@@ -1,0 +1,5 @@
+//! The observability stack obsctl runs: the real one (Collector, Tempo, Prometheus, Loki,
+//! Grafana in Docker) or the embedded backend, and the endpoints file that tells other commands
+//! which one is up and where.
+
+pub mod endpoints;
