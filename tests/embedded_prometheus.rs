@@ -60,7 +60,10 @@ fn prometheus_scrapes_exact_counters_and_exemplars_from_separate_processes() {
     let _prometheus = ChildGuard(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
@@ -123,7 +126,10 @@ fn prometheus_scrapes_exact_counters_and_exemplars_from_separate_processes() {
         &[("query", "sum(agent_step_success_total)")],
         &[],
     );
-    assert_eq!(own.json()["data"]["result"][0]["value"][1], expected.to_string());
+    assert_eq!(
+        own.json()["data"]["result"][0]["value"][1],
+        expected.to_string()
+    );
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
