@@ -5,6 +5,7 @@ pub mod commands;
 pub mod conventions;
 pub mod otlp;
 pub mod paths;
+pub mod shim;
 pub mod stack;
 pub mod ui;
 pub mod workflow;

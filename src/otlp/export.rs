@@ -291,7 +291,8 @@ fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
         .collect()
 }
 
-fn percent_decode(text: &str) -> String {
+/// Decodes `%XX` escapes, as OTel environment variables (headers, resource attributes) use.
+pub fn percent_decode(text: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -545,19 +546,13 @@ where
         .collect()
 }
 
-/// The error and its causes on one line: "connection refused" hides several layers down.
+/// The innermost cause: "Connection refused" hides several wrapper layers down.
 fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+    let mut innermost = err;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
     }
-    text
+    innermost.to_string()
 }
 
 #[cfg(test)]
