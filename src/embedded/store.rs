@@ -656,3 +656,150 @@ fn delete_through_batch(
     tx.execute("DELETE FROM batches WHERE id <= ?1", [batch])?;
     Ok((spans, logs))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::embedded::metrics::{Kind, MetricPoint, Temporality, Value};
+    use crate::otlp::SpanId;
+
+    fn counter(stream: u8, temporality: Temporality, start: u64, time: u64, v: f64) -> MetricPoint {
+        MetricPoint {
+            name: "steps".into(),
+            kind: Kind::Counter,
+            help: String::new(),
+            labels: BTreeMap::from([("agent".into(), "a".into())]),
+            temporality,
+            stream: [stream; 16],
+            start_ns: start,
+            time_ns: time,
+            value: Value::Number(v),
+            exemplars: Vec::new(),
+            monotonic: true,
+        }
+    }
+
+    fn total(store: &Store) -> f64 {
+        match &store.series().unwrap()[0].value {
+            Value::Number(v) => *v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deltas_add_and_cumulative_streams_count_increases_across_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        use Temporality::*;
+        let apply = |p: MetricPoint| assert!(store.apply_metrics(&[p]).unwrap().is_empty());
+        apply(counter(1, Delta, 0, 10, 2.0));
+        apply(counter(2, Delta, 0, 10, 3.0));
+        assert_eq!(total(&store), 5.0);
+        apply(counter(3, Cumulative, 100, 110, 4.0));
+        apply(counter(3, Cumulative, 100, 120, 6.0));
+        // A repeat of the same point adds nothing.
+        apply(counter(3, Cumulative, 100, 120, 6.0));
+        assert_eq!(total(&store), 11.0);
+        // Restart (new start time): everything it reports is new.
+        apply(counter(3, Cumulative, 200, 210, 1.0));
+        assert_eq!(total(&store), 12.0);
+        // A decrease with the same start time is a reset too.
+        apply(counter(3, Cumulative, 200, 220, 0.5));
+        assert_eq!(total(&store), 12.5);
+        // A second stream of the same series adds its own values.
+        apply(counter(4, Cumulative, 100, 110, 10.0));
+        assert_eq!(total(&store), 22.5);
+        // Survives reopening.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(total(&store), 22.5);
+    }
+
+    #[test]
+    fn histogram_bounds_must_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let h = |bounds: Vec<f64>| MetricPoint {
+            kind: Kind::Histogram,
+            value: Value::Histogram {
+                count: 1,
+                sum: 1.0,
+                buckets: vec![0; bounds.len()].into_iter().chain([1]).collect(),
+                bounds,
+            },
+            ..counter(1, Temporality::Delta, 0, 1, 0.0)
+        };
+        assert!(store.apply_metrics(&[h(vec![1.0])]).unwrap().is_empty());
+        let refused = store.apply_metrics(&[h(vec![2.0])]).unwrap();
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].contains("bounds"), "{refused:?}");
+    }
+
+    fn one_span(task: &str) -> ResourceSpans {
+        ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: TraceId::random().as_bytes().to_vec(),
+                    span_id: SpanId::random().as_bytes().to_vec(),
+                    attributes: vec![attrs::string("taskId", task)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn search(store: &Store, task: &str) -> usize {
+        store
+            .search_spans(&SpanSearch {
+                filters: vec![TagFilter {
+                    scope: TagScope::Any,
+                    key: "taskId".into(),
+                    value: task.into(),
+                }],
+                start_ns: None,
+                end_ns: None,
+                limit: 10,
+            })
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_by_age_and_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..200 {
+            store.insert_spans(&[one_span(&format!("t{i}"))]).unwrap();
+        }
+        let keep_all = Retention {
+            max_age: std::time::Duration::from_secs(3600),
+            max_bytes: u64::MAX,
+        };
+        assert_eq!(store.prune(keep_all).unwrap(), Pruned::default());
+        // Size: a cap below the current size removes the oldest first.
+        let used = Store::used_bytes(&store.writer()).unwrap();
+        let pruned = store
+            .prune(Retention {
+                max_bytes: used / 2,
+                ..keep_all
+            })
+            .unwrap();
+        assert!(pruned.spans > 0);
+        assert_eq!(search(&store, "t0"), 0);
+        assert_eq!(search(&store, "t199"), 1);
+        // Age: everything older than now goes.
+        let pruned = store
+            .prune(Retention {
+                max_age: std::time::Duration::ZERO,
+                max_bytes: u64::MAX,
+            })
+            .unwrap();
+        assert!(pruned.spans > 0);
+        assert_eq!(store.counts().unwrap().0, 0);
+        assert_eq!(search(&store, "t199"), 0);
+    }
+}
