@@ -70,7 +70,7 @@ pub struct RunConfig {
 pub struct RunOutcome {
     pub record: RunRecord,
     /// Set when the root span could not be delivered; the run itself is unaffected.
-    pub export_error: Option<telemetry::ExportError>,
+    pub export_error: Option<telemetry::RootSpanError>,
     /// Pod nodes that actually ran in this invocation (not reused from a resumed record).
     pub pods_run: usize,
 }
