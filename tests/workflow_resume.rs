@@ -223,6 +223,16 @@ spec:
     });
     assert_eq!(counted, expected);
 
+    // Resuming a finished run runs nothing and reports it again.
+    let again = RunResult::from(run_cmd(&["--resume", "resume-test"]).output().unwrap());
+    assert_eq!(again.code, 0, "{}", again.describe());
+    assert!(
+        again.stderr.contains("already finished"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(read_record().unwrap(), after);
+
     // One trace: the root, and each step's span as its child.
     let trace = before["traceId"].as_str().unwrap().to_string();
     let spans = wait_for("root and three step spans", WAIT, || {
