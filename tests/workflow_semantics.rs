@@ -234,7 +234,9 @@ fn workflow_deadline_stops_running_steps() {
             &sb,
             r#"  entrypoint: main
   activeDeadlineSeconds: 1
+  onExit: report
   templates:
+  - {name: report, container: {image: busybox, command: [echo, "{{workflow.status}}"]}}
   - name: main
     steps:
     - - {name: slow, template: slow}
@@ -250,9 +252,11 @@ fn workflow_deadline_stops_running_steps() {
         expect(&[
             "@ Steps Failed",
             "@[0] StepGroup Failed",
-            "@[0].slow Pod Failed"
+            "@[0].slow Pod Failed",
+            "@.onExit Pod Succeeded",
         ])
     );
+    assert_eq!(run.result_of("@.onExit"), "Failed");
     assert_eq!(
         run.node("@[0].slow")["message"],
         "Step exceeded its deadline"
