@@ -3,6 +3,8 @@
 //! order, repeating the last one, and records every request so tests can assert on queries.
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
