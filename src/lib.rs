@@ -7,6 +7,7 @@ pub mod commands;
 pub mod conventions;
 pub mod otlp;
 pub mod paths;
+pub mod report;
 pub mod stack;
 pub mod ui;
 pub mod workflow;

@@ -109,3 +109,15 @@ pub fn run_all(
         metrics::cardinality(observed, thresholds.series_budget),
     ]
 }
+
+/// Collects what the backends hold for `expectation` (waiting as [`collect::collect`] does) and
+/// runs every check on it.
+pub async fn verify(
+    backends: &crate::backends::Backends,
+    expectation: &Expectation,
+    options: &collect::CollectOptions,
+    thresholds: &Thresholds,
+) -> Result<(collect::WaitReport, Vec<CheckResult>), crate::backends::BackendError> {
+    let (observed, wait) = collect::collect(backends, expectation, options).await?;
+    Ok((wait, run_all(expectation, &observed, thresholds)))
+}
