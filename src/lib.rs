@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod otlp;
 pub mod paths;
 pub mod report;
+pub mod shim;
 pub mod stack;
 pub mod ui;
 pub mod workflow;
