@@ -133,6 +133,9 @@ pub struct Expectation {
     pub runs: Vec<RunRecord>,
     /// Their executed step attempts.
     pub attempts: Vec<StepAttempt>,
+    /// Pod nodes of those runs that finished without telemetry in the record (run without the
+    /// shim, or the shim never started): each is a step whose span cannot exist.
+    pub untraced: Vec<String>,
     /// Attempts of every recorded run sharing a counter series (same repo and PR) with the runs
     /// being verified: counters carry no run or task label, so their raw values count all of them.
     pub counter_attempts: Vec<StepAttempt>,
@@ -149,6 +152,20 @@ impl Expectation {
     /// `runs` are verified; `all` are every recorded run, for counters shared between runs.
     pub fn new(runs: Vec<RunRecord>, all: &[RunRecord]) -> Self {
         let attempts: Vec<StepAttempt> = runs.iter().flat_map(attempts_of).collect();
+        let untraced = runs
+            .iter()
+            .flat_map(|r| {
+                r.status.nodes.values().filter_map(move |n| {
+                    let ran = matches!(n.phase, Phase::Succeeded | Phase::Failed | Phase::Error);
+                    (n.node_type == NodeType::Pod && ran && n.telemetry.is_none()).then(|| {
+                        format!(
+                            "{} (run {}, node {}): ran without telemetry in the run record",
+                            n.display_name, r.name, n.id
+                        )
+                    })
+                })
+            })
+            .collect();
         let scopes: BTreeSet<(String, String)> = runs
             .iter()
             .filter_map(|r| Some((repo_of(r)?.to_string(), pr_of(r)?.to_string())))
@@ -187,6 +204,7 @@ impl Expectation {
         Self {
             runs,
             attempts,
+            untraced,
             counter_attempts,
             histogram_attempts,
             scopes,

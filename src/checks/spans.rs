@@ -79,8 +79,9 @@ pub fn span_coverage(
     observed: &Observed,
     min_coverage: f64,
 ) -> CheckResult {
-    let expected = expectation.attempts.len() as u64;
+    let expected = (expectation.attempts.len() + expectation.untraced.len()) as u64;
     let mut result = CheckResult::new(CheckId::SpanCoverage, expected, 0);
+    result.missing.extend(expectation.untraced.iter().cloned());
     let mut duplicated: BTreeSet<(TraceId, SpanId)> = BTreeSet::new();
     for attempt in &expectation.attempts {
         let (unique, dups) = dedup(spans_of(observed, attempt.trace_id));

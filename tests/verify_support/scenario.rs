@@ -111,6 +111,7 @@ impl Scenario {
                     started_at: None,
                     finished_at: None,
                     outputs: None,
+                    process_group: None,
                     telemetry: Some(StepTelemetry {
                         agent: s.agent.into(),
                         step: s.step.into(),
@@ -136,6 +137,7 @@ impl Scenario {
                 started_at: None,
                 finished_at: None,
                 outputs: None,
+                process_group: None,
                 telemetry: None,
             },
         );
@@ -171,6 +173,7 @@ impl Scenario {
                         param("previewUrl", "https://pr-42.preview.example.com/"),
                     ],
                     exit_code: None,
+                    result: None,
                 }),
             },
         };
