@@ -882,7 +882,11 @@ impl<R: Runner> Inner<R> {
         };
         let pgid = handle.process_group();
         self.update(&id, |n| n.process_group = pgid);
-        if let Some(start) = handle.telemetry().await {
+        let mut cancel = self.cancel.clone();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut stop_reason: Option<String> = None;
+        let mut telemetry = handle.take_telemetry();
+        let record_telemetry = |start: super::runner::ShimStart| {
             self.update(&id, |n| {
                 n.telemetry = Some(StepTelemetry {
                     agent: agent.clone(),
@@ -892,15 +896,19 @@ impl<R: Runner> Inner<R> {
                     attempt,
                 });
             });
-        }
-        let mut cancel = self.cancel.clone();
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut stop_reason: Option<String> = None;
+        };
         let waited = loop {
             let sleep_until =
                 deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
             tokio::select! {
                 exit = handle.wait() => break exit,
+                start = async { telemetry.as_mut().expect("guarded").await }, if telemetry.is_some() => {
+                    telemetry = None;
+                    if let Ok(Some(start)) = start {
+                        record_telemetry(start);
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(sleep_until.into()), if stop_reason.is_none() && deadline.is_some() => {
                     stop_reason = Some("Pod was active on the node longer than the specified deadline".into());
                 }
@@ -922,6 +930,10 @@ impl<R: Runner> Inner<R> {
                 }
             }
         };
+        // The step may have exited before its first line was taken in the loop above.
+        if let Some(Ok(Some(start))) = telemetry.as_mut().map(|rx| rx.try_recv()) {
+            record_telemetry(start);
+        }
         let result = match waited {
             Err(e) => fail(&self, Phase::Error, e.to_string()),
             Ok(exit) => {

@@ -82,7 +82,13 @@ pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
     pub phase: Phase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Argo spells it `boundaryID`.
+    #[serde(
+        default,
+        rename = "boundaryID",
+        alias = "boundaryId",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub boundary_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,

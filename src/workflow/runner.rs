@@ -104,8 +104,9 @@ pub trait Runner: Send + Sync + 'static {
 /// A started step. `wait` is cancel-safe, so the executor can race it against a deadline,
 /// call `terminate`/`kill`, and wait again.
 pub trait StepHandle: Send + 'static {
-    /// Resolves once with the shim's first line, if the step printed one.
-    fn telemetry(&mut self) -> impl Future<Output = Option<ShimStart>> + Send;
+    /// The shim's first line, delivered once when the step prints it (`None` if it does not).
+    /// Taken once, so the executor can await it alongside `wait`.
+    fn take_telemetry(&mut self) -> Option<tokio::sync::oneshot::Receiver<Option<ShimStart>>>;
     fn wait(&mut self) -> impl Future<Output = Result<StepExit, RunnerError>> + Send;
     /// Asks the step to stop (SIGTERM), as Kubernetes does before its grace period ends.
     fn terminate(&self);
@@ -379,11 +380,8 @@ impl ProcessHandle {
 }
 
 impl StepHandle for ProcessHandle {
-    async fn telemetry(&mut self) -> Option<ShimStart> {
-        match self.telemetry.take() {
-            Some(rx) => rx.await.ok().flatten(),
-            None => None,
-        }
+    fn take_telemetry(&mut self) -> Option<tokio::sync::oneshot::Receiver<Option<ShimStart>>> {
+        self.telemetry.take()
     }
 
     async fn wait(&mut self) -> Result<StepExit, RunnerError> {
