@@ -2,4 +2,6 @@
 //! Grafana in Docker) or the embedded backend, and the endpoints file that tells other commands
 //! which one is up and where.
 
+pub mod definition;
 pub mod endpoints;
+pub mod files;
