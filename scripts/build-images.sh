@@ -33,6 +33,12 @@ need docker "the Docker CLI"
 busybox_bin="$(command -v busybox || true)"
 [ -n "$busybox_bin" ] || { echo "build-images.sh: busybox is not installed (apt-get install busybox-static)" >&2; exit 3; }
 
+# One build at a time on this machine (tests run in parallel).
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"${TMPDIR:-/tmp}/obsctl-build-images.lock"
+    flock 9
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -58,7 +64,9 @@ build() {
     }
 }
 
-busybox_version="$("$busybox_bin" | head -1 | sed -E 's/^BusyBox v([0-9.]+).*/\1/')"
+# Whole outputs are read before parsing: `cmd | head -1` can kill cmd with SIGPIPE (pipefail).
+busybox_help="$("$busybox_bin" 2>&1 || true)"
+busybox_version="$(sed -nE '1s/^BusyBox v([0-9.]+).*/\1/p' <<<"$busybox_help")"
 
 # busybox
 ctx="$work/busybox"; mkdir -p "$ctx/root/bin" "$ctx/root/tmp"
@@ -82,9 +90,12 @@ echo ready > "$ctx/root/www/-/ready"
 echo '{"database":"ok"}' > "$ctx/root/www/api/health"
 cat > "$ctx/root/standin" <<'SCRIPT'
 #!/bin/busybox sh
-# Arguments are the real component's flags: ignored. One httpd per readiness port.
+# Arguments are the real component's flags: ignored. One httpd per readiness port. As PID 1 the
+# shell must handle SIGTERM itself, or `docker stop` waits for its SIGKILL timeout.
 for port in 3000 3100 3200 4318 13133; do /bin/busybox httpd -p "$port" -h /www; done
-exec /bin/busybox httpd -f -p 4317 -h /www
+trap 'exit 0' TERM INT
+/bin/busybox httpd -f -p 4317 -h /www &
+wait
 SCRIPT
 chmod 755 "$ctx/root/standin"
 cat > "$ctx/Dockerfile" <<'DOCKERFILE'
@@ -97,7 +108,8 @@ echo "standin=obsctl-local/standin:$busybox_version"
 
 # prometheus
 if command -v prometheus >/dev/null 2>&1; then
-    prom_version="$(prometheus --version 2>&1 | head -1 | sed -E 's/^prometheus, version ([0-9.]+).*/\1/')"
+    prom_help="$(prometheus --version 2>&1)"
+    prom_version="$(sed -nE '1s/^prometheus, version ([0-9.]+).*/\1/p' <<<"$prom_help")"
     ctx="$work/prometheus"; mkdir -p "$ctx/root/prometheus" "$ctx/root/etc/prometheus" "$ctx/root/tmp"
     copy_with_libs "$(command -v prometheus)" "$ctx/root" /bin/prometheus
     cat > "$ctx/Dockerfile" <<'DOCKERFILE'

@@ -605,8 +605,9 @@ impl DockerStack {
     /// Removes this project's containers and network, and its volumes when asked. Returns the
     /// names of what was removed.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, DockerError> {
-        let mut removed = Vec::new();
-        for (c, summary) in self.containers().await? {
+        // Containers stop in parallel: each may take its grace period.
+        let containers = self.containers().await?;
+        let stops = containers.into_iter().map(|(c, summary)| async move {
             let name = container_name(&self.project, c);
             let id = summary.id.unwrap_or_else(|| name.clone());
             if summary.state == Some(ContainerSummaryStateEnum::RUNNING) {
@@ -631,8 +632,12 @@ impl DockerStack {
                 )
                 .await
                 .map_err(api(format!("remove container {name}")))?;
-            removed.push(format!("container {name}"));
-        }
+            Ok::<_, DockerError>(format!("container {name}"))
+        });
+        let mut removed = futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         let networks = self
             .docker
             .list_networks(Some(ListNetworksOptions {
