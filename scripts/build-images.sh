@@ -9,10 +9,13 @@
 #   obsctl-local/busybox:<v>     Debian's busybox-static, /bin/sh and the applets.
 #   obsctl-local/prometheus:<v>  Debian's /usr/bin/prometheus; the stack's Prometheus.
 #   obsctl-local/standin:<v>     busybox httpd answering the readiness endpoints of the collector
-#                                (:13133 /), Tempo (:3200 /ready), Loki (:3100 /ready) and Grafana
+#                                (:13133 /ready), Tempo (:3200 /ready), Loki (:3100 /ready) and Grafana
 #                                (:3000 /api/health); it ignores its arguments. For exercising
 #                                `obsctl up` where those images cannot be had; it stores nothing.
-#   obsctl-local/obsctl:<v>      the obsctl binary (default target/debug/obsctl), when present.
+#   obsctl-local/obsctl:<v>      the obsctl binary (default target/debug/obsctl), when present;
+#                                given the collector's, Tempo's or Loki's arguments it runs
+#                                `obsctl serve` in their place (a real OTLP receiver and query API
+#                                on their readiness port). `--obsctl ""` skips this image.
 # Then, for example:
 #   OBSCTL_IMAGE_PROMETHEUS=obsctl-local/prometheus:2.42.0 obsctl up
 # Needs: docker, busybox-static, prometheus (apt-get install busybox-static prometheus).
@@ -124,15 +127,33 @@ else
     echo "build-images.sh: prometheus is not installed; skipping its image (apt-get install prometheus)" >&2
 fi
 
-# obsctl
-if [ -x "$obsctl_bin" ]; then
-    obsctl_version="$("$obsctl_bin" --version | awk '{print $2}')"
-    ctx="$work/obsctl"; mkdir -p "$ctx/root/tmp"
+# obsctl, whose entrypoint also stands in for the collector, Tempo and Loki: given the real
+# component's arguments it runs `obsctl serve` (a real OTLP receiver) with its query API, which
+# answers /ready, on that component's readiness port and its database on the component's volume.
+if [ -n "$obsctl_bin" ] && [ -x "$obsctl_bin" ]; then
+    obsctl_help="$("$obsctl_bin" --version)"
+    obsctl_version="$(awk '{print $2}' <<<"$obsctl_help")"
+    ctx="$work/obsctl"; mkdir -p "$ctx/root/tmp" "$ctx/root/bin"
     copy_with_libs "$obsctl_bin" "$ctx/root" /bin/obsctl
+    copy_with_libs "$busybox_bin" "$ctx/root" /bin/busybox
+    cat > "$ctx/root/bin/entrypoint" <<'SCRIPT'
+#!/bin/busybox sh
+serve() {
+    exec /bin/obsctl serve --allow-remote --otlp-grpc 0.0.0.0:4317 --otlp-http 0.0.0.0:4318 \
+        --api "0.0.0.0:$1" --data-dir "$2/obsctl" --endpoints-file /tmp/endpoints.json
+}
+case "$*" in
+    *otelcol*) serve 13133 /var/lib/otelcol ;;
+    *tempo.yaml*) serve 3200 /var/tempo ;;
+    *loki.yaml*) serve 3100 /loki ;;
+    *) exec /bin/obsctl "$@" ;;
+esac
+SCRIPT
+    chmod 755 "$ctx/root/bin/entrypoint"
     cat > "$ctx/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY root/ /
-ENTRYPOINT ["/bin/obsctl"]
+ENTRYPOINT ["/bin/entrypoint"]
 DOCKERFILE
     build "obsctl-local/obsctl:$obsctl_version" "$ctx"
     echo "obsctl=obsctl-local/obsctl:$obsctl_version"

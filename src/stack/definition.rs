@@ -206,7 +206,7 @@ pub fn service(component: Component) -> Service {
             )],
             data_dir: "/var/lib/otelcol",
             env: vec![],
-            ready: (Port::CollectorHealth, "/"),
+            ready: (Port::CollectorHealth, "/ready"),
             depends_on: vec![Component::Tempo, Component::Loki],
         },
         Component::Tempo => Service {
