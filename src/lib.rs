@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod conventions;
+pub mod embedded;
 pub mod otlp;
 pub mod paths;
 pub mod stack;

@@ -1,0 +1,235 @@
+//! The embedded backend behind `obsctl serve`: receives OTLP (gRPC and HTTP), stores it in
+//! SQLite, and answers Tempo-, Loki- and Prometheus-shaped queries on one HTTP address.
+//! `Server::start` runs it in-process (for `obsctl demo` and tests); `docs/embedded-backend.md`.
+
+pub mod api;
+pub mod ingest;
+pub mod logql;
+pub mod metrics;
+mod otlp_grpc;
+mod otlp_http;
+mod pipeline;
+pub mod promql;
+pub mod store;
+pub mod tempo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use store::{Retention, Store};
+
+pub const DEFAULT_OTLP_GRPC: &str = "127.0.0.1:4317";
+pub const DEFAULT_OTLP_HTTP: &str = "127.0.0.1:4318";
+pub const DEFAULT_API: &str = "127.0.0.1:3200";
+/// Records older than this are deleted.
+pub const DEFAULT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The oldest records are deleted while the database is larger than this.
+pub const DEFAULT_RETENTION_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// How often retention runs.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Allow binding to non-loopback addresses.
+    pub allow_remote: bool,
+    pub retention: Retention,
+}
+
+impl Config {
+    /// The documented defaults with the given data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            otlp_grpc: DEFAULT_OTLP_GRPC.parse().expect("valid default"),
+            otlp_http: DEFAULT_OTLP_HTTP.parse().expect("valid default"),
+            api: DEFAULT_API.parse().expect("valid default"),
+            data_dir,
+            allow_remote: false,
+            retention: Retention {
+                max_age: DEFAULT_RETENTION_AGE,
+                max_bytes: DEFAULT_RETENTION_BYTES,
+            },
+        }
+    }
+
+    /// Loopback everywhere, port 0 (the OS picks): for tests and the demo.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("valid");
+        Self {
+            otlp_grpc: any,
+            otlp_http: any,
+            api: any,
+            ..Self::new(data_dir)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to bind {name} to {addr}: not a loopback address (pass --allow-remote to expose the backend)"
+    )]
+    NotLoopback {
+        name: &'static str,
+        addr: SocketAddr,
+    },
+    #[error("cannot bind {name} to {addr}: {source}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{name} server failed: {message}")]
+    Server { name: &'static str, message: String },
+}
+
+/// A running backend. Dropping it without [`Server::shutdown`] stops the listeners abruptly.
+pub struct Server {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub api: SocketAddr,
+    store: Arc<Store>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+}
+
+async fn bind(
+    name: &'static str,
+    addr: SocketAddr,
+    allow_remote: bool,
+) -> Result<TcpListener, ServeError> {
+    if !allow_remote && !addr.ip().is_loopback() {
+        return Err(ServeError::NotLoopback { name, addr });
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { name, addr, source })
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+impl Server {
+    /// Opens the store, binds all three addresses and starts serving. Needs a tokio runtime.
+    pub async fn start(config: Config) -> Result<Self, ServeError> {
+        let grpc = bind("otlp-grpc", config.otlp_grpc, config.allow_remote).await?;
+        let http = bind("otlp-http", config.otlp_http, config.allow_remote).await?;
+        let api = bind("api", config.api, config.allow_remote).await?;
+        let data_dir = config.data_dir.clone();
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || Store::open(&data_dir))
+                .await
+                .map_err(|e| ServeError::Server {
+                    name: "store",
+                    message: e.to_string(),
+                })??,
+        );
+        let local = |l: &TcpListener| l.local_addr().expect("bound socket has an address");
+        let (otlp_grpc, otlp_http, api_addr) = (local(&grpc), local(&http), local(&api));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let router = otlp_grpc::router(store.clone());
+        let rx = stop_rx.clone();
+        tasks.push((
+            "otlp-grpc",
+            tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(grpc),
+                        stopped(rx),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+        let app = otlp_http::router(store.clone());
+        let rx = stop_rx.clone();
+        tasks.push((
+            "otlp-http",
+            tokio::spawn(async move {
+                axum::serve(http, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+        let app = api::router(store.clone());
+        let rx = stop_rx.clone();
+        tasks.push((
+            "api",
+            tokio::spawn(async move {
+                axum::serve(api, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+        let pruner = store.clone();
+        let retention = config.retention;
+        let mut rx = stop_rx;
+        tasks.push((
+            "retention",
+            tokio::spawn(async move {
+                loop {
+                    let store = pruner.clone();
+                    let pass = tokio::task::spawn_blocking(move || store.prune(retention)).await;
+                    if let Ok(Err(e)) = pass {
+                        eprintln!("obsctl serve: retention pass failed: {e}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+                        _ = rx.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
+            }),
+        ));
+        Ok(Self {
+            otlp_grpc,
+            otlp_http,
+            api: api_addr,
+            store,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then checkpoints the database.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        let mut first_error = None;
+        for (name, task) in self.tasks {
+            let result = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(message) = result {
+                first_error.get_or_insert(ServeError::Server { name, message });
+            }
+        }
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.checkpoint())
+            .await
+            .map_err(|e| ServeError::Server {
+                name: "store",
+                message: e.to_string(),
+            })??;
+        first_error.map_or(Ok(()), Err)
+    }
+}

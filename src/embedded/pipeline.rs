@@ -1,0 +1,72 @@
+//! One ingest path for both transports: validate, store in one transaction, then report what
+//! was rejected. The store runs on the blocking pool; the answer is sent only after commit.
+
+use std::sync::Arc;
+
+use crate::otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
+use crate::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use crate::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::ingest::{self, Rejections};
+use super::store::{Store, StoreError};
+
+/// Items rejected from an otherwise stored request (OTLP partial success).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rejected: i64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("storage task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn outcome(rejections: Rejections, problems: &[String]) -> Outcome {
+    Outcome {
+        rejected: rejections.count,
+        message: if rejections.count > 0 {
+            rejections.message(problems)
+        } else {
+            String::new()
+        },
+    }
+}
+
+pub async fn traces(
+    store: &Arc<Store>,
+    mut request: ExportTraceServiceRequest,
+    problems: Vec<String>,
+) -> Result<Outcome, IngestError> {
+    let rejections = ingest::validate_spans(&mut request);
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.insert_spans(&request.resource_spans)).await??;
+    Ok(outcome(rejections, &problems))
+}
+
+pub async fn logs(
+    store: &Arc<Store>,
+    mut request: ExportLogsServiceRequest,
+    problems: Vec<String>,
+) -> Result<Outcome, IngestError> {
+    let rejections = ingest::validate_logs(&mut request);
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.insert_logs(&request.resource_logs)).await??;
+    Ok(outcome(rejections, &problems))
+}
+
+pub async fn metrics(
+    store: &Arc<Store>,
+    request: ExportMetricsServiceRequest,
+    problems: Vec<String>,
+) -> Result<Outcome, IngestError> {
+    let (points, mut rejections) = ingest::metric_points(&request);
+    let store = store.clone();
+    let refused = tokio::task::spawn_blocking(move || store.apply_metrics(&points)).await??;
+    rejections.count += refused.len() as i64;
+    rejections.reasons.extend(refused);
+    Ok(outcome(rejections, &problems))
+}
