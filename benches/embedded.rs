@@ -254,11 +254,20 @@ fn main() {
         );
         return;
     }
-    // `cargo bench` passes `--bench`; anything else is ignored.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and then a small
+    // smoke run only checks that the benchmark works.
+    let smoke = !args.iter().any(|a| a == "--bench");
     let total_spans: u64 = std::env::var("OBSCTL_BENCH_SPANS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if smoke {
+            10 * BATCH as u64 * 2
+        } else {
+            1_000_000
+        });
+    if smoke {
+        println!("smoke run ({total_spans} spans): use `cargo bench --bench embedded` for figures");
+    }
     let small_spans = (total_spans / 10).max(BATCH as u64);
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());

@@ -94,7 +94,8 @@ pub enum ServeError {
     Server { name: &'static str, message: String },
 }
 
-/// A running backend. Dropping it without [`Server::shutdown`] stops the listeners abruptly.
+/// A running backend. Dropping it without [`Server::shutdown`] asks the listeners to stop but
+/// does not wait for them.
 pub struct Server {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
@@ -211,10 +212,10 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish, then checkpoints the database.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let _ = self.stop.send(true);
         let mut first_error = None;
-        for (name, task) in self.tasks {
+        for (name, task) in std::mem::take(&mut self.tasks) {
             let result = match task.await {
                 Ok(r) => r,
                 Err(e) => Err(e.to_string()),
@@ -223,7 +224,7 @@ impl Server {
                 first_error.get_or_insert(ServeError::Server { name, message });
             }
         }
-        let store = self.store;
+        let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.checkpoint())
             .await
             .map_err(|e| ServeError::Server {
@@ -231,5 +232,50 @@ impl Server {
                 message: e.to_string(),
             })??;
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn starts_in_process_on_free_ports_and_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(Config::ephemeral(dir.path().join("data")))
+            .await
+            .unwrap();
+        for addr in [server.otlp_grpc, server.otlp_http, server.api] {
+            assert!(addr.ip().is_loopback());
+            assert_ne!(addr.port(), 0);
+        }
+        let ready = reqwest::get(format!("http://{}/ready", server.api))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let api = server.api;
+        server.shutdown().await.unwrap();
+        assert!(reqwest::get(format!("http://{api}/ready")).await.is_err());
+        assert!(dir.path().join("data").join(store::DB_FILE).exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn refuses_non_loopback_without_allow_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            api: "0.0.0.0:0".parse().unwrap(),
+            ..Config::ephemeral(dir.path().to_path_buf())
+        };
+        let err = Server::start(config).await.err().expect("refused");
+        assert!(
+            matches!(err, ServeError::NotLoopback { name: "api", .. }),
+            "{err}"
+        );
     }
 }
