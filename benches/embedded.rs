@@ -395,13 +395,15 @@ fn main() {
         unit: "MiB",
         target: Some((200.0, hwm <= 200.0)),
     });
-    let db = std::fs::metadata(
-        dir.path()
-            .join("data")
-            .join(obsctl::embedded::store::DB_FILE),
-    )
-    .map(|m| m.len() as f64 / (1 << 20) as f64)
-    .unwrap_or(0.0);
+    let db_file = dir
+        .path()
+        .join("data")
+        .join(obsctl::embedded::store::DB_FILE);
+    let db: f64 = [db_file.clone(), db_file.with_extension("sqlite-wal")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() as f64 / (1 << 20) as f64)
+        .sum();
 
     println!();
     println!(
@@ -439,7 +441,7 @@ fn main() {
         "",
         format!("{:.1}", ready_p99 / ready_p50)
     );
-    println!("{:<42} {:>14.2} {:<8}", "database file size", db, "MiB");
+    println!("{:<42} {:>14.2} {:<8}", "database + WAL size", db, "MiB");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "machine: {} cores, load average {}",
