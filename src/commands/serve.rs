@@ -60,6 +60,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             max_age: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
             max_bytes: args.max_size_mib.saturating_mul(1024 * 1024),
         },
+        request_timeout: embedded::REQUEST_TIMEOUT,
     };
     // Install the handlers before announcing readiness so that an early SIGTERM is graceful.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
