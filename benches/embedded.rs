@@ -158,6 +158,8 @@ fn start_server(dir: &std::path::Path) -> Server {
             _ => {}
         }
     }
+    // Keep draining stdout so that the server never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Server { child, grpc, api }
 }
 

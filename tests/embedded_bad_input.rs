@@ -516,3 +516,46 @@ fn graceful_shutdown_removes_the_endpoints_file_and_keeps_data() {
     let backend = Backend::start(dir.path());
     assert_eq!(search(&http, &backend, "kept"), vec![id.to_hex()]);
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints_file = dir.path().join("endpoints.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_obsctl"))
+        .args([
+            "serve",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--api", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--endpoints-file")
+        .arg(&endpoints_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let guard = embedded_support::ChildGuard(child);
+    let http = Http::new();
+    let api = embedded_support::poll(
+        "the endpoints file is written",
+        std::time::Duration::from_secs(20),
+        || {
+            let body = std::fs::read(&endpoints_file).ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            json["tempo"].as_str().map(str::to_string)
+        },
+    );
+    embedded_support::poll(
+        "the backend answers",
+        std::time::Duration::from_secs(20),
+        || {
+            http.try_get(&format!("{api}/ready"))
+                .filter(|r| r.status == 200)
+        },
+    );
+    drop(guard);
+}

@@ -74,14 +74,20 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     )
     .save(&endpoints_file)
     .with_context(|| format!("cannot write {}", endpoints_file.display()))?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "otlp-grpc {}", server.otlp_grpc)?;
-        writeln!(out, "otlp-http {}", server.otlp_http)?;
-        writeln!(out, "api {}", server.api)?;
-        writeln!(out, "data-dir {}", data_dir.display())?;
-        out.flush()?;
+    // A reader that stops reading the banner must not stop the backend: a failed write is
+    // reported and otherwise ignored.
+    let banner = format!(
+        "otlp-grpc {}\notlp-http {}\napi {}\ndata-dir {}\n",
+        server.otlp_grpc,
+        server.otlp_http,
+        server.api,
+        data_dir.display()
+    );
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("obsctl serve: cannot print the endpoints on stdout: {e}");
     }
+    drop(out);
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
