@@ -184,25 +184,6 @@ impl Server {
                     .map_err(|e| e.to_string())
             }),
         ));
-        let checkpointer = store.clone();
-        let mut rx = stop_rx.clone();
-        tasks.push((
-            "checkpoint",
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(store::CHECKPOINT_INTERVAL) => {}
-                        _ = rx.wait_for(|s| *s) => return Ok(()),
-                    }
-                    let store = checkpointer.clone();
-                    let pass =
-                        tokio::task::spawn_blocking(move || store.checkpoint_passive()).await;
-                    if let Ok(Err(e)) = pass {
-                        eprintln!("obsctl serve: WAL checkpoint failed: {e}");
-                    }
-                }
-            }),
-        ));
         let pruner = store.clone();
         let retention = config.retention;
         let mut rx = stop_rx;

@@ -17,8 +17,6 @@ use crate::otlp::{TraceId, attrs};
 
 use super::metrics::{MetricPoint, Series, SeriesStore};
 
-/// How often the WAL is checkpointed in the background.
-pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "obsctl.sqlite";
 /// Attribute values longer than this are stored but not indexed for search.
@@ -63,7 +61,6 @@ pub struct Store {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
-    checkpointer: Mutex<Connection>,
     next_reader: AtomicUsize,
 }
 
@@ -152,9 +149,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -16_000)?;
-    // Checkpoints run on their own connection and thread (`checkpoint_passive`), off the
-    // ingest path; this is only the safety net if they fall behind (400 MB of WAL).
-    conn.pragma_update(None, "wal_autocheckpoint", 50_000)?;
+    // Fewer, larger checkpoints: each one syncs the database file.
+    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(())
 }
@@ -250,12 +246,10 @@ impl Store {
         let readers = (0..READERS)
             .map(|_| open(&path).map(Mutex::new))
             .collect::<Result<_, _>>()?;
-        let checkpointer = Mutex::new(open(&path)?);
         Ok(Self {
             path,
             writer: Mutex::new(writer),
             readers,
-            checkpointer,
             next_reader: AtomicUsize::new(0),
         })
     }
@@ -712,16 +706,6 @@ impl Store {
             tx.commit()?;
         }
         Ok(pruned)
-    }
-
-    /// Copies committed WAL frames into the database file without blocking the writer or the
-    /// readers; the server calls it every [`CHECKPOINT_INTERVAL`].
-    pub fn checkpoint_passive(&self) -> Result<(), StoreError> {
-        self.checkpointer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
     }
 
     /// Moves the WAL into the database file; called on graceful shutdown.
