@@ -559,3 +559,29 @@ fn a_closed_stdout_does_not_stop_the_backend() {
     );
     drop(guard);
 }
+
+#[test]
+fn gzip_bodies_are_accepted_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path());
+    let http = Http::new();
+    let id = TraceId::random();
+    let body = traces(vec![span(
+        id.as_bytes().to_vec(),
+        SpanId::random().as_bytes().to_vec(),
+        "zipped",
+    )]);
+    let reply = http.post(
+        &format!("{}/v1/traces", backend.http),
+        &[PROTOBUF, ("content-encoding", "gzip")],
+        gzip(&body.encode_to_vec()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        ExportTraceServiceResponse::decode(reply.body.as_slice())
+            .unwrap()
+            .partial_success
+            .is_none()
+    );
+    assert_eq!(search(&http, &backend, "zipped"), vec![id.to_hex()]);
+}
