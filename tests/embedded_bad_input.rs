@@ -585,3 +585,29 @@ fn gzip_bodies_are_accepted_over_http() {
     );
     assert_eq!(search(&http, &backend, "zipped"), vec![id.to_hex()]);
 }
+
+#[test]
+fn gzip_requests_are_accepted_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path());
+    let http = Http::new();
+    let id = TraceId::random();
+    let request = traces(vec![span(
+        id.as_bytes().to_vec(),
+        SpanId::random().as_bytes().to_vec(),
+        "grpc-zipped",
+    )]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let response = rt.block_on(async {
+        TraceServiceClient::connect(backend.grpc.clone())
+            .await
+            .unwrap()
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .export(request)
+            .await
+            .unwrap()
+    });
+    assert!(response.into_inner().partial_success.is_none());
+    assert_eq!(search(&http, &backend, "grpc-zipped"), vec![id.to_hex()]);
+}
