@@ -158,6 +158,8 @@ fn start_server(dir: &std::path::Path) -> Server {
             _ => {}
         }
     }
+    // Keep draining stdout so that the server never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Server { child, grpc, api }
 }
 
@@ -210,6 +212,23 @@ fn latency(
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+/// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks / hz
+}
+
 fn vm_hwm_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
@@ -237,11 +256,20 @@ fn main() {
         );
         return;
     }
-    // `cargo bench` passes `--bench`; anything else is ignored.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and then a small
+    // smoke run only checks that the benchmark works.
+    let smoke = !args.iter().any(|a| a == "--bench");
     let total_spans: u64 = std::env::var("OBSCTL_BENCH_SPANS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if smoke {
+            10 * BATCH as u64 * 2
+        } else {
+            1_000_000
+        });
+    if smoke {
+        println!("smoke run ({total_spans} spans): use `cargo bench --bench embedded` for figures");
+    }
     let small_spans = (total_spans / 10).max(BATCH as u64);
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
@@ -304,14 +332,21 @@ fn main() {
         });
     };
 
+    let pid = server.child.id();
+    let cpu0 = cpu_seconds(pid);
     let rate_small = ingest(&server, 0, small_batches);
+    let cpu1 = cpu_seconds(pid);
     let small_label = if small_spans == 100_000 {
         "100k".to_string()
     } else {
         small_spans.to_string()
     };
     measure(&small_label, small_batches, &mut rows);
+    let cpu2 = cpu_seconds(pid);
     let rate_big = ingest(&server, small_batches, total_batches - small_batches);
+    let cpu3 = cpu_seconds(pid);
+    let per_cpu_small = small_spans as f64 / (cpu1 - cpu0).max(0.001);
+    let per_cpu_big = (total_spans - small_spans) as f64 / (cpu3 - cpu2).max(0.001);
     let big_label = if total_spans == 1_000_000 {
         "1M".to_string()
     } else {
@@ -338,26 +373,46 @@ fn main() {
             target: Some((50_000.0, rate_big >= 50_000.0)),
         },
     );
+    rows.insert(
+        2,
+        Row {
+            what: format!("ingest spans/server-CPU-s, 0 → {small_label}"),
+            measured: per_cpu_small,
+            unit: "spans/s",
+            target: None,
+        },
+    );
+    rows.insert(
+        3,
+        Row {
+            what: format!("ingest spans/server-CPU-s, → {big_label}"),
+            measured: per_cpu_big,
+            unit: "spans/s",
+            target: None,
+        },
+    );
     rows.push(Row {
         what: format!("server peak RSS (VmHWM) @{big_label}"),
         measured: hwm,
         unit: "MiB",
         target: Some((200.0, hwm <= 200.0)),
     });
-    let db = std::fs::metadata(
-        dir.path()
-            .join("data")
-            .join(obsctl::embedded::store::DB_FILE),
-    )
-    .map(|m| m.len() as f64 / (1 << 20) as f64)
-    .unwrap_or(0.0);
+    let db_file = dir
+        .path()
+        .join("data")
+        .join(obsctl::embedded::store::DB_FILE);
+    let db: f64 = [db_file.clone(), db_file.with_extension("sqlite-wal")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() as f64 / (1 << 20) as f64)
+        .sum();
 
     println!();
     println!(
         "embedded backend, {BATCH}-span batches from a separate process ({SENDER_CONCURRENCY} in flight), {QUERIES} queries per figure"
     );
     println!(
-        "{:<34} {:>14} {:<8} {:>10} {:>6} {:>12}",
+        "{:<42} {:>14} {:<8} {:>10} {:>6} {:>12}",
         "figure", "measured", "unit", "target", "ok", "x /ready p50"
     );
     for r in &rows {
@@ -371,16 +426,16 @@ fn main() {
             "-".into()
         };
         println!(
-            "{:<34} {:>14.2} {:<8} {:>10} {:>6} {:>12}",
+            "{:<42} {:>14.2} {:<8} {:>10} {:>6} {:>12}",
             r.what, r.measured, r.unit, target, ok, ratio
         );
     }
     println!(
-        "{:<34} {:>14.2} {:<8} {:>10} {:>6} {:>12}",
+        "{:<42} {:>14.2} {:<8} {:>10} {:>6} {:>12}",
         "baseline GET /ready p50", ready_p50, "ms", "-", "", "1.0"
     );
     println!(
-        "{:<34} {:>14.2} {:<8} {:>10} {:>6} {:>12}",
+        "{:<42} {:>14.2} {:<8} {:>10} {:>6} {:>12}",
         "baseline GET /ready p99",
         ready_p99,
         "ms",
@@ -388,5 +443,14 @@ fn main() {
         "",
         format!("{:.1}", ready_p99 / ready_p50)
     );
-    println!("{:<34} {:>14.2} {:<8}", "database file size", db, "MiB");
+    println!("{:<42} {:>14.2} {:<8}", "database + WAL size", db, "MiB");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
 }
