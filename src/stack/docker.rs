@@ -466,11 +466,15 @@ impl DockerStack {
         let password = grafana_password(&self.project)?;
         self.ensure_network().await?;
         let existing = self.containers().await?;
-        let mut actions = BTreeMap::new();
-        for svc in definition::services() {
+        // Components are independent at start (each retries its peers), so they are created
+        // and started concurrently.
+        let existing = &existing;
+        let files = &files;
+        let password = &password;
+        let converge = definition::services().into_iter().map(|svc| async move {
             let c = svc.component;
             self.ensure_volume(c).await?;
-            let spec = self.container_spec(&svc, config, &files, &password);
+            let spec = self.container_spec(&svc, config, files, password);
             let want = spec
                 .labels
                 .as_ref()
@@ -513,8 +517,12 @@ impl DockerStack {
                     .await
                     .map_err(api(format!("start container {name}")))?;
             }
-            actions.insert(c, action);
-        }
+            Ok::<_, DockerError>((c, action))
+        });
+        let actions = futures_util::future::join_all(converge)
+            .await
+            .into_iter()
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
         let targets: Vec<Target> = definition::services()
             .iter()
             .map(|svc| Target {
