@@ -17,6 +17,10 @@ pub mod attr {
     pub const PROCESS_EXIT_CODE: &str = "process.exit.code";
     /// The signal that ended the step, when one did (for example `SIGTERM`).
     pub const PROCESS_SIGNAL: &str = "process.signal";
+    /// How many of the step's output lines were not exported as log records (caps reached).
+    pub const LOGS_DROPPED: &str = "obsctl.logs.dropped";
+    /// Log record attribute: which stream a line came from, `stdout` or `stderr` (semconv).
+    pub const LOG_IOSTREAM: &str = "log.iostream";
 
     /// The attributes `obsctl verify` requires on every step span.
     pub const REQUIRED: [&str; 8] = [
@@ -93,15 +97,25 @@ pub mod env {
     pub const TRACE_ID: &str = "TRACE_ID";
     pub const SPAN_ID: &str = "SPAN_ID";
     pub const OBSCTL_SPOOL_DIR: &str = "OBSCTL_SPOOL_DIR";
+    /// Upper bound of the spool directory in bytes; oldest items are dropped beyond it.
+    pub const OBSCTL_SPOOL_MAX_BYTES: &str = "OBSCTL_SPOOL_MAX_BYTES";
+    /// Total time the shim may spend exporting after the step ended, in milliseconds.
+    pub const OBSCTL_EXPORT_BUDGET_MS: &str = "OBSCTL_EXPORT_BUDGET_MS";
+    /// The pod name, when the pod spec passes it down (Kubernetes downward API).
+    pub const POD_NAME: &str = "POD_NAME";
 
     pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+    pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+    pub const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+    pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
     pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
     pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
     pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
     pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
     pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
     pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
     pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
     pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
 }

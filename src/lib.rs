@@ -6,6 +6,7 @@ pub mod conventions;
 pub mod embedded;
 pub mod otlp;
 pub mod paths;
+pub mod shim;
 pub mod stack;
 pub mod ui;
 pub mod workflow;

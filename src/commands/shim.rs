@@ -1,10 +1,93 @@
-//! `obsctl shim`: argument handling and output only.
+//! `obsctl shim`: argument handling and output only; the work is in `obsctl::shim`.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::commands::CommandError;
+use crate::conventions::env;
+use crate::otlp::export::ExportConfig;
+use crate::shim::{self, DEFAULT_EXPORT_BUDGET, Options};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "Exit code: the command's own; 128+N when it died of signal N; 127 when it was \
+not found; 126 when it could not be executed. With --check: 0 when the collector answered, 1 \
+otherwise. Telemetry problems never change the exit code. See docs/shim.md."
+)]
+pub struct Args {
+    /// Agent name (default: $AGENT); the span is named <agent>/<step>.
+    #[arg(long)]
+    pub agent: Option<String>,
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`obsctl shim` is not built yet")
+    /// Step name (default: $STEP, else the command's file name).
+    #[arg(long)]
+    pub step: Option<String>,
+
+    /// Extra span attribute; a correlation key (repo, prNumber, ref, taskId, workflowName,
+    /// nodeId, commitSha, namespace) overrides the matching environment variable. Repeatable.
+    #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attr)]
+    pub attrs: Vec<(String, String)>,
+
+    /// Total time allowed for exporting after the step ended, whatever
+    /// OTEL_EXPORTER_OTLP_TIMEOUT says; what is not delivered by then is spooled.
+    #[arg(long, value_name = "MS", env = env::OBSCTL_EXPORT_BUDGET_MS)]
+    pub export_budget_ms: Option<u64>,
+
+    /// Only dial the configured collector, print what was found, and exit 0 (reachable) or 1.
+    #[arg(long, conflicts_with = "command")]
+    pub check: bool,
+
+    /// The step to run, after `--`.
+    #[arg(last = true, value_name = "COMMAND", required_unless_present = "check")]
+    pub command: Vec<OsString>,
+}
+
+fn parse_attr(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let budget = args
+        .export_budget_ms
+        .map_or(DEFAULT_EXPORT_BUDGET, Duration::from_millis);
+    if args.check {
+        return check(budget);
+    }
+    let code = shim::run(Options {
+        agent: args.agent,
+        step: args.step,
+        attrs: args.attrs,
+        command: args.command,
+        export_budget: budget,
+    });
+    Ok(ExitCode::from(code))
+}
+
+fn check(budget: Duration) -> anyhow::Result<ExitCode> {
+    let config = ExportConfig::from_env().map_err(|e| CommandError::new(1, e))?;
+    let timeout = budget.min(config.timeout);
+    let report = shim::check::check(config, timeout).context("starting the async runtime")?;
+    let ms = report.elapsed.as_secs_f64() * 1000.0;
+    match report.result {
+        Ok(()) => {
+            println!(
+                "collector reachable: {} {} accepted an empty traces export in {ms:.1} ms",
+                report.protocol, report.endpoint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!(
+                "collector NOT reachable: {} {}: {e} (after {ms:.1} ms)",
+                report.protocol, report.endpoint
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }

@@ -1,0 +1,671 @@
+//! OTLP export with a hard deadline, for short-lived processes: build the request messages,
+//! send them over gRPC, HTTP/protobuf or HTTP/JSON, and report which ones the collector
+//! acknowledged. The SDK is the wrong tool here: its shutdown can ignore timeouts (reference §6).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::proto::collector::logs::v1::ExportLogsServiceRequest;
+use super::proto::collector::logs::v1::logs_service_client::LogsServiceClient;
+use super::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use super::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use super::proto::collector::trace::v1::ExportTraceServiceRequest;
+use super::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+use super::proto::metrics::v1::metric::Data;
+use crate::conventions::env;
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` when unset, per the spec (milliseconds).
+pub const SPEC_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The wire protocol, as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
+
+    /// The spec's default base endpoint for this protocol.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "http://localhost:4317",
+            Protocol::HttpProtobuf | Protocol::HttpJson => "http://localhost:4318",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "grpc" => Ok(Protocol::Grpc),
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "http/json" => Ok(Protocol::HttpJson),
+            other => Err(ConfigError::Protocol(other.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn endpoint_env(self) -> &'static str {
+        match self {
+            Signal::Traces => env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            Signal::Metrics => env::OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+            Signal::Logs => env::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Signal {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Signal::ALL.into_iter().find(|x| x.as_str() == s).ok_or(())
+    }
+}
+
+/// One OTLP export request of any signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportRequest {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl ExportRequest {
+    pub fn signal(&self) -> Signal {
+        match self {
+            ExportRequest::Traces(_) => Signal::Traces,
+            ExportRequest::Metrics(_) => Signal::Metrics,
+            ExportRequest::Logs(_) => Signal::Logs,
+        }
+    }
+
+    /// Spans, metric data points or log records in the request.
+    pub fn item_count(&self) -> usize {
+        match self {
+            ExportRequest::Traces(r) => r
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum(),
+            ExportRequest::Metrics(r) => r
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .map(|m| match &m.data {
+                    Some(Data::Gauge(g)) => g.data_points.len(),
+                    Some(Data::Sum(s)) => s.data_points.len(),
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(Data::Summary(s)) => s.data_points.len(),
+                    None => 0,
+                })
+                .sum(),
+            ExportRequest::Logs(r) => r
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .map(|sl| sl.log_records.len())
+                .sum(),
+        }
+    }
+
+    pub fn encode_protobuf(&self) -> Vec<u8> {
+        match self {
+            ExportRequest::Traces(r) => r.encode_to_vec(),
+            ExportRequest::Metrics(r) => r.encode_to_vec(),
+            ExportRequest::Logs(r) => r.encode_to_vec(),
+        }
+    }
+
+    pub fn decode_protobuf(signal: Signal, bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Ok(match signal {
+            Signal::Traces => ExportRequest::Traces(ExportTraceServiceRequest::decode(bytes)?),
+            Signal::Metrics => ExportRequest::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
+            Signal::Logs => ExportRequest::Logs(ExportLogsServiceRequest::decode(bytes)?),
+        })
+    }
+
+    /// OTLP/JSON: camelCase fields, hex ids, 64-bit integers as strings.
+    pub fn encode_json(&self) -> Vec<u8> {
+        let encoded = match self {
+            ExportRequest::Traces(r) => serde_json::to_vec(r),
+            ExportRequest::Metrics(r) => serde_json::to_vec(r),
+            ExportRequest::Logs(r) => serde_json::to_vec(r),
+        };
+        encoded.expect("OTLP messages always serialise to JSON")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL is {0:?}; expected grpc, http/protobuf or http/json")]
+    Protocol(String),
+    #[error("{var} is {value:?}; expected an http:// URL (obsctl has no TLS client)")]
+    Endpoint { var: String, value: String },
+    #[error("OTEL_EXPORTER_OTLP_TIMEOUT is {0:?}; expected milliseconds")]
+    Timeout(String),
+    #[error("OTEL_EXPORTER_OTLP_HEADERS has an invalid entry {0:?}; expected key=value")]
+    Header(String),
+}
+
+/// Where and how to export, from the standard `OTEL_EXPORTER_OTLP_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    pub protocol: Protocol,
+    /// Full URL per signal: for HTTP including the `/v1/<signal>` path, for gRPC the authority.
+    endpoints: [String; 3],
+    pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`; callers apply their own budget on top.
+    pub timeout: Duration,
+}
+
+impl ExportConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Spec rules: a per-signal endpoint is used as it is; the base endpoint gets
+    /// `/v1/<signal>` appended for HTTP; empty variables count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let protocol = match get(env::OTEL_EXPORTER_OTLP_PROTOCOL) {
+            Some(p) => p.parse()?,
+            None => Protocol::HttpProtobuf,
+        };
+        let base = get(env::OTEL_EXPORTER_OTLP_ENDPOINT);
+        let base_var = if base.is_some() {
+            env::OTEL_EXPORTER_OTLP_ENDPOINT
+        } else {
+            "the default endpoint"
+        };
+        let base = base.unwrap_or_else(|| protocol.default_endpoint().to_string());
+        let mut endpoints: [String; 3] = Default::default();
+        for signal in Signal::ALL {
+            let (var, url) = match get(signal.endpoint_env()) {
+                Some(url) => (signal.endpoint_env(), url.trim().to_string()),
+                None if protocol == Protocol::Grpc => (base_var, base.trim().to_string()),
+                None => (
+                    base_var,
+                    format!("{}/v1/{}", base.trim().trim_end_matches('/'), signal),
+                ),
+            };
+            if !url.starts_with("http://") {
+                return Err(ConfigError::Endpoint {
+                    var: var.to_string(),
+                    value: url,
+                });
+            }
+            endpoints[signal.index()] = url;
+        }
+        let timeout = match get(env::OTEL_EXPORTER_OTLP_TIMEOUT) {
+            Some(ms) => Duration::from_millis(
+                ms.trim()
+                    .parse()
+                    .map_err(|_| ConfigError::Timeout(ms.clone()))?,
+            ),
+            None => SPEC_DEFAULT_TIMEOUT,
+        };
+        let headers = match get(env::OTEL_EXPORTER_OTLP_HEADERS) {
+            Some(h) => parse_headers(&h)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            protocol,
+            endpoints,
+            headers,
+            timeout,
+        })
+    }
+
+    pub fn endpoint(&self, signal: Signal) -> &str {
+        &self.endpoints[signal.index()]
+    }
+}
+
+/// `key1=value1,key2=value2` with percent-encoded values (W3C baggage format, as the spec says).
+fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    text.split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let (k, v) = entry
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Header(entry.to_string()))?;
+            let key = k.trim().to_ascii_lowercase();
+            if key.is_empty() {
+                return Err(ConfigError::Header(entry.to_string()));
+            }
+            Ok((key, percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes, as OTel environment variables (headers, resource attributes) use.
+pub fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(hi * 16 + lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    #[error("no answer from {endpoint} before the export deadline")]
+    Deadline { endpoint: String },
+    #[error("{endpoint} answered {status}")]
+    Rejected {
+        endpoint: String,
+        status: String,
+        retryable: bool,
+    },
+}
+
+impl ExportError {
+    /// Whether sending the same request later may succeed (so it is worth spooling).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExportError::Connect { .. } | ExportError::Deadline { .. } => true,
+            ExportError::Rejected { retryable, .. } => *retryable,
+        }
+    }
+}
+
+type GrpcChannel = Arc<OnceCell<Result<tonic::transport::Channel, ExportError>>>;
+
+/// Sends export requests; one per process, reusing its connections.
+pub struct Exporter {
+    config: ExportConfig,
+    http: Option<reqwest::Client>,
+    grpc: std::sync::Mutex<HashMap<String, GrpcChannel>>,
+}
+
+impl Exporter {
+    pub fn new(config: ExportConfig) -> Self {
+        let http = (config.protocol != Protocol::Grpc).then(|| {
+            // No proxy: a collector is a local sidecar or service; HTTP_PROXY must not catch it.
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("a plain-HTTP client always builds")
+        });
+        Self {
+            config,
+            http,
+            grpc: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ExportConfig {
+        &self.config
+    }
+
+    /// Sends every request concurrently and answers in the same order; nothing outlives
+    /// `deadline`.
+    pub async fn send_all(
+        &self,
+        requests: &[ExportRequest],
+        deadline: Instant,
+    ) -> Vec<Result<(), ExportError>> {
+        futures_join_all(requests.iter().map(|r| self.send(r, deadline))).await
+    }
+
+    /// Sends one request and waits for the collector's answer, at most until `deadline`.
+    pub async fn send(
+        &self,
+        request: &ExportRequest,
+        deadline: Instant,
+    ) -> Result<(), ExportError> {
+        let endpoint = self.config.endpoint(request.signal()).to_string();
+        let attempt = async {
+            match self.config.protocol {
+                Protocol::Grpc => self.send_grpc(&endpoint, request, deadline).await,
+                Protocol::HttpProtobuf | Protocol::HttpJson => {
+                    self.send_http(&endpoint, request).await
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(ExportError::Deadline { endpoint }),
+        }
+    }
+
+    async fn send_http(&self, endpoint: &str, request: &ExportRequest) -> Result<(), ExportError> {
+        let client = self
+            .http
+            .as_ref()
+            .expect("HTTP client exists for HTTP protocols");
+        let (body, content_type) = match self.config.protocol {
+            Protocol::HttpJson => (request.encode_json(), "application/json"),
+            _ => (request.encode_protobuf(), "application/x-protobuf"),
+        };
+        let mut builder = client
+            .post(endpoint)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        for (k, v) in &self.config.headers {
+            builder = builder.header(k, v);
+        }
+        let response = builder.send().await.map_err(|e| ExportError::Connect {
+            endpoint: endpoint.to_string(),
+            reason: error_chain(&e),
+        })?;
+        let status = response.status();
+        // Drain the body so the answer is complete before the request counts as acknowledged.
+        let _ = response.bytes().await;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(ExportError::Rejected {
+            endpoint: endpoint.to_string(),
+            status: format!("HTTP {status}"),
+            // The spec's retryable HTTP codes.
+            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+        })
+    }
+
+    async fn grpc_channel(
+        &self,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<tonic::transport::Channel, ExportError> {
+        let cell = self
+            .grpc
+            .lock()
+            .expect("channel map lock")
+            .entry(endpoint.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let connect_error = |reason: String| ExportError::Connect {
+                endpoint: endpoint.to_string(),
+                reason,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| connect_error(e.to_string()))?
+                .connect_timeout(remaining)
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| connect_error(error_chain(&e)))
+        })
+        .await
+        .clone()
+    }
+
+    async fn send_grpc(
+        &self,
+        endpoint: &str,
+        request: &ExportRequest,
+        deadline: Instant,
+    ) -> Result<(), ExportError> {
+        let channel = self.grpc_channel(endpoint, deadline).await?;
+        let result = match request {
+            ExportRequest::Traces(r) => TraceServiceClient::new(channel)
+                .export(self.grpc_request(r.clone()))
+                .await
+                .map(drop),
+            ExportRequest::Metrics(r) => MetricsServiceClient::new(channel)
+                .export(self.grpc_request(r.clone()))
+                .await
+                .map(drop),
+            ExportRequest::Logs(r) => LogsServiceClient::new(channel)
+                .export(self.grpc_request(r.clone()))
+                .await
+                .map(drop),
+        };
+        result.map_err(|status| {
+            use tonic::Code;
+            ExportError::Rejected {
+                endpoint: endpoint.to_string(),
+                status: format!("gRPC {:?}: {}", status.code(), status.message()),
+                // The spec's retryable gRPC codes; Unknown covers transport failures.
+                retryable: matches!(
+                    status.code(),
+                    Code::Cancelled
+                        | Code::DeadlineExceeded
+                        | Code::ResourceExhausted
+                        | Code::Aborted
+                        | Code::OutOfRange
+                        | Code::Unavailable
+                        | Code::DataLoss
+                        | Code::Unknown
+                ),
+            }
+        })
+    }
+
+    fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (k, v) in &self.config.headers {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(v.as_str()),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
+        request
+    }
+}
+
+/// Polls every future on the current task; the order of results is the order of futures.
+async fn futures_join_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut pending: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (fut, slot) in pending.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.expect("polled to completion"))
+        .collect()
+}
+
+/// The innermost cause: "Connection refused" hides several wrapper layers down.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut innermost = err;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+    }
+    innermost.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<ExportConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ExportConfig::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.protocol, Protocol::HttpProtobuf);
+        assert_eq!(
+            c.endpoint(Signal::Traces),
+            "http://localhost:4318/v1/traces"
+        );
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        let g = config(&[(env::OTEL_EXPORTER_OTLP_PROTOCOL, "grpc")]).unwrap();
+        assert_eq!(g.endpoint(Signal::Logs), "http://localhost:4317");
+    }
+
+    #[test]
+    fn base_endpoint_gets_the_path_and_per_signal_endpoints_do_not() {
+        let c = config(&[
+            (env::OTEL_EXPORTER_OTLP_ENDPOINT, "http://collector:4318/"),
+            (
+                env::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+                "http://loki:3100/otlp/v1/logs",
+            ),
+            (env::OTEL_EXPORTER_OTLP_TIMEOUT, "250"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.endpoint(Signal::Metrics),
+            "http://collector:4318/v1/metrics"
+        );
+        assert_eq!(c.endpoint(Signal::Logs), "http://loki:3100/otlp/v1/logs");
+        assert_eq!(c.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert_eq!(
+            config(&[(env::OTEL_EXPORTER_OTLP_PROTOCOL, "udp")]),
+            Err(ConfigError::Protocol("udp".into()))
+        );
+        assert!(matches!(
+            config(&[(env::OTEL_EXPORTER_OTLP_ENDPOINT, "https://x:4318")]),
+            Err(ConfigError::Endpoint { .. })
+        ));
+        assert!(matches!(
+            config(&[(env::OTEL_EXPORTER_OTLP_TIMEOUT, "10s")]),
+            Err(ConfigError::Timeout(_))
+        ));
+    }
+
+    #[test]
+    fn headers_are_percent_decoded_and_keys_lowercased() {
+        let c = config(&[(
+            env::OTEL_EXPORTER_OTLP_HEADERS,
+            "Authorization=Bearer%20abc, x-tenant=t1",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.headers,
+            vec![
+                ("authorization".to_string(), "Bearer abc".to_string()),
+                ("x-tenant".to_string(), "t1".to_string())
+            ]
+        );
+        assert!(config(&[(env::OTEL_EXPORTER_OTLP_HEADERS, "novalue")]).is_err());
+    }
+
+    #[test]
+    fn protobuf_round_trip_keeps_the_request() {
+        let req = ExportRequest::Traces(ExportTraceServiceRequest::default());
+        let bytes = req.encode_protobuf();
+        assert_eq!(
+            ExportRequest::decode_protobuf(Signal::Traces, &bytes).unwrap(),
+            req
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn refused_connection_fails_fast_and_is_retryable() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        for protocol in ["grpc", "http/protobuf"] {
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let c = config(&[
+                (env::OTEL_EXPORTER_OTLP_PROTOCOL, protocol),
+                (env::OTEL_EXPORTER_OTLP_ENDPOINT, &endpoint),
+            ])
+            .unwrap();
+            let exporter = Exporter::new(c);
+            let start = Instant::now();
+            let results = exporter
+                .send_all(
+                    &[ExportRequest::Traces(Default::default())],
+                    start + Duration::from_secs(5),
+                )
+                .await;
+            assert!(start.elapsed() < Duration::from_secs(1), "{protocol}");
+            let err = results[0].clone().unwrap_err();
+            assert!(err.is_retryable(), "{protocol}: {err}");
+        }
+    }
+}

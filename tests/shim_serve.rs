@@ -1,0 +1,389 @@
+//! `obsctl shim` against the real `obsctl serve` backend, read back through its Tempo-, Loki-
+//! and Prometheus-shaped APIs, with a real Prometheus scraping the backend's `/metrics` for
+//! counter parity and exemplars. Prometheus tests fail when CI=true and prometheus is missing.
+
+mod shim_support;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use obsctl::conventions::{attr, metric};
+use obsctl::otlp::{SpanId, TraceId};
+use shim_support::{Prometheus, Serve, free_port, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn obsctl(subcommand: &str, spool: &std::path::Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_")
+            || k.starts_with("OBSCTL_")
+            || k == "TRACEPARENT"
+            || k == "TRACESTATE"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("OBSCTL_SPOOL_DIR", spool);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.arg(subcommand);
+    cmd
+}
+
+fn first_line(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().next().expect("a first line")).expect("JSON first line")
+}
+
+fn id(line: &serde_json::Value, key: &str) -> String {
+    line[key].as_str().unwrap().to_string()
+}
+
+/// Tempo JSON carries ids as base64.
+fn b64_span(hex: &str) -> String {
+    SpanId::from_hex(hex).unwrap().to_base64()
+}
+
+fn attr_of(span: &serde_json::Value, key: &str) -> Option<String> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| {
+            let v = &a["value"];
+            v["stringValue"]
+                .as_str()
+                .or(v["intValue"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| v["intValue"].to_string())
+        })
+}
+
+#[test]
+fn spans_logs_status_and_parentage_arrive_in_obsctl_serve() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = Serve::start(data.path());
+    let spool = tempfile::tempdir().unwrap();
+    let parent_trace = TraceId::random();
+    let parent_span = SpanId::random();
+    for (protocol, code) in [("grpc", 0), ("http/protobuf", 3), ("http/json", 0)] {
+        let mut env = serve.env(protocol);
+        env.extend([
+            ("TRACEPARENT", format!("00-{parent_trace}-{parent_span}-01")),
+            ("AGENT", "claude".into()),
+            ("STEP", "implement".into()),
+            ("REPO", "org/repo".into()),
+            ("PR_NUMBER", "17".into()),
+            ("REF", "main".into()),
+            ("TASK_ID", "task-9".into()),
+            ("WORKFLOW_NAME", "wf-9".into()),
+            ("NODE_ID", "wf-9-1".into()),
+            ("NAMESPACE", "agents".into()),
+        ]);
+        let out = obsctl("shim", spool.path(), &env)
+            .args(["--", "sh", "-c"])
+            .arg(format!("echo working; echo careful >&2; exit {code}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{protocol}");
+        let line = first_line(&out);
+        assert_eq!(line["agent"], "claude");
+        assert_eq!(line["step"], "implement");
+        assert_eq!(line["taskId"], "task-9");
+        assert_eq!(
+            line["traceparent"],
+            format!("00-{}-{}-01", id(&line, "trace_id"), id(&line, "span_id"))
+        );
+        let span_id = id(&line, "span_id");
+        let span = wait_for("the span in obsctl serve", WAIT, || {
+            serve
+                .spans(&parent_trace.to_hex())
+                .into_iter()
+                .find(|s| s["spanId"] == b64_span(&span_id))
+        });
+        assert_eq!(span["name"], "claude/implement");
+        assert_eq!(span["parentSpanId"], parent_span.to_base64());
+        let expected_status = if code == 0 {
+            "STATUS_CODE_OK"
+        } else {
+            "STATUS_CODE_ERROR"
+        };
+        assert_eq!(span["status"]["code"], expected_status, "{protocol}");
+        for (key, value) in [
+            (attr::REPO, "org/repo"),
+            (attr::PR_NUMBER, "17"),
+            (attr::REF, "main"),
+            (attr::TASK_ID, "task-9"),
+            (attr::AGENT, "claude"),
+            (attr::WORKFLOW_NAME, "wf-9"),
+            (attr::NODE_ID, "wf-9-1"),
+            (attr::STEP_NAME, "implement"),
+            (attr::NAMESPACE, "agents"),
+        ] {
+            assert_eq!(attr_of(&span, key).as_deref(), Some(value), "{key}");
+        }
+        assert_eq!(
+            attr_of(&span, attr::PROCESS_EXIT_CODE),
+            Some(code.to_string())
+        );
+        let logs = wait_for("both log lines in obsctl serve", WAIT, || {
+            let logs: Vec<_> = serve
+                .logs(&parent_trace.to_hex())
+                .into_iter()
+                .filter(|(labels, _)| labels["span_id"] == span_id.as_str())
+                .collect();
+            (logs.len() == 2).then_some(logs)
+        });
+        let lines: Vec<&str> = logs.iter().map(|(_, l)| l.as_str()).collect();
+        assert!(lines.contains(&"working") && lines.contains(&"careful"));
+        for (labels, _) in &logs {
+            assert_eq!(labels["taskId"], "task-9");
+            assert_eq!(labels["repo"], "org/repo");
+        }
+    }
+}
+
+#[test]
+fn exit_codes_and_forwarded_sigterm_are_recorded_in_obsctl_serve() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = Serve::start(data.path());
+    let spool = tempfile::tempdir().unwrap();
+    let env = serve.env("grpc");
+    for (command, code) in [
+        (vec!["true"], 0),
+        (vec!["sh", "-c", "exit 3"], 3),
+        (vec!["/"], 126),
+        (vec!["no-such-command-xyz"], 127),
+        (vec!["sh", "-c", "kill -INT $$"], 130),
+    ] {
+        let out = obsctl("shim", spool.path(), &env)
+            .arg("--")
+            .args(&command)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{command:?}");
+        let line = first_line(&out);
+        let span = wait_for("the span", WAIT, || {
+            serve.spans(&id(&line, "trace_id")).into_iter().next()
+        });
+        assert_eq!(
+            attr_of(&span, attr::PROCESS_EXIT_CODE),
+            Some(code.to_string())
+        );
+    }
+
+    let mut child = shim_support::ChildGuard(
+        obsctl("shim", spool.path(), &env)
+            .args(["--", "sh", "-c", "echo ready; exec sleep 60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.0.wait().unwrap().code(), Some(143));
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let span = wait_for("the SIGTERM span", WAIT, || {
+        serve.spans(&id(&line, "trace_id")).into_iter().next()
+    });
+    assert_eq!(span["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(
+        attr_of(&span, attr::PROCESS_SIGNAL).as_deref(),
+        Some("SIGTERM")
+    );
+}
+
+/// 120 separate shim processes, some failing, some unsampled: Prometheus, scraping the
+/// backend, must count exactly what ran, and every exemplar must name a stored trace.
+#[test]
+fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = Serve::start(data.path());
+    let Some(prometheus) = Prometheus::start(serve.api) else {
+        return;
+    };
+    let spool = tempfile::tempdir().unwrap();
+    let agent = format!("parity-{}", &TraceId::random().to_hex()[..8]);
+    const STEPS: usize = 120;
+    let mut expected_ok = 0;
+    let mut expected_fail = 0;
+    let mut unsampled_traces = Vec::new();
+    let mut children = Vec::new();
+    for i in 0..STEPS {
+        let fail = i % 3 == 0;
+        let unsampled = i % 4 == 1;
+        let mut env = serve.env(if i % 2 == 0 { "grpc" } else { "http/protobuf" });
+        env.extend([
+            ("AGENT", agent.clone()),
+            ("STEP", "check".into()),
+            ("REPO", "org/parity".into()),
+            ("PR_NUMBER", "5".into()),
+        ]);
+        if unsampled {
+            env.push(("OTEL_TRACES_SAMPLER", "always_off".into()));
+        }
+        if fail {
+            expected_fail += 1;
+        } else {
+            expected_ok += 1;
+        }
+        children.push((
+            unsampled,
+            obsctl("shim", spool.path(), &env)
+                .args(["--", "sh", "-c", if fail { "exit 1" } else { "exit 0" }])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        // Eight at a time: many processes, but not a fork bomb on a small CI machine.
+        if children.len() == 8 || i == STEPS - 1 {
+            for (unsampled, child) in children.drain(..) {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.code().is_some());
+                if unsampled {
+                    unsampled_traces.push(id(&first_line(&out), "trace_id"));
+                }
+            }
+        }
+    }
+    let selector = format!("{{agent=\"{agent}\"}}");
+    let ok = wait_for("success count in prometheus", WAIT, || {
+        prometheus
+            .value(&format!("sum({}{selector})", metric::STEP_SUCCESS_TOTAL))
+            .filter(|v| *v == expected_ok as f64)
+    });
+    assert_eq!(ok, expected_ok as f64);
+    let fail = wait_for("fail count in prometheus", WAIT, || {
+        prometheus
+            .value(&format!("sum({}{selector})", metric::STEP_FAIL_TOTAL))
+            .filter(|v| *v == expected_fail as f64)
+    });
+    assert_eq!(fail, expected_fail as f64);
+    let count = prometheus
+        .value(&format!("sum({}_count{selector})", metric::STEP_DURATION))
+        .unwrap();
+    assert_eq!(count, STEPS as f64);
+    let failures = prometheus
+        .value(&format!(
+            "sum({}_count{{agent=\"{agent}\",outcome=\"failure\"}})",
+            metric::STEP_DURATION
+        ))
+        .unwrap();
+    assert_eq!(failures, expected_fail as f64);
+
+    let exemplars = wait_for("exemplars in prometheus", WAIT, || {
+        let ids =
+            prometheus.exemplar_trace_ids(&format!("{}_bucket{selector}", metric::STEP_DURATION));
+        (!ids.is_empty()).then_some(ids)
+    });
+    for trace_id in &exemplars {
+        assert!(
+            !unsampled_traces.contains(trace_id),
+            "an unsampled step has an exemplar"
+        );
+        assert!(
+            serve.trace(trace_id).is_some(),
+            "exemplar trace {trace_id} is not in the backend"
+        );
+    }
+}
+
+#[test]
+fn collector_down_then_back_delivers_spooled_items_exactly_once() {
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let (grpc, http, api) = (free_port(), free_port(), free_port());
+    let mut serve = Serve::start_on(data.path(), grpc, http, api);
+    let env = serve.env("http/protobuf");
+    let agent = format!("outage-{}", &TraceId::random().to_hex()[..8]);
+    let mut env = env.clone();
+    env.push(("AGENT", agent.clone()));
+    serve.stop();
+
+    let mut traces = Vec::new();
+    for code in [0, 0, 2] {
+        let out = obsctl("shim", spool.path(), &env)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                &format!("echo during outage; exit {code}"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code));
+        traces.push(id(&first_line(&out), "trace_id"));
+    }
+    let serve = Serve::start_on(data.path(), grpc, http, api);
+    assert!(
+        serve.trace(&traces[0]).is_none(),
+        "nothing arrives before replay"
+    );
+    let flush = obsctl("flush", spool.path(), &env).output().unwrap();
+    assert_eq!(flush.status.code(), Some(0), "{flush:?}");
+    assert!(String::from_utf8_lossy(&flush.stdout).contains("delivered 9 request(s)"));
+    let again = obsctl("flush", spool.path(), &env).output().unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("delivered 0 request(s)"));
+
+    for trace in &traces {
+        assert_eq!(serve.spans(trace).len(), 1, "each span exactly once");
+        assert_eq!(serve.logs(trace).len(), 1, "each log record exactly once");
+    }
+    let metrics = serve.get("/metrics").unwrap().1;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(&agent))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(value(metric::STEP_SUCCESS_TOTAL), 2.0);
+    assert_eq!(value(metric::STEP_FAIL_TOTAL), 1.0);
+}
+
+#[test]
+fn a_secret_a_step_prints_is_in_no_record_the_backend_stored() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = Serve::start(data.path());
+    let spool = tempfile::tempdir().unwrap();
+    let secret = "sk-live-0123456789abcdef";
+    let mut env = serve.env("grpc");
+    env.push(("OPENAI_API_KEY", secret.into()));
+    env.push(("TASK_ID", format!("task-{secret}")));
+    let out = obsctl("shim", spool.path(), &env)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo key=$OPENAI_API_KEY; echo $OPENAI_API_KEY >&2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let trace = id(&first_line(&out), "trace_id");
+    let logs = wait_for("the log lines", WAIT, || {
+        let logs = serve.logs(&trace);
+        (logs.len() == 2).then_some(logs)
+    });
+    let stored = [
+        serde_json::to_string(&serve.trace(&trace).unwrap()).unwrap(),
+        serde_json::to_string(&logs.iter().map(|(l, b)| (l, b)).collect::<Vec<_>>()).unwrap(),
+        serve.get("/metrics").unwrap().1,
+    ];
+    for text in &stored {
+        assert!(!text.contains(secret), "secret leaked: {text}");
+    }
+    assert!(stored[1].contains("key=[REDACTED]"));
+}
