@@ -104,15 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let actions: Vec<String> = report
                 .actions
                 .iter()
-                .map(|(c, a)| {
-                    format!(
-                        "{c} {}",
-                        serde_json::to_value(a)
-                            .unwrap_or_default()
-                            .as_str()
-                            .unwrap_or("")
-                    )
-                })
+                .map(|(c, a)| format!("{c} {a}"))
                 .collect();
             eprintln!(
                 "obsctl: Docker stack {:?} ready ({})",

@@ -165,13 +165,23 @@ pub fn grafana_password(project: &str) -> Result<String, DockerError> {
 }
 
 /// What `up` did to one component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Created,
     Recreated,
     Started,
     Unchanged,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Recreated => "recreated",
+            Action::Started => "started",
+            Action::Unchanged => "unchanged",
+        })
+    }
 }
 
 /// The result of `up`: per component, what was done and how long readiness took.
