@@ -1,8 +1,8 @@
 //! Steps as containers: `obsctl run --runner docker` runs workflows/agent-pipeline.yaml with each
 //! step in the template's image (busybox, built locally from Debian's busybox-static since no
 //! registry is reachable), the shim as entrypoint although the image has neither glibc nor
-//! obsctl, the seed's pod labels, outputs read after exit, and every step's span delivered to
-//! the embedded backend on the host.
+//! obsctl, the seed's pod labels, outputs read after exit, every step's span delivered to the
+//! embedded backend on the host, and `obsctl verify` passing against the run.
 
 mod stack_support;
 
@@ -146,6 +146,10 @@ fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
         .then_some(body)
     });
     assert!(names.contains(&name));
+
+    // And `obsctl verify` proves the run's telemetry complete: spans, counters, exemplars, logs.
+    let out = env.obsctl(&["verify", "--run", &name, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "verify: {}", text(&out));
 }
 
 #[test]
