@@ -27,7 +27,8 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit code: 0 when the workflow Succeeded, 1 when it Failed or Errored, 2 for \
-invalid input (nothing is started). Supported subset, runner and resume: docs/workflows.md."
+invalid input (nothing is started), 3 when --runner docker cannot reach Docker. Supported subset, \
+runner and resume: docs/workflows.md; steps as containers: docs/observability.md."
 )]
 pub struct Args {
     /// The Argo Workflow YAML to run (optional with --resume: the recorded file is used).
