@@ -7,6 +7,7 @@
 mod stack_support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use obsctl::stack::definition::{Component, Port};
 use serde_json::Value;
@@ -233,7 +234,11 @@ fn up_status_kill_repair_down_on_the_real_engine() {
 
     // A killed component is reported...
     docker(&["kill", &format!("{p}-tempo")]);
-    let (code, status) = status_json(&env);
+    // The engine records the exit asynchronously: wait for it rather than race it.
+    let (code, status) = poll("tempo reported down", Duration::from_secs(15), || {
+        let (code, status) = status_json(&env);
+        (component(&status, "tempo")["state"] != "running").then_some((code, status))
+    });
     assert_eq!(code, Some(3), "{status}");
     let tempo = component(&status, "tempo");
     assert_eq!(tempo["state"], "exited", "{tempo}");
