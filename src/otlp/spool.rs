@@ -142,10 +142,12 @@ impl Spool {
         );
         let tmp = self.dir.join(format!(".tmp-{name}"));
         let path = self.dir.join(&name);
+        // No fsync: the rename alone makes a request appear whole or not at all when a process
+        // dies; only a power cut could lose the newest requests, and an fsync would cost every
+        // step many milliseconds while the collector is down.
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(&request.encode_protobuf())?;
-            file.sync_data()?;
             fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
