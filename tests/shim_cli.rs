@@ -514,3 +514,73 @@ fn check_reports_reachable_and_unreachable_collectors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reachable"));
 }
+
+#[test]
+fn output_passes_through_byte_for_byte_including_binary_and_very_long_lines() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().unwrap();
+    let script = "printf 'caf\\303\\251 \\377\\376\\n'; head -c 300000 /dev/zero | tr '\\0' y; \
+                  echo; printf 'err\\r\\n' >&2; printf 'tail without newline'";
+    let out = shim(spool.path(), &rx.env("grpc"))
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bare = Command::new("sh").args(["-c", script]).output().unwrap();
+    let after_first = out.stdout.splitn(2, |b| *b == b'\n').nth(1).unwrap();
+    assert_eq!(after_first, bare.stdout.as_slice());
+    assert_eq!(out.stderr, bare.stderr);
+    let logs = wait_for("four records", WAIT, || {
+        let logs = rx.received.logs();
+        (logs.len() == 4).then_some(logs)
+    });
+    let bodies: Vec<String> = logs
+        .iter()
+        .map(|l| attrs::value_to_string(l.body.as_ref().unwrap()).unwrap())
+        .collect();
+    assert!(
+        bodies.contains(&"café \u{fffd}\u{fffd}".to_string()),
+        "{bodies:?}"
+    );
+    assert!(bodies.contains(&"err".to_string()));
+    assert!(bodies.contains(&"tail without newline".to_string()));
+    let long = bodies.iter().find(|b| b.starts_with("yyy")).unwrap();
+    assert!(
+        long.len() < 10_000 && long.ends_with("bytes]"),
+        "{}",
+        long.len()
+    );
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_says_so() {
+    let spool = tempfile::tempdir().unwrap();
+    let env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        ),
+        // Room for about one step's metrics: every further step pushes older requests out.
+        ("OBSCTL_SPOOL_MAX_BYTES", "1500".to_string()),
+    ];
+    let mut warned = false;
+    for _ in 0..4 {
+        let out = shim(spool.path(), &env)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        warned |= String::from_utf8_lossy(&out.stderr).contains("spool full");
+    }
+    assert!(warned, "a drop must be announced on stderr");
+    let kept = spooled(spool.path());
+    assert!((1..8).contains(&kept), "{kept}");
+    let flush = obsctl("flush", spool.path(), &env).output().unwrap();
+    assert_eq!(flush.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&flush.stdout);
+    let dropped = 8 - kept;
+    assert!(
+        stdout.contains(&format!("{dropped} request(s)")) && stdout.contains("spool was full"),
+        "{stdout}"
+    );
+}
