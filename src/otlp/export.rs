@@ -18,7 +18,12 @@ use super::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use super::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use super::proto::collector::trace::v1::ExportTraceServiceRequest;
 use super::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+use super::proto::common::v1::InstrumentationScope;
+use super::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use super::proto::metrics::v1::metric::Data;
+use super::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
+use super::proto::resource::v1::Resource;
+use super::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use crate::conventions::env;
 
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` when unset, per the spec (milliseconds).
@@ -121,6 +126,51 @@ pub enum ExportRequest {
 }
 
 impl ExportRequest {
+    /// Spans of one resource and instrumentation scope.
+    pub fn spans(resource: Resource, scope: InstrumentationScope, spans: Vec<Span>) -> Self {
+        ExportRequest::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// Metrics of one resource and instrumentation scope.
+    pub fn metrics(resource: Resource, scope: InstrumentationScope, metrics: Vec<Metric>) -> Self {
+        ExportRequest::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(resource),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// Log records of one resource and instrumentation scope.
+    pub fn logs(resource: Resource, scope: InstrumentationScope, records: Vec<LogRecord>) -> Self {
+        ExportRequest::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(resource),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope),
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
     pub fn signal(&self) -> Signal {
         match self {
             ExportRequest::Traces(_) => Signal::Traces,
