@@ -18,10 +18,13 @@ use crate::conventions::env;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".pb";
 const CLAIM: &str = ".claimed-";
+const TMP: &str = ".tmp-";
 const DROPPED_FILE: &str = "dropped.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    #[error("OBSCTL_SPOOL_MAX_BYTES is {value:?}; expected a number of bytes (using 64 MiB)")]
+    MaxBytes { value: String },
     #[error("spool {path}: {source}")]
     Io {
         path: PathBuf,
@@ -107,17 +110,29 @@ impl Spool {
         }
     }
 
-    /// `OBSCTL_SPOOL_DIR` (default `paths::default_spool_dir()`), `OBSCTL_SPOOL_MAX_BYTES`.
-    pub fn from_env() -> Self {
-        let dir = std::env::var_os(env::OBSCTL_SPOOL_DIR)
+    /// `OBSCTL_SPOOL_DIR` (default `paths::default_spool_dir()`) and `OBSCTL_SPOOL_MAX_BYTES`.
+    /// An unreadable size is an error carrying the spool with the default size, so that a
+    /// caller that must not fail (the shim) can warn and go on.
+    pub fn from_env() -> Result<Self, (Self, SpoolError)> {
+        let dir = Self::env_dir();
+        match std::env::var(env::OBSCTL_SPOOL_MAX_BYTES) {
+            Err(_) => Ok(Self::new(dir, DEFAULT_MAX_BYTES)),
+            Ok(v) => match v.trim().parse() {
+                Ok(max) => Ok(Self::new(dir, max)),
+                Err(_) => Err((
+                    Self::new(dir, DEFAULT_MAX_BYTES),
+                    SpoolError::MaxBytes { value: v },
+                )),
+            },
+        }
+    }
+
+    /// `OBSCTL_SPOOL_DIR`, else `paths::default_spool_dir()`.
+    pub fn env_dir() -> PathBuf {
+        std::env::var_os(env::OBSCTL_SPOOL_DIR)
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(crate::paths::default_spool_dir);
-        let max_bytes = std::env::var(env::OBSCTL_SPOOL_MAX_BYTES)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_MAX_BYTES);
-        Self::new(dir, max_bytes)
+            .unwrap_or_else(crate::paths::default_spool_dir)
     }
 
     pub fn dir(&self) -> &Path {
@@ -140,7 +155,7 @@ impl Spool {
             request.signal(),
             request.item_count()
         );
-        let tmp = self.dir.join(format!(".tmp-{name}"));
+        let tmp = self.dir.join(format!("{TMP}{name}"));
         let path = self.dir.join(&name);
         // No fsync: the rename alone makes a request appear whole or not at all when a process
         // dies; only a power cut could lose the newest requests, and an fsync would cost every
@@ -195,6 +210,10 @@ impl Spool {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
+            if let Some(rest) = name.strip_prefix(TMP) {
+                remove_if_writer_dead(&path, rest);
+                continue;
+            }
             let path = match name.split_once(CLAIM) {
                 Some((original, pid)) => match release_if_dead(&path, original, pid) {
                     Some(released) => released,
@@ -300,11 +319,22 @@ fn claimed_path(path: &Path) -> PathBuf {
     PathBuf::from(claimed)
 }
 
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// A temporary file (`<ns>-<pid>-…`) whose writer died before the rename is never complete.
+fn remove_if_writer_dead(path: &Path, rest: &str) {
+    if let Some(pid) = rest.split('-').nth(1).and_then(|p| p.parse().ok())
+        && !pid_alive(pid)
+    {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// A claim whose process is gone is renamed back so the request is not stranded.
 fn release_if_dead(path: &Path, original: &str, pid: &str) -> Option<PathBuf> {
-    let pid: i32 = pid.parse().ok()?;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    if alive {
+    if pid_alive(pid.parse().ok()?) {
         return None;
     }
     let released = path.with_file_name(original);
@@ -468,6 +498,24 @@ mod tests {
         let ours = claimed_path(&spool.entries().unwrap()[0].path);
         fs::rename(&spool.entries().unwrap()[0].path, &ours).unwrap();
         assert!(spool.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn half_written_files_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), DEFAULT_MAX_BYTES);
+        let dead = dir
+            .path()
+            .join(format!("{TMP}0001-{:010}-0000.logs.1.pb", i32::MAX));
+        let live = dir.path().join(format!(
+            "{TMP}0002-{:010}-0000.logs.1.pb",
+            std::process::id()
+        ));
+        fs::write(&dead, b"partial").unwrap();
+        fs::write(&live, b"partial").unwrap();
+        assert!(spool.entries().unwrap().is_empty());
+        assert!(!dead.exists());
+        assert!(live.exists());
     }
 
     #[tokio::test(flavor = "current_thread")]
