@@ -259,47 +259,51 @@ fn exit_codes_126_127_and_signals_are_passed_on_and_each_gets_a_span() {
 }
 
 #[test]
-fn sigterm_is_forwarded_and_the_span_ends_in_error() {
+fn termination_signals_are_forwarded_and_the_span_ends_in_error() {
+    use nix::sys::signal::Signal;
     let rx = Receiver::start();
     let spool = tempfile::tempdir().unwrap();
-    let mut child = ChildGuard(
-        shim(spool.path(), &rx.env("http/protobuf"))
-            .args(["--", "sh", "-c", "echo ready; exec sleep 30"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    // "ready" passes through once the step runs: the signal then reaches a live child.
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready, "ready\n");
-    let span_id: String = serde_json::from_str::<serde_json::Value>(&first).unwrap()["span_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let shim_pid = child.0.id();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shim_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.0.wait().unwrap();
-    assert_eq!(status.code(), Some(143));
-    let span = wait_for("the span", WAIT, || {
-        rx.received
-            .spans()
-            .into_iter()
-            .find(|s| hex(&s.span_id) == span_id)
-    });
-    assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
-    assert_eq!(
-        attrs::get(&span.attributes, attr::PROCESS_SIGNAL).as_deref(),
-        Some("SIGTERM")
-    );
-    assert_eq!(counter(&rx, metric::STEP_FAIL), 1);
+    let signals = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ];
+    for signal in signals {
+        let mut child = ChildGuard(
+            shim(spool.path(), &rx.env("http/protobuf"))
+                .args(["--", "sh", "-c", "echo ready; exec sleep 30"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        // "ready" passes through once the step runs: the signal then reaches a live child.
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        assert_eq!(ready, "ready\n");
+        let span_id: String = serde_json::from_str::<serde_json::Value>(&first).unwrap()["span_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), signal).unwrap();
+        let status = child.0.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + signal as i32), "{signal}");
+        let span = wait_for("the span", WAIT, || {
+            rx.received
+                .spans()
+                .into_iter()
+                .find(|s| hex(&s.span_id) == span_id)
+        });
+        assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
+        assert_eq!(
+            attrs::get(&span.attributes, attr::PROCESS_SIGNAL).as_deref(),
+            Some(signal.as_str())
+        );
+    }
+    assert_eq!(counter(&rx, metric::STEP_FAIL), signals.len() as i64);
 }
 
 #[test]
