@@ -30,7 +30,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spool = match args.spool_dir {
         Some(dir) => Spool::new(dir, DEFAULT_MAX_BYTES),
-        None => Spool::from_env().map_err(|(_, e)| CommandError::new(2, e))?,
+        None => Spool::from_env_checked().map_err(|(_, e)| CommandError::new(2, e))?,
     };
     let config = ExportConfig::from_env().map_err(|e| CommandError::new(1, e))?;
     let endpoint = config

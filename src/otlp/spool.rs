@@ -111,10 +111,15 @@ impl Spool {
         }
     }
 
-    /// `OBSCTL_SPOOL_DIR` (default `paths::default_spool_dir()`) and `OBSCTL_SPOOL_MAX_BYTES`.
-    /// An unreadable size is an error carrying the spool with the default size, so that a
-    /// caller that must not fail (the shim) can warn and go on.
-    pub fn from_env() -> Result<Self, (Self, SpoolError)> {
+    /// `OBSCTL_SPOOL_DIR` (default `paths::default_spool_dir()`) and `OBSCTL_SPOOL_MAX_BYTES`
+    /// (default 64 MiB, also when unreadable; `from_env_checked` reports that).
+    pub fn from_env() -> Self {
+        Self::from_env_checked().unwrap_or_else(|(spool, _)| spool)
+    }
+
+    /// As `from_env`, but an unreadable size is an error carrying the spool with the default
+    /// size, so that a caller that must not fail (the shim) can warn and go on.
+    pub fn from_env_checked() -> Result<Self, (Self, SpoolError)> {
         let dir = Self::env_dir();
         match std::env::var(env::OBSCTL_SPOOL_MAX_BYTES) {
             Err(_) => Ok(Self::new(dir, DEFAULT_MAX_BYTES)),

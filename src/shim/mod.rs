@@ -210,7 +210,7 @@ async fn export(requests: &[ExportRequest], budget: Duration) {
     if requests.is_empty() {
         return;
     }
-    let spool = Spool::from_env().unwrap_or_else(|(spool, e)| {
+    let spool = Spool::from_env_checked().unwrap_or_else(|(spool, e)| {
         warn(e);
         spool
     });
