@@ -1,10 +1,372 @@
-//! `obsctl run`: argument handling and output only.
+//! `obsctl run`: argument handling and output only; the executor is `workflow::engine`.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use comfy_table::Table;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::CommandError;
+use crate::stack::endpoints::Endpoints;
+use crate::workflow::clock;
+use crate::workflow::engine::{self, Event, RunConfig};
+use crate::workflow::load;
+use crate::workflow::record::{Phase, RecordError, RecordStore, RunRecord};
+use crate::workflow::runner::ProcessRunner;
+use crate::workflow::telemetry::OtelConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The Argo Workflow YAML to run (optional with --resume: the recorded file is used).
+    pub file: Option<PathBuf>,
+    /// Set a workflow parameter declared in spec.arguments (repeatable).
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// How to print the result: a table of nodes and outputs, or Argo-shaped JSON.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Where run records are kept [default: $XDG_STATE_HOME/obsctl/runs].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Continue the interrupted run NAME: finished nodes are kept, interrupted ones run again.
+    #[arg(long, value_name = "NAME")]
+    pub resume: Option<String>,
+    /// OTLP endpoint given to steps and used for the root span [default: the running stack's
+    /// (`obsctl serve`/`up`), else $OTEL_EXPORTER_OTLP_ENDPOINT, else http://127.0.0.1:4317].
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc, http/protobuf or http/json [default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// OTEL_TRACES_SAMPLER_ARG for the steps' parentbased_traceidratio sampler.
+    #[arg(long, default_value = "1.0", value_name = "RATIO")]
+    pub sampler_ratio: String,
+    /// deployment.environment of the steps [default: the workflow's `env` parameter, else local].
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
+    /// Kubernetes namespace recorded for the run (metadata.namespace wins).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Run step commands bare, without `obsctl shim` around them (no step spans or metrics).
+    #[arg(long)]
+    pub no_shim: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`obsctl run` is not built yet")
+fn invalid(err: impl Into<anyhow::Error>) -> anyhow::Error {
+    CommandError::new(2, err).into()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = RecordStore::new(
+        args.state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::default_state_dir),
+    );
+    let mut overrides = Vec::new();
+    for p in &args.parameters {
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| invalid(anyhow::anyhow!("-p {p:?}: expected NAME=VALUE")))?;
+        overrides.push((name.to_string(), value.to_string()));
+    }
+    let (loaded, record) = match &args.resume {
+        Some(name) => {
+            if !overrides.is_empty() {
+                return Err(invalid(anyhow::anyhow!(
+                    "--resume keeps the parameters of the run; -p cannot change them"
+                )));
+            }
+            let record = store.load(name).map_err(|e| match e {
+                RecordError::NotFound { .. } => invalid(e),
+                other => other.into(),
+            })?;
+            if record.status.phase.is_finished() {
+                eprintln!("obsctl: run {name} already finished; nothing to resume");
+                return Ok(report(&record, args.output));
+            }
+            let file = args
+                .file
+                .clone()
+                .unwrap_or_else(|| record.workflow_file.clone());
+            let params: Vec<(String, String)> = record
+                .parameters
+                .iter()
+                .map(|p| (p.name.clone(), p.value.clone()))
+                .collect();
+            let loaded = load::load(&file, &params).map_err(invalid)?;
+            engine::check_resume(&record, &loaded).map_err(invalid)?;
+            (loaded, record)
+        }
+        None => {
+            let file = args.file.clone().ok_or_else(|| {
+                invalid(anyhow::anyhow!(
+                    "a workflow FILE is required (or --resume NAME)"
+                ))
+            })?;
+            let loaded = load::load(&file, &overrides).map_err(invalid)?;
+            let record = engine::new_record(&loaded, &args.namespace);
+            (loaded, record)
+        }
+    };
+    let shim = if args.no_shim {
+        None
+    } else {
+        Some(std::env::current_exe().context("cannot find the obsctl executable for the shim")?)
+    };
+    let runner = ProcessRunner::new(shim);
+    let reads_files = loaded.workflow.spec.templates.iter().any(|t| {
+        t.outputs
+            .parameters
+            .iter()
+            .any(|p| p.value_from.as_ref().is_some_and(|v| v.path.is_some()))
+    });
+    if reads_files && !runner.private_tmp() {
+        return Err(invalid(anyhow::anyhow!(
+            "{}: steps read output files (valueFrom.path), but this system does not allow a \
+             private /tmp per step (mount namespaces need root or CAP_SYS_ADMIN); parallel steps \
+             would overwrite each other's files, so the run is refused",
+            loaded.path.display()
+        )));
+    }
+    let otel = otel_config(&args, &loaded.parameters);
+    let config = RunConfig {
+        store: store.clone(),
+        otel,
+        namespace: args.namespace.clone(),
+    };
+    let view = LiveView::new();
+    let events = view.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = rt.block_on(engine::run(
+        loaded,
+        record,
+        runner,
+        config,
+        Box::new(move |e| events.event(e)),
+    ))?;
+    view.finish();
+    if let Some(e) = &outcome.export_error {
+        eprintln!("obsctl: warning: root span not delivered: {e}");
+    }
+    Ok(report(&outcome.record, args.output))
+}
+
+/// Prints the run and answers the documented exit code.
+fn report(record: &RunRecord, format: Format) -> ExitCode {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&argo_json(record)).expect("records always serialize")
+        ),
+        Format::Table => print_table(record),
+    }
+    match record.status.phase {
+        Phase::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn otel_config(args: &Args, params: &[(String, String)]) -> OtelConfig {
+    let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let protocol = args
+        .otlp_protocol
+        .clone()
+        .or_else(|| from_env(crate::conventions::env::OTEL_EXPORTER_OTLP_PROTOCOL))
+        .unwrap_or_else(|| "grpc".into());
+    let stack = Endpoints::load(&Endpoints::default_path());
+    let endpoint = args
+        .otlp_endpoint
+        .clone()
+        .or_else(|| {
+            stack.map(|s| {
+                if protocol == "grpc" {
+                    s.otlp_grpc
+                } else {
+                    s.otlp_http
+                }
+            })
+        })
+        .or_else(|| from_env(crate::conventions::env::OTEL_EXPORTER_OTLP_ENDPOINT))
+        .unwrap_or_else(|| "http://127.0.0.1:4317".into());
+    let environment = args
+        .environment
+        .clone()
+        .or_else(|| {
+            params
+                .iter()
+                .find(|(k, _)| k == "env")
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|| "local".into());
+    OtelConfig {
+        endpoint,
+        protocol,
+        sampler: "parentbased_traceidratio".into(),
+        sampler_arg: args.sampler_ratio.clone(),
+        environment,
+    }
+}
+
+/// The live view: one spinner per running Pod node under a line of counts; nothing at all
+/// when stderr is not a terminal or in CI.
+#[derive(Clone)]
+struct LiveView {
+    inner: Option<Arc<Mutex<LiveInner>>>,
+}
+
+struct LiveInner {
+    multi: MultiProgress,
+    summary: ProgressBar,
+    running: HashMap<String, ProgressBar>,
+    done: usize,
+    failed: usize,
+}
+
+impl LiveView {
+    fn new() -> Self {
+        if !crate::ui::progress_enabled() {
+            return Self { inner: None };
+        }
+        let multi = MultiProgress::new();
+        let summary = multi.add(ProgressBar::new_spinner());
+        summary.enable_steady_tick(std::time::Duration::from_millis(120));
+        Self {
+            inner: Some(Arc::new(Mutex::new(LiveInner {
+                multi,
+                summary,
+                running: HashMap::new(),
+                done: 0,
+                failed: 0,
+            }))),
+        }
+    }
+
+    fn event(&self, event: Event) {
+        let Some(inner) = &self.inner else { return };
+        let mut v = inner.lock().expect("live view lock");
+        match event {
+            Event::PodStarted { id, display } => {
+                let bar = v.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                        .expect("valid template"),
+                );
+                bar.set_message(display);
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                v.running.insert(id, bar);
+            }
+            Event::PodFinished { id, phase, .. } => {
+                if let Some(bar) = v.running.remove(&id) {
+                    bar.finish_and_clear();
+                    v.multi.remove(&bar);
+                }
+                v.done += 1;
+                if matches!(phase, Phase::Failed | Phase::Error) {
+                    v.failed += 1;
+                }
+            }
+        }
+        let msg = format!(
+            "running {}, done {}, failed {}",
+            v.running.len(),
+            v.done,
+            v.failed
+        );
+        v.summary.set_message(msg);
+    }
+
+    fn finish(&self) {
+        if let Some(inner) = &self.inner {
+            let v = inner.lock().expect("live view lock");
+            v.summary.finish_and_clear();
+            let _ = v.multi.clear();
+        }
+    }
+}
+
+/// `{"metadata": ..., "status": ...}` as `argo get -o json` shapes it.
+pub fn argo_json(record: &RunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "name": record.name,
+            "namespace": record.namespace,
+            "uid": record.trace_id.to_hex(),
+            "creationTimestamp": record.status.started_at,
+            "labels": {
+                "workflows.argoproj.io/phase": format!("{:?}", record.status.phase),
+                "workflows.argoproj.io/completed": record.status.phase.is_finished().to_string(),
+            },
+        },
+        "status": record.status,
+    })
+}
+
+fn print_table(record: &RunRecord) {
+    let mut nodes: Vec<_> = record.status.nodes.values().collect();
+    nodes.sort_by(|a, b| (&a.started_at, &a.name).cmp(&(&b.started_at, &b.name)));
+    let mut table = Table::new();
+    if !crate::ui::color_enabled() {
+        table.force_no_tty();
+    }
+    table.set_header([
+        "NODE", "TYPE", "PHASE", "DURATION", "EXIT", "TRACE ID", "MESSAGE",
+    ]);
+    for n in nodes {
+        let duration = clock::between(n.started_at.as_deref(), n.finished_at.as_deref())
+            .map(|d| format!("{:.2}s", d.as_secs_f64()))
+            .unwrap_or_default();
+        let exit = n
+            .outputs
+            .as_ref()
+            .and_then(|o| o.exit_code.clone())
+            .unwrap_or_default();
+        let trace = n
+            .telemetry
+            .as_ref()
+            .map(|t| t.trace_id.to_hex())
+            .unwrap_or_default();
+        table.add_row([
+            n.display_name.clone(),
+            format!("{:?}", n.node_type),
+            format!("{:?}", n.phase),
+            duration,
+            exit,
+            trace,
+            n.message.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "{} {:?} (trace {})",
+        record.name,
+        record.status.phase,
+        record.trace_id.to_hex()
+    );
+    if let Some(msg) = &record.status.message {
+        println!("message: {msg}");
+    }
+    if let Some(outputs) = &record.status.outputs
+        && !outputs.parameters.is_empty()
+    {
+        let mut out = Table::new();
+        out.set_header(["OUTPUT", "VALUE"]);
+        for p in &outputs.parameters {
+            out.add_row([p.name.clone(), p.value.clone()]);
+        }
+        println!("{out}");
+    }
 }

@@ -44,6 +44,10 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
 }
 
+/// `batches.kind`: what the batch's items are.
+const KIND_SPANS: i64 = 0;
+const KIND_LOGS: i64 = 1;
+
 /// One writer connection (SQLite allows one writer) and a few readers, so queries never wait
 /// for an ingest transaction.
 pub struct Store {
@@ -59,6 +63,9 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     received_ns INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    first_item INTEGER NOT NULL DEFAULT 0,
+    last_item INTEGER NOT NULL DEFAULT 0,
     envelope BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batch_tags (
@@ -74,7 +81,6 @@ CREATE TABLE IF NOT EXISTS spans (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id);
-CREATE INDEX IF NOT EXISTS spans_batch ON spans (batch_id);
 CREATE TABLE IF NOT EXISTS span_tags (
     h INTEGER NOT NULL,
     span_id INTEGER NOT NULL,
@@ -249,15 +255,21 @@ impl Store {
         self.readers[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores every span of the (already validated) request in one transaction.
+    /// Stores every span of the (already validated) request in one transaction. The search
+    /// index gets one row per attribute value per trace and request (pointing at the first
+    /// such span), not one per span: spans of one task repeat the same attributes.
     pub fn insert_spans(&self, resource_spans: &[ResourceSpans]) -> Result<usize, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let received = now_ns();
         let mut stored = 0;
         {
-            let mut batch_stmt =
-                tx.prepare_cached("INSERT INTO batches (received_ns, envelope) VALUES (?1, ?2)")?;
+            let mut batch_stmt = tx.prepare_cached(
+                "INSERT INTO batches (received_ns, kind, envelope) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut batch_range = tx.prepare_cached(
+                "UPDATE batches SET first_item = ?2, last_item = ?3 WHERE id = ?1",
+            )?;
             let mut batch_tag = tx
                 .prepare_cached("INSERT OR IGNORE INTO batch_tags (h, batch_id) VALUES (?1, ?2)")?;
             let mut span_stmt = tx.prepare_cached(
@@ -265,7 +277,7 @@ impl Store {
             )?;
             let mut span_tag =
                 tx.prepare_cached("INSERT OR IGNORE INTO span_tags (h, span_id) VALUES (?1, ?2)")?;
-            let mut tags: Vec<(i64, i64)> = Vec::new();
+            let mut tags: HashMap<(i64, &[u8]), i64> = HashMap::new();
             let mut buf = Vec::new();
             for rs in resource_spans {
                 for ss in &rs.scope_spans {
@@ -281,13 +293,15 @@ impl Store {
                         }],
                         schema_url: rs.schema_url.clone(),
                     };
-                    batch_stmt.execute(params![received, envelope.encode_to_vec()])?;
+                    batch_stmt.execute(params![received, KIND_SPANS, envelope.encode_to_vec()])?;
                     let batch_id = tx.last_insert_rowid();
                     if let Some(resource) = &rs.resource {
                         for h in resource.attributes.iter().filter_map(indexable) {
                             batch_tag.execute(params![h, batch_id])?;
                         }
                     }
+                    let mut first = None;
+                    let mut last = 0;
                     for span in &ss.spans {
                         buf.clear();
                         span.encode(&mut buf).expect("Vec grows as needed");
@@ -298,19 +312,20 @@ impl Store {
                             buf
                         ])?;
                         let id = tx.last_insert_rowid();
-                        tags.extend(
-                            span.attributes
-                                .iter()
-                                .filter_map(indexable)
-                                .map(|h| (h, id)),
-                        );
+                        first.get_or_insert(id);
+                        last = id;
+                        for h in span.attributes.iter().filter_map(indexable) {
+                            tags.entry((h, span.trace_id.as_slice())).or_insert(id);
+                        }
                         stored += 1;
                     }
+                    batch_range.execute(params![batch_id, first.unwrap_or(0), last])?;
                 }
             }
             // Sorted inserts touch each index page once instead of at random.
-            tags.sort_unstable();
-            for (h, id) in tags {
+            let mut rows: Vec<(i64, i64)> = tags.into_iter().map(|((h, _), id)| (h, id)).collect();
+            rows.sort_unstable();
+            for (h, id) in rows {
                 span_tag.execute(params![h, id])?;
             }
         }
@@ -325,8 +340,12 @@ impl Store {
         let received = now_ns();
         let mut stored = 0;
         {
-            let mut batch_stmt =
-                tx.prepare_cached("INSERT INTO batches (received_ns, envelope) VALUES (?1, ?2)")?;
+            let mut batch_stmt = tx.prepare_cached(
+                "INSERT INTO batches (received_ns, kind, envelope) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut batch_range = tx.prepare_cached(
+                "UPDATE batches SET first_item = ?2, last_item = ?3 WHERE id = ?1",
+            )?;
             let mut log_stmt = tx
                 .prepare_cached("INSERT INTO logs (batch_id, time_ns, body) VALUES (?1, ?2, ?3)")?;
             for rl in resource_logs {
@@ -343,8 +362,10 @@ impl Store {
                         }],
                         schema_url: rl.schema_url.clone(),
                     };
-                    batch_stmt.execute(params![received, envelope.encode_to_vec()])?;
+                    batch_stmt.execute(params![received, KIND_LOGS, envelope.encode_to_vec()])?;
                     let batch_id = tx.last_insert_rowid();
+                    let mut first = None;
+                    let mut last = 0;
                     for record in &sl.log_records {
                         let time = if record.time_unix_nano != 0 {
                             record.time_unix_nano
@@ -354,8 +375,12 @@ impl Store {
                             received as u64
                         };
                         log_stmt.execute(params![batch_id, time as i64, record.encode_to_vec()])?;
+                        let id = tx.last_insert_rowid();
+                        first.get_or_insert(id);
+                        last = id;
                         stored += 1;
                     }
+                    batch_range.execute(params![batch_id, first.unwrap_or(0), last])?;
                 }
             }
         }
@@ -425,101 +450,108 @@ impl Store {
         Ok((!out.is_empty()).then_some(out))
     }
 
-    /// Spans matching every filter, newest first, from at most `limit` distinct traces.
+    /// Spans matching every filter, newest trace first, from at most `limit` distinct traces.
     pub fn search_spans(&self, search: &SpanSearch) -> Result<Vec<SpanHit>, StoreError> {
         let conn = self.reader();
         let mut envelopes: HashMap<i64, Vec<KeyValue>> = HashMap::new();
-        let mut traces: Vec<TraceId> = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        let mut traces = 0usize;
         let mut hits = Vec::new();
-        let mut scanned = 0usize;
         let in_window = |start: i64| {
             search.start_ns.is_none_or(|s| start >= s) && search.end_ns.is_none_or(|e| start <= e)
         };
-        // The first filter drives the index lookup; the others are checked on the decoded span.
-        let candidates: Vec<i64> = match search.filters.first() {
+        // The first filter drives the index lookup; every filter is checked on the decoded spans.
+        let mut candidates: Vec<i64> = Vec::new();
+        match search.filters.first() {
             Some(first) => {
                 let h = tag_hash(&first.key, &first.value);
-                let mut ids: Vec<i64> = Vec::new();
                 if first.scope != TagScope::Resource {
                     let mut stmt = conn.prepare_cached(
                         "SELECT span_id FROM span_tags WHERE h = ?1 ORDER BY span_id DESC LIMIT ?2",
                     )?;
                     for id in stmt.query_map(params![h, MAX_SEARCH_SCAN as i64], |r| r.get(0))? {
-                        ids.push(id?);
+                        candidates.push(id?);
                     }
                 }
                 if first.scope != TagScope::Span {
+                    // A resource attribute matches whole batches: their spans are consecutive.
                     let mut stmt = conn.prepare_cached(
-                        "SELECT s.id FROM batch_tags b JOIN spans s ON s.batch_id = b.batch_id \
-                         WHERE b.h = ?1 ORDER BY s.id DESC LIMIT ?2",
+                        "SELECT b.first_item, b.last_item FROM batch_tags t \
+                         JOIN batches b ON b.id = t.batch_id WHERE t.h = ?1 ORDER BY t.batch_id DESC",
                     )?;
-                    for id in stmt.query_map(params![h, MAX_SEARCH_SCAN as i64], |r| r.get(0))? {
-                        ids.push(id?);
+                    let mut rows = stmt.query([h])?;
+                    while let Some(row) = rows.next()? {
+                        let (lo, hi): (i64, i64) = (row.get(0)?, row.get(1)?);
+                        candidates.extend((lo..=hi).rev());
+                        if candidates.len() >= MAX_SEARCH_SCAN {
+                            break;
+                        }
                     }
                 }
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                ids.dedup();
-                ids
+                candidates.sort_unstable_by(|a, b| b.cmp(a));
+                candidates.dedup();
             }
             None => {
                 let mut stmt =
                     conn.prepare_cached("SELECT id FROM spans ORDER BY id DESC LIMIT ?1")?;
-                stmt.query_map([MAX_SEARCH_SCAN as i64], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
+                for id in stmt.query_map([MAX_SEARCH_SCAN as i64], |r| r.get(0))? {
+                    candidates.push(id?);
+                }
             }
-        };
-        let mut span_stmt =
-            conn.prepare_cached("SELECT batch_id, start_ns, body FROM spans WHERE id = ?1")?;
+        }
+        candidates.truncate(MAX_SEARCH_SCAN);
+        let mut trace_of = conn.prepare_cached("SELECT trace_id FROM spans WHERE id = ?1")?;
+        let mut spans_of =
+            conn.prepare_cached("SELECT batch_id, start_ns, body FROM spans WHERE trace_id = ?1")?;
         for id in candidates {
-            scanned += 1;
-            if scanned > MAX_SEARCH_SCAN {
-                break;
-            }
-            let Some((batch_id, start, body)) = span_stmt
-                .query_row([id], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })
+            let Some(trace_bytes) = trace_of
+                .query_row([id], |r| r.get::<_, Vec<u8>>(0))
                 .optional()?
             else {
                 continue;
             };
-            if !in_window(start) {
+            if !seen.insert(trace_bytes.clone()) {
                 continue;
             }
-            let span = Span::decode(body.as_slice())?;
-            if let std::collections::hash_map::Entry::Vacant(slot) = envelopes.entry(batch_id) {
-                let env = Self::envelope_spans(&conn, batch_id)?;
-                slot.insert(env.resource.map(|r| r.attributes).unwrap_or_default());
-            }
-            let resource = &envelopes[&batch_id];
-            let matches = search.filters.iter().all(|f| {
-                let on_span = f.scope != TagScope::Resource
-                    && attrs::get(&span.attributes, &f.key).as_deref() == Some(f.value.as_str());
-                let on_resource = f.scope != TagScope::Span
-                    && attrs::get(resource, &f.key).as_deref() == Some(f.value.as_str());
-                on_span || on_resource
-            });
-            if !matches {
-                continue;
-            }
-            let Ok(trace_id) = TraceId::from_slice(&span.trace_id) else {
+            let Ok(trace_id) = TraceId::from_slice(&trace_bytes) else {
                 continue;
             };
-            if !traces.contains(&trace_id) {
-                if traces.len() >= search.limit {
+            let mut found = false;
+            let mut rows = spans_of.query([trace_bytes.as_slice()])?;
+            while let Some(row) = rows.next()? {
+                let (batch_id, start): (i64, i64) = (row.get(0)?, row.get(1)?);
+                if !in_window(start) {
                     continue;
                 }
-                traces.push(trace_id);
+                let span = Span::decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                if let std::collections::hash_map::Entry::Vacant(slot) = envelopes.entry(batch_id) {
+                    let env = Self::envelope_spans(&conn, batch_id)?;
+                    slot.insert(env.resource.map(|r| r.attributes).unwrap_or_default());
+                }
+                let resource = &envelopes[&batch_id];
+                let matches = search.filters.iter().all(|f| {
+                    let on_span = f.scope != TagScope::Resource
+                        && attrs::get(&span.attributes, &f.key).as_deref()
+                            == Some(f.value.as_str());
+                    let on_resource = f.scope != TagScope::Span
+                        && attrs::get(resource, &f.key).as_deref() == Some(f.value.as_str());
+                    on_span || on_resource
+                });
+                if matches {
+                    found = true;
+                    hits.push(SpanHit {
+                        trace_id,
+                        span,
+                        resource: resource.clone(),
+                    });
+                }
             }
-            hits.push(SpanHit {
-                trace_id,
-                span,
-                resource: resource.clone(),
-            });
+            if found {
+                traces += 1;
+                if traces >= search.limit {
+                    break;
+                }
+            }
         }
         Ok(hits)
     }
@@ -637,22 +669,176 @@ impl Store {
     }
 }
 
-/// Deletes every batch with id ≤ `batch`, and its spans, logs and index rows.
+/// Deletes every batch with id ≤ `batch`, and its spans, logs and index rows. Items are
+/// numbered in arrival order, so each batch's items are one id range.
 fn delete_through_batch(
     tx: &rusqlite::Transaction<'_>,
     batch: i64,
 ) -> rusqlite::Result<(usize, usize)> {
-    let last_span: Option<i64> = tx.query_row(
-        "SELECT max(id) FROM spans WHERE batch_id <= ?1",
-        [batch],
-        |r| r.get(0),
-    )?;
-    if let Some(last) = last_span {
+    let last_of = |kind: i64| -> rusqlite::Result<Option<i64>> {
+        tx.query_row(
+            "SELECT max(last_item) FROM batches WHERE id <= ?1 AND kind = ?2",
+            params![batch, kind],
+            |r| r.get(0),
+        )
+    };
+    let mut spans = 0;
+    let mut logs = 0;
+    if let Some(last) = last_of(KIND_SPANS)? {
         tx.execute("DELETE FROM span_tags WHERE span_id <= ?1", [last])?;
+        spans = tx.execute("DELETE FROM spans WHERE id <= ?1", [last])?;
     }
-    let spans = tx.execute("DELETE FROM spans WHERE batch_id <= ?1", [batch])?;
-    let logs = tx.execute("DELETE FROM logs WHERE batch_id <= ?1", [batch])?;
+    if let Some(last) = last_of(KIND_LOGS)? {
+        logs = tx.execute("DELETE FROM logs WHERE id <= ?1", [last])?;
+    }
     tx.execute("DELETE FROM batch_tags WHERE batch_id <= ?1", [batch])?;
     tx.execute("DELETE FROM batches WHERE id <= ?1", [batch])?;
     Ok((spans, logs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::embedded::metrics::{Kind, MetricPoint, Temporality, Value};
+    use crate::otlp::SpanId;
+
+    fn counter(stream: u8, temporality: Temporality, start: u64, time: u64, v: f64) -> MetricPoint {
+        MetricPoint {
+            name: "steps".into(),
+            kind: Kind::Counter,
+            help: String::new(),
+            labels: BTreeMap::from([("agent".into(), "a".into())]),
+            temporality,
+            stream: [stream; 16],
+            start_ns: start,
+            time_ns: time,
+            value: Value::Number(v),
+            exemplars: Vec::new(),
+            monotonic: true,
+        }
+    }
+
+    fn total(store: &Store) -> f64 {
+        match &store.series().unwrap()[0].value {
+            Value::Number(v) => *v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deltas_add_and_cumulative_streams_count_increases_across_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        use Temporality::*;
+        let apply = |p: MetricPoint| assert!(store.apply_metrics(&[p]).unwrap().is_empty());
+        apply(counter(1, Delta, 0, 10, 2.0));
+        apply(counter(2, Delta, 0, 10, 3.0));
+        assert_eq!(total(&store), 5.0);
+        apply(counter(3, Cumulative, 100, 110, 4.0));
+        apply(counter(3, Cumulative, 100, 120, 6.0));
+        // A repeat of the same point adds nothing.
+        apply(counter(3, Cumulative, 100, 120, 6.0));
+        assert_eq!(total(&store), 11.0);
+        // Restart (new start time): everything it reports is new.
+        apply(counter(3, Cumulative, 200, 210, 1.0));
+        assert_eq!(total(&store), 12.0);
+        // A decrease with the same start time is a reset too.
+        apply(counter(3, Cumulative, 200, 220, 0.5));
+        assert_eq!(total(&store), 12.5);
+        // A second stream of the same series adds its own values.
+        apply(counter(4, Cumulative, 100, 110, 10.0));
+        assert_eq!(total(&store), 22.5);
+        // Survives reopening.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(total(&store), 22.5);
+    }
+
+    #[test]
+    fn histogram_bounds_must_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let h = |bounds: Vec<f64>| MetricPoint {
+            kind: Kind::Histogram,
+            value: Value::Histogram {
+                count: 1,
+                sum: 1.0,
+                buckets: vec![0; bounds.len()].into_iter().chain([1]).collect(),
+                bounds,
+            },
+            ..counter(1, Temporality::Delta, 0, 1, 0.0)
+        };
+        assert!(store.apply_metrics(&[h(vec![1.0])]).unwrap().is_empty());
+        let refused = store.apply_metrics(&[h(vec![2.0])]).unwrap();
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].contains("bounds"), "{refused:?}");
+    }
+
+    fn one_span(task: &str) -> ResourceSpans {
+        ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: TraceId::random().as_bytes().to_vec(),
+                    span_id: SpanId::random().as_bytes().to_vec(),
+                    attributes: vec![attrs::string("taskId", task)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn search(store: &Store, task: &str) -> usize {
+        store
+            .search_spans(&SpanSearch {
+                filters: vec![TagFilter {
+                    scope: TagScope::Any,
+                    key: "taskId".into(),
+                    value: task.into(),
+                }],
+                start_ns: None,
+                end_ns: None,
+                limit: 10,
+            })
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_by_age_and_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..200 {
+            store.insert_spans(&[one_span(&format!("t{i}"))]).unwrap();
+        }
+        let keep_all = Retention {
+            max_age: std::time::Duration::from_secs(3600),
+            max_bytes: u64::MAX,
+        };
+        assert_eq!(store.prune(keep_all).unwrap(), Pruned::default());
+        // Size: a cap below the current size removes the oldest first.
+        let used = Store::used_bytes(&store.writer()).unwrap();
+        let pruned = store
+            .prune(Retention {
+                max_bytes: used / 2,
+                ..keep_all
+            })
+            .unwrap();
+        assert!(pruned.spans > 0);
+        assert_eq!(search(&store, "t0"), 0);
+        assert_eq!(search(&store, "t199"), 1);
+        // Age: everything older than now goes.
+        let pruned = store
+            .prune(Retention {
+                max_age: std::time::Duration::ZERO,
+                max_bytes: u64::MAX,
+            })
+            .unwrap();
+        assert!(pruned.spans > 0);
+        assert_eq!(store.counts().unwrap().0, 0);
+        assert_eq!(search(&store, "t199"), 0);
+    }
 }

@@ -53,6 +53,9 @@ pub struct Outputs {
     pub parameters: Vec<Parameter>,
     #[serde(default, rename = "exitCode", skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<String>,
+    /// A step's stdout (Argo's `outputs.result`), trailing newline trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
 
 /// What obsctl knows about a Pod node's telemetry, beyond Argo's status.
@@ -79,7 +82,13 @@ pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
     pub phase: Phase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Argo spells it `boundaryID`.
+    #[serde(
+        default,
+        rename = "boundaryID",
+        alias = "boundaryId",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub boundary_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
@@ -95,6 +104,10 @@ pub struct NodeStatus {
     /// obsctl's addition: the step's span, for Pod nodes that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<StepTelemetry>,
+    /// obsctl's addition: the OS process group of a running Pod node, so that a resumed run
+    /// can stop what an interrupted one left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_group: Option<i32>,
 }
 
 /// `status` of a Workflow.
@@ -190,16 +203,22 @@ impl RecordStore {
     }
 
     pub fn save(&self, record: &RunRecord) -> Result<(), RecordError> {
-        let path = self.path_of(&record.name);
+        let body = serde_json::to_vec_pretty(record).expect("run records always serialize");
+        self.save_serialized(&record.name, &body)
+    }
+
+    /// Writes a record already serialized by the caller, so that a caller holding the record
+    /// under a lock can release it before the file system work.
+    pub fn save_serialized(&self, name: &str, body: &[u8]) -> Result<(), RecordError> {
+        let path = self.path_of(name);
         let write_err = |source| RecordError::Write {
             path: path.clone(),
             source,
         };
         std::fs::create_dir_all(&self.dir).map_err(write_err)?;
-        let tmp = self.dir.join(format!(".{}.json.tmp", record.name));
+        let tmp = self.dir.join(format!(".{name}.json.tmp"));
         let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
-        let body = serde_json::to_vec_pretty(record).expect("run records always serialize");
-        file.write_all(&body).map_err(write_err)?;
+        file.write_all(body).map_err(write_err)?;
         file.sync_data().map_err(write_err)?;
         std::fs::rename(&tmp, &path).map_err(write_err)
     }

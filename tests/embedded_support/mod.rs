@@ -201,6 +201,12 @@ impl Http {
         })
     }
 
+    /// `None` while nothing listens yet (or the request fails), for polling.
+    pub fn try_get(&self, url: &str) -> Option<Reply> {
+        self.rt
+            .block_on(async { Some(Self::reply(self.client.get(url).send().await.ok()?).await) })
+    }
+
     pub fn get_query(&self, url: &str, query: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
         self.rt.block_on(async {
             let mut req = self.client.get(url).query(query);

@@ -1,0 +1,743 @@
+//! Reading a Workflow file and refusing, before anything runs, what `obsctl run` cannot run
+//! faithfully: malformed YAML, fields outside the subset, unknown templates, dependency cycles,
+//! missing parameters. Every error names the file, and the line and column where there is one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::expr;
+use super::spec::{Parameter, Step, Template, TemplateKind, Workflow};
+use super::vars;
+
+/// Why a workflow file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", location(path, *line, *column))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+}
+
+fn location(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("{}:{l}:{c}", path.display()),
+        (Some(l), None) => format!("{}:{l}", path.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+/// Fields Argo has that this executor deliberately leaves out; naming them makes the refusal
+/// say "not supported" rather than suggest a typo.
+const UNSUPPORTED: &[&str] = &[
+    "artifacts",
+    "resource",
+    "suspend",
+    "http",
+    "plugin",
+    "data",
+    "containerSet",
+    "templateRef",
+    "inline",
+    "hooks",
+    "volumes",
+    "volumeMounts",
+    "sidecars",
+    "initContainers",
+    "daemon",
+    "memoize",
+    "synchronization",
+    "podSpecPatch",
+    "workflowTemplateRef",
+    "expression",
+    "jsonPath",
+    "supplied",
+    "configMapKeyRef",
+    "onExit",
+];
+
+/// A workflow accepted for running, with its parameters resolved.
+#[derive(Debug, Clone)]
+pub struct LoadedWorkflow {
+    pub path: PathBuf,
+    pub workflow: Workflow,
+    /// `spec.arguments.parameters` after `-p` overrides, in declaration order.
+    pub parameters: Vec<(String, String)>,
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Checker<'_> {
+    /// An error at the first line that holds `needle`, so that semantic errors found after
+    /// parsing still point at a line.
+    fn at(&self, needle: &str, message: String) -> LoadError {
+        let found = self
+            .source
+            .lines()
+            .enumerate()
+            .find_map(|(i, line)| line.find(needle).map(|col| (i + 1, col + 1)));
+        LoadError::Invalid {
+            path: self.path.to_path_buf(),
+            line: found.map(|f| f.0),
+            column: found.map(|f| f.1),
+            message,
+        }
+    }
+
+    fn plain(&self, message: String) -> LoadError {
+        LoadError::Invalid {
+            path: self.path.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+/// Reads, parses and checks `path`; `overrides` are the `-p NAME=VALUE` pairs.
+pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<LoadedWorkflow, LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &source, overrides)
+}
+
+/// [`load`] over text already read.
+pub fn parse(
+    path: &Path,
+    source: &str,
+    overrides: &[(String, String)],
+) -> Result<LoadedWorkflow, LoadError> {
+    let c = Checker { path, source };
+    refuse_expression_tags(&c)?;
+    let workflow: Workflow = serde_norway::from_str(source).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+        LoadError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: explain_serde(&e.to_string()),
+        }
+    })?;
+    check(&c, &workflow)?;
+    let parameters = resolve_parameters(&c, &workflow, overrides)?;
+    Ok(LoadedWorkflow {
+        path: path.to_path_buf(),
+        workflow,
+        parameters,
+    })
+}
+
+/// `{{=expr}}` needs Argo's expr language, which this executor does not embed.
+fn refuse_expression_tags(c: &Checker) -> Result<(), LoadError> {
+    for (i, line) in c.source.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some(col) = line.find("{{=") {
+            return Err(LoadError::Invalid {
+                path: c.path.to_path_buf(),
+                line: Some(i + 1),
+                column: Some(col + 1),
+                message: "expression tags `{{=...}}` are not supported by obsctl run; use simple \
+                          `{{...}}` variables"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Turns serde's "unknown field" wording into a refusal that names the field as unsupported,
+/// and drops the location suffix that the error already carries separately.
+fn explain_serde(message: &str) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    if let Some(start) = message.find("unknown field `") {
+        let rest = &message[start + "unknown field `".len()..];
+        if let Some(end) = rest.find('`') {
+            let field = &rest[..end];
+            let at = message[..start].trim_end_matches(": ");
+            let at = if at.is_empty() { "top level" } else { at };
+            let expected = rest[end + 1..].trim_start_matches(", ");
+            let why = if UNSUPPORTED.contains(&field) {
+                "is outside the subset obsctl run supports"
+            } else {
+                "is not a field Argo or obsctl knows here"
+            };
+            return format!("`{field}` (in {at}) {why}; {expected}");
+        }
+    }
+    message.to_string()
+}
+
+fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
+    if wf.api_version != "argoproj.io/v1alpha1" {
+        return Err(c.at(
+            "apiVersion",
+            format!(
+                "apiVersion must be argoproj.io/v1alpha1, not {:?}",
+                wf.api_version
+            ),
+        ));
+    }
+    if wf.kind != "Workflow" {
+        return Err(c.at("kind", format!("kind must be Workflow, not {:?}", wf.kind)));
+    }
+    if wf.metadata.name.is_none() && wf.metadata.generate_name.is_none() {
+        return Err(c.at("metadata", "metadata needs `name` or `generateName`".into()));
+    }
+    let mut names = HashSet::new();
+    for (i, t) in wf.spec.templates.iter().enumerate() {
+        if !names.insert(t.name.as_str()) {
+            return Err(c.at(
+                &format!("name: {}", t.name),
+                format!(
+                    "spec.templates[{i}]: template name `{}` is used twice",
+                    t.name
+                ),
+            ));
+        }
+        check_template(c, wf, i, t)?;
+    }
+    let known = |name: &str, field: &str| -> Result<(), LoadError> {
+        if wf.template(name).is_none() {
+            return Err(c.at(
+                &format!("{field}: {name}"),
+                format!("spec.{field}: unknown template `{name}`"),
+            ));
+        }
+        Ok(())
+    };
+    known(&wf.spec.entrypoint, "entrypoint")?;
+    if let Some(exit) = &wf.spec.on_exit {
+        known(exit, "onExit")?;
+    }
+    if let Some(secs) = &wf.spec.active_deadline_seconds {
+        vars::parse_seconds(secs.as_str()).ok_or_else(|| {
+            c.at(
+                "activeDeadlineSeconds",
+                format!(
+                    "spec.activeDeadlineSeconds: expected a whole number of seconds, got {:?}",
+                    secs.as_str()
+                ),
+            )
+        })?;
+    }
+    check_variables(c, wf)
+}
+
+fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<(), LoadError> {
+    let at = format!("spec.templates[{i}] ({})", t.name);
+    let kind = t.kind().ok_or_else(|| {
+        c.at(
+            &format!("name: {}", t.name),
+            format!("{at}: a template needs exactly one of container, script, steps or dag"),
+        )
+    })?;
+    for (j, p) in t.outputs.parameters.iter().enumerate() {
+        let field = format!("{at}.outputs.parameters[{j}] ({})", p.name);
+        match (&p.value_from, kind) {
+            (Some(vf), TemplateKind::Container | TemplateKind::Script) => {
+                let path = vf.path.as_deref().ok_or_else(|| {
+                    c.at(
+                        &format!("name: {}", p.name),
+                        format!("{field}: a pod template's output needs valueFrom.path"),
+                    )
+                })?;
+                if !path.starts_with('/') {
+                    return Err(c.at(
+                        path,
+                        format!("{field}: valueFrom.path must be absolute, got {path:?}"),
+                    ));
+                }
+                if !path.starts_with("/tmp/") {
+                    return Err(c.at(
+                        path,
+                        format!(
+                            "{field}: valueFrom.path {path:?} is outside /tmp; the process runner \
+                             gives each step a private /tmp only, so other paths would be shared \
+                             between parallel steps"
+                        ),
+                    ));
+                }
+            }
+            (Some(vf), TemplateKind::Steps | TemplateKind::Dag) => {
+                if vf.parameter.is_none() {
+                    return Err(c.at(
+                        &format!("name: {}", p.name),
+                        format!(
+                            "{field}: a steps or dag template's output needs valueFrom.parameter"
+                        ),
+                    ));
+                }
+            }
+            (None, _) if p.value.is_none() => {
+                return Err(c.at(
+                    &format!("name: {}", p.name),
+                    format!("{field}: an output parameter needs `value` or `valueFrom`"),
+                ));
+            }
+            (None, _) => {}
+        }
+    }
+    if (t.timeout.is_some() || t.active_deadline_seconds.is_some()) && !t.is_pod() {
+        return Err(c.at(
+            &format!("name: {}", t.name),
+            format!("{at}: timeout and activeDeadlineSeconds apply to container and script templates only"),
+        ));
+    }
+    if let Some(secs) = &t.active_deadline_seconds
+        && !secs.as_str().contains("{{")
+        && vars::parse_seconds(secs.as_str()).is_none()
+    {
+        return Err(c.at(
+            "activeDeadlineSeconds",
+            format!(
+                "{at}.activeDeadlineSeconds: expected whole seconds, got {:?}",
+                secs.as_str()
+            ),
+        ));
+    }
+    if let Some(timeout) = &t.timeout
+        && !timeout.as_str().contains("{{")
+        && vars::parse_duration(timeout.as_str()).is_none()
+    {
+        return Err(c.at(
+            "timeout",
+            format!(
+                "{at}.timeout: expected a duration such as 30s or 2m, got {:?}",
+                timeout.as_str()
+            ),
+        ));
+    }
+    if let Some(rs) = &t.retry_strategy {
+        if let Some(limit) = &rs.limit
+            && !limit.as_str().contains("{{")
+            && limit.as_str().parse::<u32>().is_err()
+        {
+            return Err(c.at(
+                "limit",
+                format!(
+                    "{at}.retryStrategy.limit: expected a whole number, got {:?}",
+                    limit.as_str()
+                ),
+            ));
+        }
+        if let Some(policy) = &rs.retry_policy
+            && !["Always", "OnFailure", "OnError", "OnTransientError"].contains(&policy.as_str())
+        {
+            return Err(c.at(
+                "retryPolicy",
+                format!(
+                    "{at}.retryStrategy.retryPolicy: expected Always, OnFailure, OnError or OnTransientError, got {policy:?}"
+                ),
+            ));
+        }
+        if let Some(b) = &rs.backoff {
+            for (name, v) in [
+                ("duration", &b.duration),
+                ("cap", &b.cap),
+                ("maxDuration", &b.max_duration),
+            ] {
+                if let Some(v) = v
+                    && vars::parse_duration(v.as_str()).is_none()
+                {
+                    return Err(c.at(
+                        name,
+                        format!(
+                            "{at}.retryStrategy.backoff.{name}: expected a duration, got {:?}",
+                            v.as_str()
+                        ),
+                    ));
+                }
+            }
+            if let Some(f) = &b.factor
+                && f.as_str().parse::<f64>().is_err()
+            {
+                return Err(c.at(
+                    "factor",
+                    format!(
+                        "{at}.retryStrategy.backoff.factor: expected a number, got {:?}",
+                        f.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(groups) = &t.steps {
+        for (g, group) in groups.iter().enumerate() {
+            for (s, step) in group.iter().enumerate() {
+                check_call(
+                    c,
+                    wf,
+                    &format!("{at}.steps[{g}][{s}] ({})", step.name),
+                    step,
+                )?;
+            }
+        }
+    }
+    if let Some(dag) = &t.dag {
+        let tasks: HashMap<&str, usize> = dag
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(k, task)| (task.name.as_str(), k))
+            .collect();
+        if tasks.len() != dag.tasks.len() {
+            return Err(c.at(
+                &format!("name: {}", t.name),
+                format!("{at}.dag: task names must be unique"),
+            ));
+        }
+        let mut edges: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (k, task) in dag.tasks.iter().enumerate() {
+            let field = format!("{at}.dag.tasks[{k}] ({})", task.name);
+            check_call(c, wf, &field, &Step::from(task))?;
+            if task.depends.is_some() && !task.dependencies.is_empty() {
+                return Err(c.at(
+                    &format!("name: {}", task.name),
+                    format!("{field}: use either `depends` or `dependencies`, not both"),
+                ));
+            }
+            let deps = match &task.depends {
+                Some(depends) => expr::Depends::parse(depends)
+                    .map_err(|e| c.at(depends, format!("{field}.depends: {e}")))?
+                    .tasks(),
+                None => task.dependencies.clone(),
+            };
+            for dep in &deps {
+                if !tasks.contains_key(dep.as_str()) {
+                    return Err(c.at(
+                        &format!("name: {}", task.name),
+                        format!("{field}: depends on unknown task `{dep}`"),
+                    ));
+                }
+            }
+            edges.insert(task.name.as_str(), deps);
+        }
+        if let Some(cycle) = find_cycle(&edges) {
+            return Err(c.at(
+                &format!("name: {}", cycle[0]),
+                format!("{at}.dag: dependency cycle {}", cycle.join(" -> ")),
+            ));
+        }
+        if let Some(target) = &dag.target {
+            for name in target.split_whitespace() {
+                if !tasks.contains_key(name) {
+                    return Err(c.at("target", format!("{at}.dag.target: unknown task `{name}`")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl From<&super::spec::DagTask> for Step {
+    fn from(t: &super::spec::DagTask) -> Self {
+        Step {
+            name: t.name.clone(),
+            template: t.template.clone(),
+            arguments: t.arguments.clone(),
+            when: t.when.clone(),
+            with_items: t.with_items.clone(),
+            with_param: t.with_param.clone(),
+            with_sequence: t.with_sequence.clone(),
+            continue_on: t.continue_on.clone(),
+        }
+    }
+}
+
+/// A step or task calling a template: the template exists, its required inputs are given.
+fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<(), LoadError> {
+    let Some(tmpl) = wf.template(&step.template) else {
+        return Err(c.at(
+            &format!("template: {}", step.template),
+            format!("{field}: unknown template `{}`", step.template),
+        ));
+    };
+    let loops = [
+        step.with_items.is_some(),
+        step.with_param.is_some(),
+        step.with_sequence.is_some(),
+    ];
+    if loops.iter().filter(|l| **l).count() > 1 {
+        return Err(c.at(
+            &format!("name: {}", step.name),
+            format!("{field}: use only one of withItems, withParam, withSequence"),
+        ));
+    }
+    if let Some(seq) = &step.with_sequence
+        && seq.count.is_some()
+        && seq.end.is_some()
+    {
+        return Err(c.at(
+            &format!("name: {}", step.name),
+            format!("{field}.withSequence: use either count or end, not both"),
+        ));
+    }
+    if let Some(when) = &step.when
+        && !when.contains("{{")
+    {
+        expr::eval_when(when).map_err(|e| c.at(when, format!("{field}.when: {e}")))?;
+    }
+    for input in &tmpl.inputs.parameters {
+        let given = step
+            .arguments
+            .parameters
+            .iter()
+            .any(|a| a.name == input.name);
+        if !given && input.value.is_none() && input.default.is_none() {
+            return Err(c.at(
+                &format!("template: {}", step.template),
+                format!(
+                    "{field}: missing parameter `{}` required by template `{}`",
+                    input.name, tmpl.name
+                ),
+            ));
+        }
+    }
+    for arg in &step.arguments.parameters {
+        if arg.value.is_none() && arg.value_from.is_none() {
+            return Err(c.at(
+                &format!("name: {}", arg.name),
+                format!("{field}.arguments: parameter `{}` has no value", arg.name),
+            ));
+        }
+        if arg.value_from.is_some() {
+            return Err(c.at(
+                &format!("name: {}", arg.name),
+                format!("{field}.arguments: `valueFrom` in arguments is outside the subset obsctl run supports"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first cycle found in `edges` (task -> its dependencies), as task names.
+fn find_cycle(edges: &BTreeMap<&str, Vec<String>>) -> Option<Vec<String>> {
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, Vec<String>>,
+        state: &mut HashMap<&'a str, u8>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        state.insert(node, 1);
+        stack.push(node);
+        for dep in edges.get(node).into_iter().flatten() {
+            let Some((dep, _)) = edges.get_key_value(dep.as_str()) else {
+                continue;
+            };
+            match state.get(dep) {
+                Some(1) => {
+                    let start = stack.iter().position(|n| n == dep).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        stack[start..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(dep.to_string());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(cycle) = visit(dep, edges, state, stack) {
+                        return Some(cycle);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state.insert(node, 2);
+        None
+    }
+    let mut state = HashMap::new();
+    for node in edges.keys() {
+        if !state.contains_key(node)
+            && let Some(cycle) = visit(node, edges, &mut state, &mut Vec::new())
+        {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+/// `{{inputs.parameters.X}}` and `{{workflow.parameters.X}}` must name declared parameters.
+fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
+    let globals: HashSet<&str> = wf
+        .spec
+        .arguments
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    for (i, t) in wf.spec.templates.iter().enumerate() {
+        let inputs: HashSet<&str> = t
+            .inputs
+            .parameters
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let text = serde_json::to_string(t).expect("templates always serialize");
+        for var in vars::references(&text) {
+            let problem = if let Some(name) = var.strip_prefix("inputs.parameters.") {
+                (!inputs.contains(name))
+                    .then(|| format!("template `{}` declares no input parameter `{name}`", t.name))
+            } else if let Some(name) = var.strip_prefix("workflow.parameters.") {
+                (!globals.contains(name))
+                    .then(|| format!("spec.arguments declares no parameter `{name}`"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(c.at(
+                    &format!("{{{{{var}}}}}"),
+                    format!(
+                        "spec.templates[{i}] ({}): missing parameter: {{{{{var}}}}}: {problem}",
+                        t.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resolve_parameters(
+    c: &Checker,
+    wf: &Workflow,
+    overrides: &[(String, String)],
+) -> Result<Vec<(String, String)>, LoadError> {
+    let declared: &[Parameter] = &wf.spec.arguments.parameters;
+    for (name, _) in overrides {
+        if !declared.iter().any(|p| &p.name == name) {
+            let names: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+            return Err(c.plain(format!(
+                "-p {name}: the workflow declares no parameter `{name}` (declared: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for p in declared {
+        let value = overrides
+            .iter()
+            .rev()
+            .find(|(n, _)| n == &p.name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| p.value.as_ref().map(|v| v.0.clone()))
+            .or_else(|| p.default.as_ref().map(|v| v.0.clone()));
+        let Some(value) = value else {
+            return Err(c.at(
+                &format!("name: {}", p.name),
+                format!(
+                    "spec.arguments.parameters: missing parameter `{}`: give it a value in the file or with -p {}=VALUE",
+                    p.name, p.name
+                ),
+            ));
+        };
+        if let Some(allowed) = &p.enum_values
+            && !allowed.iter().any(|a| a.0 == value)
+        {
+            let allowed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+            return Err(c.at(
+                &format!("name: {}", p.name),
+                format!(
+                    "parameter `{}` = {value:?} is not one of its enum values: {}",
+                    p.name,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        out.push((p.name.clone(), value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> String {
+        parse(Path::new("wf.yaml"), src, &[])
+            .unwrap_err()
+            .to_string()
+    }
+
+    const HEAD: &str =
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: t-\nspec:\n";
+
+    #[test]
+    fn unsupported_field_is_named_with_its_location() {
+        let src = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    resource:\n      action: create\n"
+        );
+        let e = err(&src);
+        assert!(e.starts_with("wf.yaml:9:5: `resource`"), "{e}");
+        assert!(e.contains("outside the subset"), "{e}");
+    }
+
+    #[test]
+    fn malformed_yaml_has_line_and_column() {
+        let e = err("apiVersion: [\n");
+        assert!(e.starts_with("wf.yaml:"), "{e}");
+        assert!(e.split(':').nth(1).unwrap().parse::<usize>().is_ok(), "{e}");
+    }
+
+    #[test]
+    fn unknown_template_cycle_and_missing_parameter_are_refused() {
+        let unknown = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    steps:\n    - - name: s\n        template: nope\n"
+        );
+        let e = err(&unknown);
+        assert!(
+            e.contains("unknown template `nope`") && e.starts_with("wf.yaml:11:"),
+            "{e}"
+        );
+
+        let cycle = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    dag:\n      tasks:\n      - {{name: x, template: b, depends: y}}\n      - {{name: y, template: b, depends: x}}\n  - name: b\n    container: {{image: busybox, command: [true]}}\n"
+        );
+        let e = err(&cycle);
+        assert!(e.contains("dependency cycle x -> y -> x"), "{e}");
+
+        let missing = format!(
+            "{HEAD}  entrypoint: a\n  arguments:\n    parameters:\n    - name: repo\n  templates:\n  - name: a\n    container: {{image: busybox, command: [echo, \"{{{{workflow.parameters.repo}}}}\"]}}\n"
+        );
+        let e = err(&missing);
+        assert!(e.contains("missing parameter `repo`"), "{e}");
+        let ok = parse(
+            Path::new("wf.yaml"),
+            &missing,
+            &[("repo".into(), "o/r".into())],
+        )
+        .unwrap();
+        assert_eq!(ok.parameters, [("repo".to_string(), "o/r".to_string())]);
+    }
+
+    #[test]
+    fn expression_tags_are_refused_with_position() {
+        let src = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container: {{image: busybox, command: [echo, \"{{{{=1+1}}}}\"]}}\n"
+        );
+        let e = err(&src);
+        assert!(e.starts_with("wf.yaml:9:"), "{e}");
+        assert!(e.contains("{{=...}}"), "{e}");
+    }
+}

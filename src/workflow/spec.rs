@@ -1,0 +1,368 @@
+//! The Workflow YAML, typed: the subset of Argo's `Workflow` that `obsctl run` executes. Every
+//! struct refuses fields it does not know, so anything outside the subset (artifacts, resource
+//! templates, ...) is rejected at parse time with its path, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A scalar Argo accepts where it means a string (`AnyString`, `IntOrString`): YAML numbers and
+/// booleans are kept as their text, so `count: 5` and `count: "5"` mean the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl Scalar {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workflow {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: WorkflowSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub generate_name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkflowSpec {
+    pub entrypoint: String,
+    #[serde(default)]
+    pub arguments: Arguments,
+    pub templates: Vec<Template>,
+    #[serde(default)]
+    pub on_exit: Option<String>,
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    #[serde(default)]
+    pub active_deadline_seconds: Option<Scalar>,
+    /// Accepted for compatibility; a local run has no service account.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Arguments {
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Parameter {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<Scalar>,
+    #[serde(default)]
+    pub default: Option<Scalar>,
+    #[serde(default)]
+    pub value_from: Option<ValueFrom>,
+    #[serde(default)]
+    pub global_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "enum")]
+    pub enum_values: Option<Vec<Scalar>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub parameter: Option<String>,
+    #[serde(default)]
+    pub default: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inputs {
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Outputs {
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateMeta {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Template {
+    pub name: String,
+    #[serde(default)]
+    pub inputs: Inputs,
+    #[serde(default)]
+    pub outputs: Outputs,
+    #[serde(default)]
+    pub metadata: TemplateMeta,
+    #[serde(default)]
+    pub container: Option<Container>,
+    #[serde(default)]
+    pub script: Option<Script>,
+    #[serde(default)]
+    pub steps: Option<Vec<Vec<Step>>>,
+    #[serde(default)]
+    pub dag: Option<Dag>,
+    #[serde(default)]
+    pub retry_strategy: Option<RetryStrategy>,
+    /// A duration (`"10s"`, `"2m"`) or seconds; only for container and script templates.
+    #[serde(default)]
+    pub timeout: Option<Scalar>,
+    #[serde(default)]
+    pub active_deadline_seconds: Option<Scalar>,
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+}
+
+/// What kind of node a template makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    Container,
+    Script,
+    Steps,
+    Dag,
+}
+
+impl Template {
+    /// `None` when the template has none or several of container/script/steps/dag.
+    pub fn kind(&self) -> Option<TemplateKind> {
+        let kinds = [
+            (self.container.is_some(), TemplateKind::Container),
+            (self.script.is_some(), TemplateKind::Script),
+            (self.steps.is_some(), TemplateKind::Steps),
+            (self.dag.is_some(), TemplateKind::Dag),
+        ];
+        let mut set = kinds.iter().filter(|(present, _)| *present);
+        match (set.next(), set.next()) {
+            (Some((_, kind)), None) => Some(*kind),
+            _ => None,
+        }
+    }
+
+    pub fn is_pod(&self) -> bool {
+        matches!(
+            self.kind(),
+            Some(TemplateKind::Container | TemplateKind::Script)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Accepted for compatibility; a local process has no image to pull.
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
+    /// Accepted for compatibility; requests and limits are not enforced locally.
+    #[serde(default)]
+    pub resources: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Script {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
+    #[serde(default)]
+    pub resources: Option<serde_json::Value>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContinueOn {
+    #[serde(default)]
+    pub error: bool,
+    #[serde(default)]
+    pub failed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sequence {
+    #[serde(default)]
+    pub count: Option<Scalar>,
+    #[serde(default)]
+    pub start: Option<Scalar>,
+    #[serde(default)]
+    pub end: Option<Scalar>,
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// One entry of `steps` (inner lists run in parallel) or of `dag.tasks`: the fields both share.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    pub template: String,
+    #[serde(default)]
+    pub arguments: Arguments,
+    #[serde(default)]
+    pub when: Option<String>,
+    #[serde(default)]
+    pub with_items: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub with_param: Option<String>,
+    #[serde(default)]
+    pub with_sequence: Option<Sequence>,
+    #[serde(default)]
+    pub continue_on: Option<ContinueOn>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DagTask {
+    pub name: String,
+    pub template: String,
+    #[serde(default)]
+    pub arguments: Arguments,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub depends: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
+    #[serde(default)]
+    pub with_items: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub with_param: Option<String>,
+    #[serde(default)]
+    pub with_sequence: Option<Sequence>,
+    #[serde(default)]
+    pub continue_on: Option<ContinueOn>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dag {
+    pub tasks: Vec<DagTask>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub fail_fast: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default)]
+    pub duration: Option<Scalar>,
+    #[serde(default)]
+    pub factor: Option<Scalar>,
+    #[serde(default)]
+    pub cap: Option<Scalar>,
+    #[serde(default)]
+    pub max_duration: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryStrategy {
+    #[serde(default)]
+    pub limit: Option<Scalar>,
+    #[serde(default)]
+    pub retry_policy: Option<String>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+}
+
+impl Workflow {
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.spec.templates.iter().find(|t| t.name == name)
+    }
+}
