@@ -588,3 +588,27 @@ fn a_full_spool_drops_the_oldest_and_says_so() {
         "{stdout}"
     );
 }
+
+#[test]
+fn configured_headers_reach_the_collector_over_every_protocol() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().unwrap();
+    for protocol in ["grpc", "http/protobuf", "http/json"] {
+        let mut env = rx.env(protocol);
+        env.push((
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            format!("{}=tenant%20a,other=x", shim_support::TEST_HEADER),
+        ));
+        let out = shim(spool.path(), &env)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // Span and metrics per step, three steps.
+    let seen = wait_for("six requests with the header", WAIT, || {
+        let seen = rx.received.headers();
+        (seen.len() == 6).then_some(seen)
+    });
+    assert!(seen.iter().all(|v| v == "tenant a"), "{seen:?}");
+}
