@@ -15,7 +15,7 @@ use crate::workflow::clock;
 use crate::workflow::engine::{self, Event, RunConfig};
 use crate::workflow::load;
 use crate::workflow::record::{Phase, RecordError, RecordStore, RunRecord};
-use crate::workflow::runner::ProcessRunner;
+use crate::workflow::runner::{ProcessRunner, TmpIsolation};
 use crate::workflow::telemetry::OtelConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +63,9 @@ pub struct Args {
     /// Run step commands bare, without `obsctl shim` around them (no step spans or metrics).
     #[arg(long)]
     pub no_shim: bool,
+    /// How each step gets a /tmp of its own (output files such as /tmp/preview_url).
+    #[arg(long, value_enum, default_value_t = TmpIsolation::Auto)]
+    pub tmp_isolation: TmpIsolation,
 }
 
 fn invalid(err: impl Into<anyhow::Error>) -> anyhow::Error {
@@ -126,21 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Some(std::env::current_exe().context("cannot find the obsctl executable for the shim")?)
     };
-    let runner = ProcessRunner::new(shim);
-    let reads_files = loaded.workflow.spec.templates.iter().any(|t| {
-        t.outputs
-            .parameters
-            .iter()
-            .any(|p| p.value_from.as_ref().is_some_and(|v| v.path.is_some()))
-    });
-    if reads_files && !runner.private_tmp() {
-        return Err(invalid(anyhow::anyhow!(
-            "{}: steps read output files (valueFrom.path), but this system does not allow a \
-             private /tmp per step (mount namespaces need root or CAP_SYS_ADMIN); parallel steps \
-             would overwrite each other's files, so the run is refused",
-            loaded.path.display()
-        )));
-    }
+    let runner = ProcessRunner::new(shim, args.tmp_isolation).map_err(invalid)?;
     let otel = otel_config(&args, &loaded.parameters);
     let config = RunConfig {
         store: store.clone(),

@@ -93,6 +93,11 @@ pub enum RunnerError {
     Wait(std::io::Error),
     #[error("the step has an empty command")]
     EmptyCommand,
+    #[error(
+        "this system does not allow a private mount namespace per step (needs root or \
+         CAP_SYS_ADMIN); use --tmp-isolation rewrite"
+    )]
+    NoNamespace,
 }
 
 /// Starts Pod steps. One runner serves a whole run; `start` is called once per attempt.
@@ -116,9 +121,21 @@ pub trait StepHandle: Send + 'static {
     fn process_group(&self) -> Option<i32>;
 }
 
+/// How a step gets a `/tmp` of its own, so parallel steps never see each other's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TmpIsolation {
+    /// A private mount namespace with a per-step directory bound on `/tmp` (needs root or
+    /// CAP_SYS_ADMIN); falls back to `rewrite` when the kernel refuses.
+    Auto,
+    /// The private mount namespace, or an error when the kernel refuses it.
+    Namespace,
+    /// `/tmp/` in the command, arguments, environment and script is rewritten to a per-step
+    /// directory (and TMPDIR points there); paths built at run time are not caught.
+    Rewrite,
+}
+
 /// Runs each step as `<obsctl> shim --agent A --step S -- argv...` (or `argv` alone without a
-/// shim), in a new process group, killed if obsctl dies, with a private `/tmp` when the kernel
-/// allows a mount namespace.
+/// shim), in a new process group, killed if obsctl dies, with a `/tmp` of its own.
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     shim: Option<PathBuf>,
@@ -127,15 +144,17 @@ pub struct ProcessRunner {
 
 impl ProcessRunner {
     /// `shim`: the obsctl executable to wrap each step with, or `None` to run steps bare.
-    pub fn new(shim: Option<PathBuf>) -> Self {
-        Self {
-            shim,
-            private_tmp: private_tmp_available(),
-        }
+    pub fn new(shim: Option<PathBuf>, isolation: TmpIsolation) -> Result<Self, RunnerError> {
+        let private_tmp = match isolation {
+            TmpIsolation::Auto => private_tmp_available(),
+            TmpIsolation::Namespace if private_tmp_available() => true,
+            TmpIsolation::Namespace => return Err(RunnerError::NoNamespace),
+            TmpIsolation::Rewrite => false,
+        };
+        Ok(Self { shim, private_tmp })
     }
 
-    /// Whether each step sees its own `/tmp`; when false, the executor refuses workflows that
-    /// read output files, rather than let parallel steps overwrite each other's.
+    /// Whether steps get a private mount namespace (else their `/tmp/` paths are rewritten).
     pub fn private_tmp(&self) -> bool {
         self.private_tmp
     }
@@ -222,6 +241,23 @@ impl Isolation {
     }
 }
 
+/// Replaces `/tmp/` where a path starts (not inside another path such as `target/tmp/`).
+fn rewrite_tmp(text: &str, prefix: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut prev: Option<char> = None;
+    while let Some(i) = rest.find("/tmp/") {
+        let before = rest[..i].chars().next_back().or(prev);
+        out.push_str(&rest[..i]);
+        let inside_path = before.is_some_and(|c| c.is_alphanumeric() || "._-/~$}".contains(c));
+        out.push_str(if inside_path { "/tmp/" } else { prefix });
+        prev = Some('/');
+        rest = &rest[i + "/tmp/".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Where the process runner keeps a step's private `/tmp` on the host.
 pub fn private_tmp_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("tmp")
@@ -237,11 +273,28 @@ impl Runner for ProcessRunner {
         };
         let tmp = private_tmp_dir(&spec.work_dir);
         std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
-        let mut argv = spec.argv.clone();
+        // Without a mount namespace, the step's own directory stands in for /tmp.
+        let tmp_prefix = format!("{}/", tmp.display());
+        let localize = |text: &str| {
+            if self.private_tmp {
+                text.to_string()
+            } else {
+                rewrite_tmp(text, &tmp_prefix)
+            }
+        };
+        let mut argv: Vec<String> = spec.argv.iter().map(|a| localize(a)).collect();
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), localize(v)))
+            .collect();
+        if !self.private_tmp {
+            env.push(("TMPDIR".into(), tmp.display().to_string()));
+        }
         if let Some(source) = &spec.script {
             // Argo stages the script in a file and appends its path to the command.
             let host = tmp.join(".argo-script");
-            std::fs::write(&host, source).map_err(prepare(&host))?;
+            std::fs::write(&host, localize(source)).map_err(prepare(&host))?;
             std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
                 .map_err(prepare(&host))?;
             argv.push(if self.private_tmp {
@@ -276,7 +329,7 @@ impl Runner for ProcessRunner {
             Isolation::new(self.private_tmp.then_some(tmp.as_path())).map_err(prepare(&tmp))?;
         let mut cmd = tokio::process::Command::new(&full[0]);
         cmd.args(&full[1..])
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.try_clone().map_err(prepare(&log_path))?)
@@ -340,7 +393,6 @@ impl Runner for ProcessRunner {
             stdout: String::new(),
             output_paths: spec.output_paths,
             tmp,
-            private_tmp: self.private_tmp,
         })
     }
 }
@@ -354,7 +406,6 @@ pub struct ProcessHandle {
     stdout: String,
     output_paths: Vec<String>,
     tmp: PathBuf,
-    private_tmp: bool,
 }
 
 impl ProcessHandle {
@@ -368,11 +419,7 @@ impl ProcessHandle {
         self.output_paths
             .iter()
             .map(|path| {
-                let host = if self.private_tmp {
-                    self.tmp.join(path.trim_start_matches("/tmp/"))
-                } else {
-                    PathBuf::from(path)
-                };
+                let host = self.tmp.join(path.trim_start_matches("/tmp/"));
                 (path.clone(), std::fs::read_to_string(host).ok())
             })
             .collect()
@@ -455,5 +502,30 @@ pub fn kill_leftover(pgid: i32, node_id: &str) {
     });
     if belongs {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_touches_only_paths_that_start_at_tmp() {
+        assert_eq!(
+            rewrite_tmp(
+                "echo x > /tmp/v; cat '/tmp/a' /work/target/tmp/keep TMP=/tmp/b",
+                "/s/"
+            ),
+            "echo x > /s/v; cat '/s/a' /work/target/tmp/keep TMP=/s/b"
+        );
+        assert_eq!(rewrite_tmp("/tmp/x", "/s/"), "/s/x");
+    }
+
+    #[test]
+    fn shim_start_line_is_recognised() {
+        let line = r#"{"trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","traceparent":"x"}"#;
+        let start = ShimStart::parse(line).unwrap();
+        assert_eq!(start.span_id.to_hex(), "b7ad6b7169203331");
+        assert_eq!(ShimStart::parse("hello"), None);
     }
 }
