@@ -1799,8 +1799,7 @@ impl Saver {
                     let st = state.lock().expect("run state lock");
                     (
                         st.record.name.clone(),
-                        serde_json::to_vec_pretty(&st.record)
-                            .expect("run records always serialize"),
+                        serde_json::to_vec(&st.record).expect("run records always serialize"),
                     )
                 };
                 if let Err(e) = store.save_serialized(&name, &body) {
