@@ -234,6 +234,7 @@ pub async fn run<R: Runner>(
         })
     });
 
+    let signals = stop_on_signals(cancel_tx.clone());
     let (name, entry_tmpl) = {
         let st = inner.lock();
         (st.record.name.clone(), inner.wf.spec.entrypoint.clone())
@@ -300,6 +301,7 @@ pub async fn run<R: Runner>(
             message = handler.message;
         }
     }
+    signals.abort();
     let finished = SystemTime::now();
     let (record, pods_run) = {
         let mut st = inner.lock();
@@ -330,6 +332,34 @@ pub async fn run<R: Runner>(
         record,
         export_error,
         pods_run,
+    })
+}
+
+/// The message of steps stopped because obsctl was asked to stop.
+pub const STOPPED: &str = "Stopped: obsctl received SIGINT or SIGTERM";
+
+/// SIGINT or SIGTERM stops the run as `argo stop` does: running steps get SIGTERM (their shims
+/// still export their spans), nothing new starts, the exit handler runs, the record is
+/// finished. A second signal exits at once.
+fn stop_on_signals(cancel: Arc<watch::Sender<Option<String>>>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        cancel.send_replace(Some(STOPPED.into()));
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        std::process::exit(130);
     })
 }
 
