@@ -152,11 +152,16 @@ spec:
             .find(|n| n["name"] == name)
             .cloned()
     };
-    // The long step is running, with its span started: kill -9 obsctl now.
+    // The long step is running, its span started and the shim's child forked (the shim
+    // prints its first line before it forks): kill -9 obsctl now.
     let before = wait_for("the long step running", WAIT, || {
         let record = read_record()?;
         let long = node(&record, "resume-test[1].long")?;
-        (long["phase"] == "Running" && long["telemetry"].is_object()).then_some(record)
+        let group = long["processGroup"].as_i64()?;
+        (long["phase"] == "Running"
+            && long["telemetry"].is_object()
+            && group_members(group).len() >= 2)
+            .then_some(record)
     });
     first.child().kill().unwrap();
     first.child().wait().unwrap();

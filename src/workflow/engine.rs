@@ -49,6 +49,11 @@ pub enum Event {
 pub enum EngineError {
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error("cannot create {dir}: {source}")]
+    WorkDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("run {name:?} was started from {recorded}, not {given}")]
     WrongFile {
         name: String,
@@ -154,6 +159,11 @@ pub async fn run<R: Runner>(
         }
     }
     config.store.save(&record)?;
+    let work_root = config.store.dir().join(&record.name);
+    for dir in ["tmp", "logs"] {
+        let dir = work_root.join(dir);
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::WorkDir { dir, source })?;
+    }
     let started = record
         .status
         .started_at
@@ -193,7 +203,6 @@ pub async fn run<R: Runner>(
         globals.insert(format!("workflow.parameters.{k}"), v.clone());
     }
     let corr = Correlation::from_parameters(&loaded.parameters);
-    let work_root = config.store.dir().join(&record.name);
     let deadline_secs = wf
         .spec
         .active_deadline_seconds
@@ -895,7 +904,12 @@ impl<R: Runner> Inner<R> {
             working_dir,
             script: source,
             output_paths,
-            work_dir: self.work_root.join(&id).join(format!("attempt-{attempt}")),
+            // Flat directories: one mkdir per step attempt, which matters in a burst.
+            tmp_dir: self.work_root.join("tmp").join(format!("{id}.{attempt}")),
+            log_path: self
+                .work_root
+                .join("logs")
+                .join(format!("{id}.{attempt}.log")),
         };
         self.update(&id, |n| {
             n.phase = Phase::Running;

@@ -12,7 +12,9 @@ use std::process::Stdio;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::io::Write;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::otlp::{SpanId, TraceId};
 
@@ -36,8 +38,10 @@ pub struct StepSpec {
     pub script: Option<String>,
     /// Absolute paths (under `/tmp`) whose content the executor wants after the step exits.
     pub output_paths: Vec<String>,
-    /// A directory on the host that belongs to this step alone (logs, private `/tmp`).
-    pub work_dir: PathBuf,
+    /// A directory on the host that belongs to this step attempt alone: its `/tmp`.
+    pub tmp_dir: PathBuf,
+    /// Where the step's stdout and stderr go (its directory exists).
+    pub log_path: PathBuf,
 }
 
 /// The first line `obsctl shim` prints: the ids of the step's span.
@@ -258,11 +262,6 @@ fn rewrite_tmp(text: &str, prefix: &str) -> String {
     out
 }
 
-/// Where the process runner keeps a step's private `/tmp` on the host.
-pub fn private_tmp_dir(work_dir: &Path) -> PathBuf {
-    work_dir.join("tmp")
-}
-
 impl Runner for ProcessRunner {
     type Handle = ProcessHandle;
 
@@ -271,7 +270,7 @@ impl Runner for ProcessRunner {
             let path = path.to_path_buf();
             move |source| RunnerError::Prepare { path, source }
         };
-        let tmp = private_tmp_dir(&spec.work_dir);
+        let tmp = spec.tmp_dir.clone();
         std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
         // Without a mount namespace, the step's own directory stands in for /tmp.
         let tmp_prefix = format!("{}/", tmp.display());
@@ -319,7 +318,7 @@ impl Runner for ProcessRunner {
             ]);
         }
         full.extend(argv);
-        let log_path = spec.work_dir.join("log");
+        let log_path = spec.log_path.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -353,7 +352,8 @@ impl Runner for ProcessRunner {
         let echo = crate::ui::verbosity() >= 2;
         let label = spec.node_name.clone();
         let reader = tokio::spawn(async move {
-            let mut log = tokio::fs::File::from_std(log);
+            // Appends to the page cache are quick; tokio::fs would pay a thread hop per line.
+            let mut log = log;
             let mut lines = BufReader::new(stdout).lines();
             let mut captured = String::new();
             let mut tel_tx = Some(tel_tx);
@@ -374,14 +374,12 @@ impl Runner for ProcessRunner {
                 if echo {
                     eprintln!("{label}: {line}");
                 }
-                let _ = log.write_all(line.as_bytes()).await;
-                let _ = log.write_all(b"\n").await;
+                let _ = writeln!(log, "{line}");
                 if captured.len() + line.len() < MAX_RESULT {
                     captured.push_str(&line);
                     captured.push('\n');
                 }
             }
-            let _ = log.flush().await;
             captured
         });
         Ok(ProcessHandle {
