@@ -495,7 +495,7 @@ impl<R: Runner> Inner<R> {
         }
         let prev_attempt = previous
             .as_ref()
-            .filter(|p| p.node_type == NodeType::Pod)
+            .filter(|p| p.node_type == NodeType::Pod && p.phase == Phase::Running)
             .map(|p| p.telemetry.as_ref().map_or(0, |t| t.attempt));
         let node = NodeStatus {
             id: id.clone(),

@@ -174,16 +174,28 @@ pub fn private_tmp_available() -> bool {
         let Ok(isolation) = Isolation::new(Some(&dir)) else {
             return false;
         };
-        let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.args(["-c", "test ! -e /tmp/.obsctl-probe-outside"]);
-        let marker = std::env::temp_dir().join(".obsctl-probe-outside");
+        // A marker in the real /tmp must be hidden from the child once it is isolated.
+        let marker = std::env::temp_dir().join(format!(".obsctl-probe-{}", std::process::id()));
         let _ = std::fs::write(&marker, b"");
-        // SAFETY: the closure only makes async-signal-safe system calls on data prepared
-        // before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || isolation.apply());
-        }
-        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        let Ok(marker_c) = CString::new(marker.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // Fork without exec: cheaper than starting a program. SAFETY: the child only makes
+        // async-signal-safe system calls on data prepared before the fork, then _exits.
+        let ok = match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let hidden = isolation.apply().is_ok()
+                    && nix::unistd::access(marker_c.as_c_str(), nix::unistd::AccessFlags::F_OK)
+                        .is_err();
+                // SAFETY: _exit ends the child without running the parent's exit handlers.
+                unsafe { nix::libc::_exit(if hidden { 0 } else { 1 }) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+                nix::sys::wait::waitpid(child, None),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+            ),
+            Err(_) => false,
+        };
         let _ = std::fs::remove_file(&marker);
         let _ = std::fs::remove_dir_all(&dir);
         ok
