@@ -266,8 +266,18 @@ fn workflow_deadline_stops_running_steps() {
 
 #[test]
 fn parallel_steps_each_see_their_own_tmp() {
-    for mode in ["namespace", "rewrite"] {
-        own_tmp_with(mode);
+    own_tmp_with("rewrite");
+    if obsctl::workflow::runner::private_tmp_available() {
+        own_tmp_with("namespace");
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must allow a mount namespace per step (run as root or with CAP_SYS_ADMIN)"
+        );
+        eprintln!(
+            "SKIPPED: the namespace half of parallel_steps_each_see_their_own_tmp: this system \
+             refuses mount namespaces (not root, no CAP_SYS_ADMIN)"
+        );
     }
 }
 
