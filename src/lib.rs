@@ -1,11 +1,14 @@
 //! obsctl: makes every step of an Argo-run AI-agent pipeline observable with OpenTelemetry,
 //! and proves it. `docs/architecture.md` maps these modules and the data flowing between them.
 
+pub mod backends;
+pub mod checks;
 pub mod commands;
 pub mod conventions;
 pub mod embedded;
 pub mod otlp;
 pub mod paths;
+pub mod report;
 pub mod shim;
 pub mod stack;
 pub mod ui;

@@ -1,10 +1,174 @@
-//! `obsctl verify`: argument handling and output only.
+//! `obsctl verify`: argument handling and output only. The checks live in `checks`, the
+//! renderings in `report::verify`. Exit codes: 0 all checks passed, 1 could not run, 2 a check
+//! failed.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::backends::{BackendUrls, Backends, Http, UrlFlags};
+use crate::checks::collect::CollectOptions;
+use crate::checks::expect::Expectation;
+use crate::checks::metrics::DEFAULT_SERIES_BUDGET;
+use crate::checks::select::{Selection, select};
+use crate::checks::time::parse_duration;
+use crate::checks::{Thresholds, verify};
+use crate::conventions::resource::DEFAULT_SERVICE_NAME;
+use crate::report::verify::{BackendsUsed, VerifyReport, json, junit, table};
+use crate::stack::endpoints::Endpoints;
+use crate::workflow::record::RecordStore;
+
+/// Exit code when a check failed (1 is "could not run").
+pub const EXIT_CHECK_FAILED: u8 = 2;
+
+/// Where the backends answer; each defaults to the running stack's endpoints file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Tempo-shaped trace API base URL (default: from the running stack).
+    #[arg(long, value_name = "URL")]
+    pub tempo_url: Option<String>,
+    /// Prometheus API base URL (default: from the running stack).
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
+    /// Loki API base URL (default: from the running stack).
+    #[arg(long, value_name = "URL")]
+    pub loki_url: Option<String>,
+    /// `service_name` label the step logs carry in Loki.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_SERVICE_NAME)]
+    pub service_name: String,
+}
+
+impl BackendArgs {
+    /// Flags, else the endpoints file, else an error telling the user to start a stack.
+    pub fn connect(&self) -> anyhow::Result<Backends> {
+        let flags = UrlFlags {
+            tempo: self.tempo_url.clone(),
+            prometheus: self.prometheus_url.clone(),
+            loki: self.loki_url.clone(),
+        };
+        let urls = BackendUrls::discover(&flags, &Endpoints::default_path())?;
+        Ok(Backends::new(urls, Http::default())?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Junit,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Verify this run (its name, as `obsctl runs` lists it). Default: the latest run.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["task_id", "since"])]
+    pub run: Option<String>,
+    /// Verify every recorded run of this task.
+    #[arg(long, value_name = "ID", conflicts_with = "since")]
+    pub task_id: Option<String>,
+    /// Verify every run started within this long ago (30s, 5m, 2h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Share of step attempts that must have a correct span, between 0 and 1.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.95)]
+    pub min_coverage: f64,
+    /// Most series one step metric may have.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SERIES_BUDGET)]
+    pub series_budget: u64,
+    /// How long to wait for the backends to hold the expected data.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Where `obsctl run` recorded the runs.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`obsctl verify` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.min_coverage) {
+        anyhow::bail!(
+            "--min-coverage must be between 0 and 1, got {}",
+            args.min_coverage
+        );
+    }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::default_state_dir);
+    let all = RecordStore::new(&state_dir)
+        .list()
+        .context("reading run records")?;
+    let selection = match (&args.run, &args.task_id, args.since) {
+        (Some(name), _, _) => Selection::Run(name.clone()),
+        (_, Some(task), _) => Selection::Task(task.clone()),
+        (_, _, Some(since)) => Selection::Since(since),
+        _ => Selection::Latest,
+    };
+    let runs = select(&all, &selection, &state_dir.display().to_string())?;
+    let backends = args.backends.connect()?;
+    let expectation = Expectation::new(runs, &all);
+    let thresholds = Thresholds {
+        min_coverage: args.min_coverage,
+        series_budget: args.series_budget,
+    };
+    let options = CollectOptions {
+        timeout: args.timeout,
+        service_name: args.backends.service_name.clone(),
+    };
+    let report = run_checks(&backends, &expectation, &options, &thresholds)?;
+    print!(
+        "{}",
+        match args.output {
+            Output::Table => table(&report, crate::ui::color_enabled()),
+            Output::Json => json(&report) + "\n",
+            Output::Junit => junit(&report),
+        }
+    );
+    exit_code(&report)
+}
+
+/// Runs the checks and assembles the report; a backend that cannot be queried exits 1.
+pub fn run_checks(
+    backends: &Backends,
+    expectation: &Expectation,
+    options: &CollectOptions,
+    thresholds: &Thresholds,
+) -> anyhow::Result<VerifyReport> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (wait, results) = runtime
+        .block_on(verify(backends, expectation, options, thresholds))
+        .context("querying the backends")?;
+    Ok(VerifyReport::new(
+        &expectation.runs,
+        BackendsUsed {
+            tempo: backends.urls.tempo.clone(),
+            prometheus: backends.urls.prometheus.clone(),
+            loki: backends.urls.loki.clone(),
+        },
+        thresholds,
+        wait,
+        results,
+    ))
+}
+
+/// 0 when every check passed, else 2 with one line on stderr (the report is on stdout).
+pub fn exit_code(report: &VerifyReport) -> anyhow::Result<ExitCode> {
+    if report.passed {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "obsctl: verify: {} of {} checks failed",
+        report.failures(),
+        report.checks.len()
+    );
+    Ok(ExitCode::from(EXIT_CHECK_FAILED))
 }

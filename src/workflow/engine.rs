@@ -146,6 +146,19 @@ pub async fn run<R: Runner>(
     config: RunConfig,
     on_event: Box<dyn Fn(Event) + Send + Sync>,
 ) -> Result<RunOutcome, EngineError> {
+    run_stoppable(loaded, record, runner, config, on_event, false).await
+}
+
+/// [`run`], and with `stop_on_signals` SIGINT/SIGTERM stop the run as `argo stop` does (see
+/// [`STOPPED`]); for the command line, which owns the process's signals.
+pub async fn run_stoppable<R: Runner>(
+    loaded: LoadedWorkflow,
+    record: RunRecord,
+    runner: R,
+    config: RunConfig,
+    on_event: Box<dyn Fn(Event) + Send + Sync>,
+    stop_on_signals: bool,
+) -> Result<RunOutcome, EngineError> {
     let mut record = record;
     let previous = std::mem::take(&mut record.status.nodes);
     record.status.phase = Phase::Running;
@@ -160,10 +173,10 @@ pub async fn run<R: Runner>(
     }
     config.store.save(&record)?;
     let work_root = config.store.dir().join(&record.name);
-    for dir in ["tmp", "logs"] {
-        let dir = work_root.join(dir);
-        std::fs::create_dir_all(&dir).map_err(|source| EngineError::WorkDir { dir, source })?;
-    }
+    std::fs::create_dir_all(&work_root).map_err(|source| EngineError::WorkDir {
+        dir: work_root.clone(),
+        source,
+    })?;
     let started = record
         .status
         .started_at
@@ -243,7 +256,7 @@ pub async fn run<R: Runner>(
         })
     });
 
-    let signals = stop_on_signals(cancel_tx.clone());
+    let signals = stop_on_signals.then(|| watch_signals(cancel_tx.clone()));
     let (name, entry_tmpl) = {
         let st = inner.lock();
         (st.record.name.clone(), inner.wf.spec.entrypoint.clone())
@@ -310,7 +323,9 @@ pub async fn run<R: Runner>(
             message = handler.message;
         }
     }
-    signals.abort();
+    if let Some(signals) = signals {
+        signals.abort();
+    }
     let finished = SystemTime::now();
     let (record, pods_run) = {
         let mut st = inner.lock();
@@ -350,7 +365,7 @@ pub const STOPPED: &str = "Stopped: obsctl received SIGINT or SIGTERM";
 /// SIGINT or SIGTERM stops the run as `argo stop` does: running steps get SIGTERM (their shims
 /// still export their spans), nothing new starts, the exit handler runs, the record is
 /// finished. A second signal exits at once.
-fn stop_on_signals(cancel: Arc<watch::Sender<Option<String>>>) -> tokio::task::JoinHandle<()> {
+fn watch_signals(cancel: Arc<watch::Sender<Option<String>>>) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int)) = (
@@ -904,12 +919,8 @@ impl<R: Runner> Inner<R> {
             working_dir,
             script: source,
             output_paths,
-            // Flat directories: one mkdir per step attempt, which matters in a burst.
-            tmp_dir: self.work_root.join("tmp").join(format!("{id}.{attempt}")),
-            log_path: self
-                .work_root
-                .join("logs")
-                .join(format!("{id}.{attempt}.log")),
+            // Flat: few directories to create per step, which matters in a burst.
+            work_dir: self.work_root.join(format!("{id}.{attempt}")),
         };
         self.update(&id, |n| {
             n.phase = Phase::Running;

@@ -38,10 +38,9 @@ pub struct StepSpec {
     pub script: Option<String>,
     /// Absolute paths (under `/tmp`) whose content the executor wants after the step exits.
     pub output_paths: Vec<String>,
-    /// A directory on the host that belongs to this step attempt alone: its `/tmp`.
-    pub tmp_dir: PathBuf,
-    /// Where the step's stdout and stderr go (its directory exists).
-    pub log_path: PathBuf,
+    /// A directory on the host that belongs to this step attempt alone: `tmp/` in it is the
+    /// step's `/tmp`, `log` its stdout and stderr.
+    pub work_dir: PathBuf,
 }
 
 /// The first line `obsctl shim` prints: the ids of the step's span.
@@ -147,8 +146,20 @@ pub struct ProcessRunner {
 }
 
 impl ProcessRunner {
-    /// `shim`: the obsctl executable to wrap each step with, or `None` to run steps bare.
-    pub fn new(shim: Option<PathBuf>, isolation: TmpIsolation) -> Result<Self, RunnerError> {
+    /// `shim`: the obsctl executable to wrap each step with, or `None` to run steps bare;
+    /// `/tmp` isolation `auto`.
+    pub fn new(shim: Option<PathBuf>) -> Self {
+        Self {
+            shim,
+            private_tmp: private_tmp_available(),
+        }
+    }
+
+    /// [`ProcessRunner::new`] with a chosen `/tmp` isolation.
+    pub fn with_isolation(
+        shim: Option<PathBuf>,
+        isolation: TmpIsolation,
+    ) -> Result<Self, RunnerError> {
         let private_tmp = match isolation {
             TmpIsolation::Auto => private_tmp_available(),
             TmpIsolation::Namespace if private_tmp_available() => true,
@@ -282,7 +293,7 @@ impl Runner for ProcessRunner {
             let path = path.to_path_buf();
             move |source| RunnerError::Prepare { path, source }
         };
-        let tmp = spec.tmp_dir.clone();
+        let tmp = spec.work_dir.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
         // Without a mount namespace, the step's own directory stands in for /tmp.
         let tmp_prefix = format!("{}/", tmp.display());
@@ -330,7 +341,7 @@ impl Runner for ProcessRunner {
             ]);
         }
         full.extend(argv);
-        let log_path = spec.log_path.clone();
+        let log_path = spec.work_dir.join("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

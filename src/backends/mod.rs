@@ -1,0 +1,313 @@
+//! Clients for the query APIs obsctl reads back: Tempo (traces), Prometheus (metrics) and Loki
+//! (logs). The same clients talk to the real backends and to `obsctl serve`, which speaks the same
+//! subset. Every request is bounded in time and every response in size.
+
+pub mod loki;
+pub mod prometheus;
+pub mod tempo;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::stack::endpoints::Endpoints;
+
+pub use loki::LokiClient;
+pub use prometheus::PrometheusClient;
+pub use tempo::TempoClient;
+
+/// How long one request may take, connection included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest response body accepted from any backend; a larger one is an error, not a truncation.
+pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{backend} at {url} is unreachable: {source}")]
+    Unreachable {
+        backend: &'static str,
+        url: String,
+        source: reqwest::Error,
+    },
+    #[error("{backend} answered HTTP {status} for {url}: {body}")]
+    Status {
+        backend: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{backend} response from {url} is larger than the {limit}-byte limit")]
+    TooLarge {
+        backend: &'static str,
+        url: String,
+        limit: usize,
+    },
+    #[error("{backend} response from {url} is not the expected shape: {reason}")]
+    Shape {
+        backend: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{backend} rejected the query {query:?}: {message}")]
+    Query {
+        backend: &'static str,
+        query: String,
+        message: String,
+    },
+    #[error("invalid {backend} URL {url:?}: expected http://host:port")]
+    BadUrl { backend: &'static str, url: String },
+}
+
+/// The HTTP client every backend client shares: timeouts and the response size cap.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new(DEFAULT_REQUEST_TIMEOUT, DEFAULT_MAX_BODY)
+    }
+}
+
+/// A response whose body has been read within the size cap.
+struct Fetched {
+    url: String,
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Http {
+    pub fn new(timeout: Duration, max_body: usize) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .build()
+            .expect("a client without TLS always builds");
+        Self { client, max_body }
+    }
+
+    async fn get(
+        &self,
+        backend: &'static str,
+        url: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, &str)],
+    ) -> Result<Fetched, BackendError> {
+        let mut request = self.client.get(url).query(query);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let unreachable = |source| BackendError::Unreachable {
+            backend,
+            url: url.to_string(),
+            source,
+        };
+        let mut response = request.send().await.map_err(unreachable)?;
+        let too_large = || BackendError::TooLarge {
+            backend,
+            url: url.to_string(),
+            limit: self.max_body,
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_body as u64)
+        {
+            return Err(too_large());
+        }
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            url: url.to_string(),
+            status,
+            body,
+        })
+    }
+}
+
+impl Fetched {
+    fn decode<T: DeserializeOwned>(&self, backend: &'static str) -> Result<T, BackendError> {
+        serde_json::from_slice(&self.body).map_err(|e| BackendError::Shape {
+            backend,
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn status_error(&self, backend: &'static str) -> BackendError {
+        const SHOWN: usize = 300;
+        let text = String::from_utf8_lossy(&self.body);
+        let body: String = text.trim().chars().take(SHOWN).collect();
+        BackendError::Status {
+            backend,
+            url: self.url.clone(),
+            status: self.status,
+            body,
+        }
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+fn base_url(backend: &'static str, url: &str) -> Result<String, BackendError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| BackendError::BadUrl {
+        backend,
+        url: url.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(BackendError::BadUrl {
+            backend,
+            url: url.to_string(),
+        });
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// A string map that also accepts JSON numbers and booleans as values (label maps in the wild).
+fn string_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::Deserialize;
+    let raw = Option::<BTreeMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
+}
+
+/// Where each backend answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrls {
+    pub tempo: String,
+    pub prometheus: String,
+    pub loki: String,
+    /// Grafana, when the Docker stack runs: used for links a person can click.
+    pub grafana: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(
+        "no {missing} URL: pass {flag}, or start a stack with `obsctl up` or `obsctl serve` \
+         (no endpoints file at {path})"
+    )]
+    NoStack {
+        missing: &'static str,
+        flag: &'static str,
+        path: String,
+    },
+}
+
+/// URLs given on the command line; any left out come from the endpoints file.
+#[derive(Debug, Clone, Default)]
+pub struct UrlFlags {
+    pub tempo: Option<String>,
+    pub prometheus: Option<String>,
+    pub loki: Option<String>,
+}
+
+impl BackendUrls {
+    /// Flags win; the rest come from the endpoints file that `serve`/`up` write.
+    pub fn discover(flags: &UrlFlags, endpoints_path: &Path) -> Result<Self, DiscoveryError> {
+        let file = Endpoints::load(endpoints_path);
+        let pick = |flag_value: &Option<String>,
+                    from_file: fn(&Endpoints) -> &String,
+                    missing: &'static str,
+                    flag: &'static str| {
+            flag_value
+                .clone()
+                .or_else(|| file.as_ref().map(|e| from_file(e).clone()))
+                .ok_or_else(|| DiscoveryError::NoStack {
+                    missing,
+                    flag,
+                    path: endpoints_path.display().to_string(),
+                })
+        };
+        Ok(Self {
+            tempo: pick(&flags.tempo, |e| &e.tempo, "Tempo", "--tempo-url")?,
+            prometheus: pick(
+                &flags.prometheus,
+                |e| &e.prometheus,
+                "Prometheus",
+                "--prometheus-url",
+            )?,
+            loki: pick(&flags.loki, |e| &e.loki, "Loki", "--loki-url")?,
+            grafana: file.and_then(|e| e.grafana),
+        })
+    }
+}
+
+/// The three clients, built from one set of URLs and sharing one HTTP client.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub tempo: TempoClient,
+    pub prometheus: PrometheusClient,
+    pub loki: LokiClient,
+    pub urls: BackendUrls,
+}
+
+impl Backends {
+    pub fn new(urls: BackendUrls, http: Http) -> Result<Self, BackendError> {
+        Ok(Self {
+            tempo: TempoClient::new(&urls.tempo, http.clone())?,
+            prometheus: PrometheusClient::new(&urls.prometheus, http.clone())?,
+            loki: LokiClient::new(&urls.loki, http)?,
+            urls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_endpoints_file_and_nothing_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("endpoints.json");
+        let flags = UrlFlags {
+            tempo: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let err = BackendUrls::discover(&flags, &path).unwrap_err();
+        assert!(err.to_string().contains("--prometheus-url"), "{err}");
+        assert!(err.to_string().contains("obsctl serve"), "{err}");
+
+        Endpoints::embedded("127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:3200")
+            .save(&path)
+            .unwrap();
+        let urls = BackendUrls::discover(&flags, &path).unwrap();
+        assert_eq!(urls.tempo, "http://127.0.0.1:1");
+        assert_eq!(urls.prometheus, "http://127.0.0.1:3200");
+        assert_eq!(urls.loki, "http://127.0.0.1:3200");
+        assert_eq!(urls.grafana, None);
+    }
+
+    #[test]
+    fn base_urls_must_be_http() {
+        assert!(base_url("Tempo", "127.0.0.1:3200").is_err());
+        assert!(base_url("Tempo", "ftp://x").is_err());
+        assert_eq!(
+            base_url("Tempo", "http://127.0.0.1:3200/").unwrap(),
+            "http://127.0.0.1:3200"
+        );
+    }
+}

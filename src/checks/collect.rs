@@ -1,0 +1,456 @@
+//! Reads back from the backends what the checks compare against, polling each one until it holds
+//! at least what the run records promise or the deadline passes. Telemetry arrives late (batching,
+//! Tempo's idle flush), so one query is not enough and a fixed sleep is a guess.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::expect::{Expectation, Outcome};
+use crate::backends::loki::{Direction, LogEntry, quote};
+use crate::backends::prometheus::{Exemplar, Sample};
+use crate::backends::tempo::Trace;
+use crate::backends::{BackendError, Backends};
+use crate::conventions::{attr, metric};
+use crate::otlp::TraceId;
+
+/// Most log lines read per query; Loki's default `max_entries_limit_per_query`.
+pub const LOG_LIMIT: usize = 5000;
+/// Slack around the runs' window: clocks differ and exporters batch.
+const WINDOW_SLACK_NS: u64 = 5 * 60 * 1_000_000_000;
+const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    pub timeout: Duration,
+    /// `service_name` stream label the step logs carry (Loki's index label for `service.name`).
+    pub service_name: String,
+}
+
+/// Log lines returned for one label filter (`| repo="..."`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogSelection {
+    pub label: String,
+    pub value: String,
+    pub entries: Vec<LogEntry>,
+}
+
+/// How many series one metric has.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesCount {
+    pub metric: String,
+    pub series: usize,
+}
+
+/// What the backends held when collection stopped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observed {
+    /// Every trace looked up: the runs' traces and any that exemplars or logs point at;
+    /// `None` when the trace backend does not know the id.
+    pub traces: BTreeMap<TraceId, Option<Trace>>,
+    pub success_counters: Vec<Sample>,
+    pub fail_counters: Vec<Sample>,
+    /// `agent_step_duration_ms_count` series of the runs' tasks.
+    pub histogram_counts: Vec<Sample>,
+    pub exemplars: Vec<Exemplar>,
+    /// Step logs selected by `taskId`.
+    pub logs: Vec<LogEntry>,
+    /// Step logs selected by `repo` and by `prNumber`.
+    pub log_selections: Vec<LogSelection>,
+    pub series: Vec<SeriesCount>,
+}
+
+/// How the wait went, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitReport {
+    pub polls: u32,
+    pub elapsed_ms: u64,
+    /// Whether every backend reached the expected counts before the timeout.
+    pub complete: bool,
+    /// What was still missing when the timeout expired.
+    pub outstanding: Vec<String>,
+}
+
+/// The parts of the wait, each done once its backend holds what is expected.
+#[derive(Default)]
+struct Progress {
+    traces: Option<String>,
+    counters: Option<String>,
+    exemplars: Option<String>,
+    logs: Option<String>,
+}
+
+impl Progress {
+    fn outstanding(&self) -> Vec<String> {
+        [&self.traces, &self.counters, &self.exemplars, &self.logs]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+pub async fn collect(
+    backends: &Backends,
+    expectation: &Expectation,
+    options: &CollectOptions,
+) -> Result<(Observed, WaitReport), BackendError> {
+    let started = Instant::now();
+    let deadline = started + options.timeout;
+    let mut observed = Observed::default();
+    let mut polls = 0;
+    let mut interval = FIRST_POLL_INTERVAL;
+    let mut progress;
+    let (mut traces_done, mut counters_done, mut exemplars_done, mut logs_done) =
+        (false, false, false, false);
+    loop {
+        polls += 1;
+        progress = Progress::default();
+        if !traces_done {
+            fetch_traces(backends, expectation, &mut observed).await?;
+            progress.traces = missing_spans(expectation, &observed);
+            traces_done = progress.traces.is_none();
+        }
+        if !counters_done {
+            fetch_counters(backends, expectation, &mut observed).await?;
+            progress.counters = missing_counts(expectation, &observed);
+            counters_done = progress.counters.is_none();
+        }
+        if !exemplars_done {
+            fetch_exemplars(backends, expectation, &mut observed).await?;
+            exemplars_done = !observed.exemplars.is_empty() || expectation.attempts.is_empty();
+            if !exemplars_done {
+                progress.exemplars = Some(format!(
+                    "Prometheus: no exemplar yet on {} for task(s) {}",
+                    metric::STEP_DURATION,
+                    join(&expectation.task_ids)
+                ));
+            }
+        }
+        if !logs_done {
+            fetch_task_logs(backends, expectation, options, &mut observed).await?;
+            progress.logs = missing_logs(expectation, &observed);
+            logs_done = progress.logs.is_none();
+        }
+        let now = Instant::now();
+        if (traces_done && counters_done && exemplars_done && logs_done) || now >= deadline {
+            break;
+        }
+        tokio::time::sleep(interval.min(deadline - now)).await;
+        interval = (interval * 2).min(MAX_POLL_INTERVAL);
+    }
+    // Once the wait is over: the pivots (logs and exemplars to traces), label selections and
+    // series counts, read once.
+    fetch_referenced_traces(backends, &mut observed).await?;
+    fetch_log_selections(backends, expectation, options, &mut observed).await?;
+    fetch_series_counts(backends, &mut observed).await?;
+    let outstanding = progress.outstanding();
+    let report = WaitReport {
+        polls,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        complete: outstanding.is_empty(),
+        outstanding,
+    };
+    Ok((observed, report))
+}
+
+fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
+    items
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn label_selector(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn fetch_traces(
+    backends: &Backends,
+    expectation: &Expectation,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    for id in expectation.trace_ids() {
+        let trace = backends.tempo.trace(id).await?;
+        observed.traces.insert(id, trace);
+    }
+    Ok(())
+}
+
+fn missing_spans(expectation: &Expectation, observed: &Observed) -> Option<String> {
+    let missing: Vec<String> = expectation
+        .attempts
+        .iter()
+        .filter(|a| {
+            !observed
+                .traces
+                .get(&a.trace_id)
+                .and_then(Option::as_ref)
+                .is_some_and(|t| t.spans.iter().any(|s| s.span_id == a.span_id))
+        })
+        .map(|a| a.span_name())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "Tempo: {} of {} step spans not found ({})",
+            missing.len(),
+            expectation.attempts.len(),
+            missing.join(", ")
+        )
+    })
+}
+
+async fn fetch_counters(
+    backends: &Backends,
+    expectation: &Expectation,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    observed.success_counters.clear();
+    observed.fail_counters.clear();
+    for (repo, pr) in &expectation.scopes {
+        let selector = label_selector(&[(attr::REPO, repo), (attr::PR_NUMBER, pr)]);
+        let success = format!("{}{{{selector}}}", metric::STEP_SUCCESS_TOTAL);
+        let fail = format!("{}{{{selector}}}", metric::STEP_FAIL_TOTAL);
+        observed
+            .success_counters
+            .extend(backends.prometheus.query(&success, None).await?);
+        observed
+            .fail_counters
+            .extend(backends.prometheus.query(&fail, None).await?);
+    }
+    observed.histogram_counts.clear();
+    for task in &expectation.task_ids {
+        let expr = format!(
+            "{}_count{{{}}}",
+            metric::STEP_DURATION,
+            label_selector(&[(attr::TASK_ID, task)])
+        );
+        observed
+            .histogram_counts
+            .extend(backends.prometheus.query(&expr, None).await?);
+    }
+    Ok(())
+}
+
+/// Sums of raw counter values by (agent, stepName): parity compares raw values, because
+/// `increase()` misses the first sample of a series that appears mid-window.
+pub fn counter_totals(samples: &[Sample]) -> BTreeMap<(String, String), f64> {
+    let mut totals = BTreeMap::new();
+    for s in samples {
+        let key = (
+            s.label(attr::AGENT).unwrap_or_default().to_string(),
+            s.label(attr::STEP_NAME).unwrap_or_default().to_string(),
+        );
+        *totals.entry(key).or_insert(0.0) += s.value;
+    }
+    totals
+}
+
+/// Expected successes and failures by (agent, step).
+pub fn expected_counts(
+    attempts: &[super::expect::StepAttempt],
+) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut counts = BTreeMap::new();
+    for a in attempts {
+        let entry = counts
+            .entry((a.agent.clone(), a.step.clone()))
+            .or_insert((0, 0));
+        match a.outcome {
+            Outcome::Success => entry.0 += 1,
+            Outcome::Failure => entry.1 += 1,
+        }
+    }
+    counts
+}
+
+fn missing_counts(expectation: &Expectation, observed: &Observed) -> Option<String> {
+    let success = counter_totals(&observed.success_counters);
+    let fail = counter_totals(&observed.fail_counters);
+    let mut short = Vec::new();
+    for (key, (s, f)) in expected_counts(&expectation.counter_attempts) {
+        let found_s = success.get(&key).copied().unwrap_or(0.0);
+        let found_f = fail.get(&key).copied().unwrap_or(0.0);
+        if found_s < s as f64 || found_f < f as f64 {
+            short.push(format!(
+                "{}/{} success {found_s}/{s}, fail {found_f}/{f}",
+                key.0, key.1
+            ));
+        }
+    }
+    let histogram: f64 = observed.histogram_counts.iter().map(|s| s.value).sum();
+    let expected_histogram = expectation.histogram_attempts.len() as f64;
+    if histogram < expected_histogram {
+        short.push(format!(
+            "{}_count {histogram}/{expected_histogram}",
+            metric::STEP_DURATION
+        ));
+    }
+    (!short.is_empty()).then(|| format!("Prometheus: counts short: {}", short.join("; ")))
+}
+
+async fn fetch_exemplars(
+    backends: &Backends,
+    expectation: &Expectation,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    let (start, end) = query_window(expectation);
+    let (start, end) = (start as f64 / 1e9, end as f64 / 1e9);
+    observed.exemplars.clear();
+    for task in &expectation.task_ids {
+        let selector = label_selector(&[(attr::TASK_ID, task)]);
+        // Prometheus keeps exemplars on the `_bucket` series; some stores keep them on the
+        // histogram's own name.
+        for name in [
+            format!("{}_bucket", metric::STEP_DURATION),
+            metric::STEP_DURATION.to_string(),
+        ] {
+            let found = backends
+                .prometheus
+                .query_exemplars(&format!("{name}{{{selector}}}"), start, end)
+                .await?;
+            if !found.is_empty() {
+                observed.exemplars.extend(found);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn query_window(expectation: &Expectation) -> (u64, u64) {
+    let now = super::time::now_unix_nanos();
+    (
+        expectation.window.0.saturating_sub(WINDOW_SLACK_NS),
+        expectation.window.1.max(now) + WINDOW_SLACK_NS,
+    )
+}
+
+fn log_stream(options: &CollectOptions, label: &str, value: &str) -> String {
+    format!(
+        "{{service_name={}}} | {label}={}",
+        quote(&options.service_name),
+        quote(value)
+    )
+}
+
+async fn fetch_task_logs(
+    backends: &Backends,
+    expectation: &Expectation,
+    options: &CollectOptions,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    let (start, end) = query_window(expectation);
+    observed.logs.clear();
+    for task in &expectation.task_ids {
+        let query = log_stream(options, attr::TASK_ID, task);
+        observed.logs.extend(
+            backends
+                .loki
+                .query_range(&query, start, end, LOG_LIMIT, Direction::Forward)
+                .await?,
+        );
+    }
+    Ok(())
+}
+
+fn missing_logs(expectation: &Expectation, observed: &Observed) -> Option<String> {
+    let seen: BTreeSet<_> = observed.logs.iter().filter_map(LogEntry::span_id).collect();
+    let missing: Vec<String> = expectation
+        .attempts
+        .iter()
+        .filter(|a| !seen.contains(&a.span_id))
+        .map(|a| a.span_name())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "Loki: no log line with the span id of {} of {} step attempts ({})",
+            missing.len(),
+            expectation.attempts.len(),
+            missing.join(", ")
+        )
+    })
+}
+
+async fn fetch_log_selections(
+    backends: &Backends,
+    expectation: &Expectation,
+    options: &CollectOptions,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    let (start, end) = query_window(expectation);
+    observed.log_selections.clear();
+    let repos: BTreeSet<&String> = expectation.scopes.iter().map(|(r, _)| r).collect();
+    let prs: BTreeSet<&String> = expectation.scopes.iter().map(|(_, p)| p).collect();
+    let selections = repos
+        .into_iter()
+        .map(|r| (attr::REPO, r))
+        .chain(prs.into_iter().map(|p| (attr::PR_NUMBER, p)));
+    for (label, value) in selections {
+        let query = log_stream(options, label, value);
+        let entries = backends
+            .loki
+            .query_range(&query, start, end, LOG_LIMIT, Direction::Forward)
+            .await?;
+        observed.log_selections.push(LogSelection {
+            label: label.to_string(),
+            value: value.clone(),
+            entries,
+        });
+    }
+    Ok(())
+}
+
+/// Looks up the traces that exemplars and log lines point at and that are not yet known.
+async fn fetch_referenced_traces(
+    backends: &Backends,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    let referenced: BTreeSet<TraceId> = observed
+        .exemplars
+        .iter()
+        .filter_map(Exemplar::trace_id)
+        .chain(observed.logs.iter().filter_map(LogEntry::trace_id))
+        .filter(|id| !observed.traces.contains_key(id))
+        .collect();
+    for id in referenced {
+        let trace = backends.tempo.trace(id).await?;
+        observed.traces.insert(id, trace);
+    }
+    Ok(())
+}
+
+/// Series per step metric. `count()` is cheap on a real Prometheus; a backend that does not
+/// take it gets the plain selector, counted here.
+async fn fetch_series_counts(
+    backends: &Backends,
+    observed: &mut Observed,
+) -> Result<(), BackendError> {
+    observed.series.clear();
+    for name in [
+        metric::STEP_SUCCESS_TOTAL.to_string(),
+        metric::STEP_FAIL_TOTAL.to_string(),
+        format!("{}_count", metric::STEP_DURATION),
+    ] {
+        let series = match backends
+            .prometheus
+            .query(&format!("count({name})"), None)
+            .await
+        {
+            Ok(samples) => samples.first().map_or(0, |s| s.value as usize),
+            Err(BackendError::Query { .. }) => backends.prometheus.query(&name, None).await?.len(),
+            Err(e) => return Err(e),
+        };
+        observed.series.push(SeriesCount {
+            metric: name,
+            series,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Metric checks: success and fail counters equal what really ran (raw values, per agent and
+//! step) and the duration histogram's `_count` agrees; exemplars exist and lead to real traces;
+//! each step metric stays within its series budget.
+
+use std::collections::BTreeMap;
+
+use super::collect::{Observed, counter_totals, expected_counts};
+use super::expect::Expectation;
+use super::{CheckId, CheckResult};
+use crate::conventions::{attr, metric};
+
+/// Series one step metric may have. Counters carry agent, repo, prNumber and stepName; the
+/// histogram adds taskId, workflowName and outcome. A dev stack with a few dozen active PRs,
+/// tasks and steps stays well below this; crossing it means an unbounded label leaked in.
+pub const DEFAULT_SERIES_BUDGET: u64 = 1000;
+
+fn compare(result: &mut CheckResult, what: &str, key: &str, expected: u64, found: f64) {
+    result.expected += expected;
+    result.found += found.max(0.0) as u64;
+    if found < expected as f64 {
+        result
+            .missing
+            .push(format!("{what} {key}: expected {expected}, found {found}"));
+    } else if found > expected as f64 {
+        result
+            .duplicated
+            .push(format!("{what} {key}: expected {expected}, found {found}"));
+    }
+}
+
+pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckResult {
+    let mut result = CheckResult::new(CheckId::CounterParity, 0, 0);
+    let expected = expected_counts(&expectation.counter_attempts);
+    let success = counter_totals(&observed.success_counters);
+    let fail = counter_totals(&observed.fail_counters);
+    let mut keys: Vec<&(String, String)> = expected.keys().collect();
+    keys.extend(success.keys().chain(fail.keys()));
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (want_s, want_f) = expected.get(key).copied().unwrap_or((0, 0));
+        let name = format!("{}/{}", key.0, key.1);
+        compare(
+            &mut result,
+            metric::STEP_SUCCESS_TOTAL,
+            &name,
+            want_s,
+            success.get(key).copied().unwrap_or(0.0),
+        );
+        compare(
+            &mut result,
+            metric::STEP_FAIL_TOTAL,
+            &name,
+            want_f,
+            fail.get(key).copied().unwrap_or(0.0),
+        );
+    }
+
+    let mut want_hist: BTreeMap<(String, String, &str), u64> = BTreeMap::new();
+    for a in &expectation.histogram_attempts {
+        *want_hist
+            .entry((a.agent.clone(), a.step.clone(), a.outcome.label()))
+            .or_insert(0) += 1;
+    }
+    let mut got_hist: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for s in &observed.histogram_counts {
+        let key = (
+            s.label(attr::AGENT).unwrap_or_default().to_string(),
+            s.label(attr::STEP_NAME).unwrap_or_default().to_string(),
+            s.label(metric::OUTCOME).unwrap_or_default().to_string(),
+        );
+        *got_hist.entry(key).or_insert(0.0) += s.value;
+    }
+    let mut hist_keys: Vec<(String, String, String)> = want_hist
+        .keys()
+        .map(|(a, s, o)| (a.clone(), s.clone(), o.to_string()))
+        .chain(got_hist.keys().cloned())
+        .collect();
+    hist_keys.sort();
+    hist_keys.dedup();
+    let count_name = format!("{}_count", metric::STEP_DURATION);
+    for (agent, step, outcome) in hist_keys {
+        let want = want_hist
+            .get(&(agent.clone(), step.clone(), outcome.as_str()))
+            .copied()
+            .unwrap_or(0);
+        let got = got_hist
+            .get(&(agent.clone(), step.clone(), outcome.clone()))
+            .copied()
+            .unwrap_or(0.0);
+        compare(
+            &mut result,
+            &count_name,
+            &format!("{agent}/{step} outcome={outcome}"),
+            want,
+            got,
+        );
+    }
+    result.passed = result.missing.is_empty() && result.duplicated.is_empty();
+    result.summary = if result.passed {
+        format!(
+            "counters and histogram counts match the {} recorded step attempts",
+            expectation.counter_attempts.len()
+        )
+    } else {
+        format!(
+            "{} series short of the records, {} over (counted twice?)",
+            result.missing.len(),
+            result.duplicated.len()
+        )
+    };
+    result
+}
+
+pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult {
+    let mut result = CheckResult::new(CheckId::Exemplars, observed.exemplars.len() as u64, 0);
+    for e in &observed.exemplars {
+        let Some(trace_id) = e.trace_id() else {
+            result.problems.push(format!(
+                "exemplar on {:?} (value {}) carries no trace_id/traceID label",
+                e.series_labels.get("__name__").cloned().unwrap_or_default(),
+                e.value
+            ));
+            continue;
+        };
+        let trace = observed.traces.get(&trace_id).and_then(Option::as_ref);
+        match trace {
+            None => result.missing.push(format!(
+                "exemplar (value {}) points at trace {trace_id}, which the trace backend does not have",
+                e.value
+            )),
+            Some(trace) => match e.span_id() {
+                Some(span_id) if !trace.spans.iter().any(|s| s.span_id == span_id) => {
+                    result.missing.push(format!(
+                        "exemplar (value {}) points at span {span_id}, not in trace {trace_id}",
+                        e.value
+                    ))
+                }
+                _ => result.found += 1,
+            },
+        }
+    }
+    let has_any = !observed.exemplars.is_empty();
+    let needed = !expectation.attempts.is_empty();
+    result.passed = (has_any || !needed) && result.missing.is_empty() && result.problems.is_empty();
+    result.summary = if !has_any && needed {
+        format!(
+            "no exemplars on {} for task(s) {}",
+            metric::STEP_DURATION,
+            expectation
+                .task_ids
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "{} of {} exemplars lead to a trace in the trace backend",
+            result.found, result.expected
+        )
+    };
+    result
+}
+
+pub fn cardinality(observed: &Observed, budget: u64) -> CheckResult {
+    let worst = observed
+        .series
+        .iter()
+        .map(|s| s.series as u64)
+        .max()
+        .unwrap_or(0);
+    let mut result = CheckResult::new(CheckId::Cardinality, budget, worst);
+    for s in &observed.series {
+        if s.series as u64 > budget {
+            result.problems.push(format!(
+                "{} has {} series, over the budget of {budget}",
+                s.metric, s.series
+            ));
+        }
+    }
+    result.passed = result.problems.is_empty();
+    result.summary = format!(
+        "largest step metric has {worst} series (budget {budget}): {}",
+        observed
+            .series
+            .iter()
+            .map(|s| format!("{} {}", s.metric, s.series))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    result
+}

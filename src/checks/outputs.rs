@@ -1,0 +1,82 @@
+//! Workflow outputs: `prHtmlUrl`, `actionsRunUrl` and `previewUrl` (seed 000, subtask 5) are in
+//! `status.outputs.parameters` and are absolute http(s) URLs a person can click. A run that did
+//! not succeed may lack them (its deploy step may not have run); a malformed one always fails.
+
+use super::expect::Expectation;
+use super::{CheckId, CheckResult};
+use crate::workflow::record::Phase;
+
+pub const PR_HTML_URL: &str = "prHtmlUrl";
+pub const ACTIONS_RUN_URL: &str = "actionsRunUrl";
+pub const PREVIEW_URL: &str = "previewUrl";
+pub const REQUIRED_OUTPUTS: [&str; 3] = [PR_HTML_URL, ACTIONS_RUN_URL, PREVIEW_URL];
+
+/// Why `value` is not a clickable URL, or `None` when it is one.
+pub fn url_fault(value: &str) -> Option<String> {
+    if value.trim() != value || value.is_empty() {
+        return Some("is empty or has surrounding whitespace".into());
+    }
+    match reqwest::Url::parse(value) {
+        Err(e) => Some(format!("is not a URL ({e})")),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => Some(format!(
+            "has scheme {:?}, expected http or https",
+            url.scheme()
+        )),
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("has no host".into()),
+        Ok(_) => None,
+    }
+}
+
+pub fn workflow_outputs(expectation: &Expectation) -> CheckResult {
+    let expected = (expectation.runs.len() * REQUIRED_OUTPUTS.len()) as u64;
+    let mut result = CheckResult::new(CheckId::WorkflowOutputs, expected, 0);
+    let mut failing = false;
+    for run in &expectation.runs {
+        let succeeded = run.status.phase == Phase::Succeeded;
+        for name in REQUIRED_OUTPUTS {
+            match run.output(name) {
+                None => {
+                    let item = format!("run {}: output {name} missing", run.name);
+                    if succeeded {
+                        failing = true;
+                        result.missing.push(item);
+                    } else {
+                        result
+                            .problems
+                            .push(format!("{item} (run {:?}, not required)", run.status.phase));
+                    }
+                }
+                Some(value) => match url_fault(value) {
+                    None => result.found += 1,
+                    Some(fault) => {
+                        failing = true;
+                        result
+                            .missing
+                            .push(format!("run {}: output {name} {value:?} {fault}", run.name));
+                    }
+                },
+            }
+        }
+    }
+    result.passed = !expectation.runs.is_empty() && !failing;
+    result.summary = format!(
+        "{} of {expected} link outputs present and well-formed",
+        result.found
+    );
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_absolute_http() {
+        assert_eq!(url_fault("https://github.com/acme/widgets/pull/42"), None);
+        assert!(url_fault("").is_some());
+        assert!(url_fault("github.com/acme").is_some());
+        assert!(url_fault("ftp://x/y").is_some());
+        assert!(url_fault(" https://x").is_some());
+        assert!(url_fault("https://").is_some());
+    }
+}

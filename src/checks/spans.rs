@@ -1,0 +1,179 @@
+//! Span checks: every executed step attempt has exactly the span the shim promises (name,
+//! required attributes, status matching the outcome), and no span points at a missing parent.
+//! Spans are de-duplicated by span id first: OTLP delivery prefers duplicates to loss.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::collect::Observed;
+use super::expect::{Expectation, Outcome, StepAttempt};
+use super::{CheckId, CheckResult};
+use crate::backends::tempo::{Span, StatusCode};
+use crate::conventions::attr;
+use crate::otlp::{SpanId, TraceId};
+
+/// The spans of one trace, first copy of each span id kept, and the ids seen more than once.
+pub fn dedup(spans: &[Span]) -> (Vec<&Span>, BTreeMap<SpanId, usize>) {
+    let mut seen: BTreeMap<SpanId, usize> = BTreeMap::new();
+    let mut unique = Vec::new();
+    for span in spans {
+        let count = seen.entry(span.span_id).or_insert(0);
+        if *count == 0 {
+            unique.push(span);
+        }
+        *count += 1;
+    }
+    seen.retain(|_, n| *n > 1);
+    (unique, seen)
+}
+
+fn spans_of(observed: &Observed, trace: TraceId) -> &[Span] {
+    observed
+        .traces
+        .get(&trace)
+        .and_then(Option::as_ref)
+        .map_or(&[], |t| t.spans.as_slice())
+}
+
+/// What is wrong with `span` as the span of `attempt`; empty when it is right.
+fn span_faults(attempt: &StepAttempt, span: &Span) -> Vec<String> {
+    let mut faults = Vec::new();
+    let name = attempt.span_name();
+    if span.name != name {
+        faults.push(format!("name is {:?}, expected {name:?}", span.name));
+    }
+    let absent: Vec<&str> = attr::REQUIRED
+        .iter()
+        .copied()
+        .filter(|k| span.attribute(k).is_none_or(str::is_empty))
+        .collect();
+    if !absent.is_empty() {
+        faults.push(format!("missing attributes {}", absent.join(", ")));
+    }
+    for (key, want) in &attempt.expected_attributes {
+        if let Some(got) = span.attribute(key)
+            && !got.is_empty()
+            && got != want
+        {
+            faults.push(format!("{key} is {got:?}, the run record says {want:?}"));
+        }
+    }
+    let status_ok = match attempt.outcome {
+        Outcome::Failure => span.status.code == StatusCode::Error,
+        Outcome::Success => span.status.code != StatusCode::Error,
+    };
+    if !status_ok {
+        faults.push(format!(
+            "status {:?} but the step {}",
+            span.status.code,
+            match attempt.outcome {
+                Outcome::Success => "succeeded",
+                Outcome::Failure => "failed",
+            }
+        ));
+    }
+    faults
+}
+
+pub fn span_coverage(
+    expectation: &Expectation,
+    observed: &Observed,
+    min_coverage: f64,
+) -> CheckResult {
+    let expected = (expectation.attempts.len() + expectation.untraced.len()) as u64;
+    let mut result = CheckResult::new(CheckId::SpanCoverage, expected, 0);
+    result.missing.extend(expectation.untraced.iter().cloned());
+    let mut duplicated: BTreeSet<(TraceId, SpanId)> = BTreeSet::new();
+    for attempt in &expectation.attempts {
+        let (unique, dups) = dedup(spans_of(observed, attempt.trace_id));
+        if let Some(n) = dups.get(&attempt.span_id)
+            && duplicated.insert((attempt.trace_id, attempt.span_id))
+        {
+            result
+                .duplicated
+                .push(format!("{}: received {n} times", attempt.describe()));
+        }
+        match unique.iter().find(|s| s.span_id == attempt.span_id) {
+            None => result.missing.push(attempt.describe()),
+            Some(span) => {
+                let faults = span_faults(attempt, span);
+                if faults.is_empty() {
+                    result.found += 1;
+                } else {
+                    result.missing.push(attempt.describe());
+                    result
+                        .problems
+                        .push(format!("{}: {}", attempt.describe(), faults.join("; ")));
+                }
+            }
+        }
+    }
+    let coverage = if expected == 0 {
+        0.0
+    } else {
+        result.found as f64 / expected as f64
+    };
+    result.passed = expected > 0 && coverage >= min_coverage;
+    result.summary = if expected == 0 {
+        "no executed step attempts in the selected runs".to_string()
+    } else {
+        format!(
+            "{} of {expected} step attempts have a correct span ({:.1}%, threshold {:.1}%)",
+            result.found,
+            coverage * 100.0,
+            min_coverage * 100.0
+        )
+    };
+    result
+}
+
+pub fn no_orphans(expectation: &Expectation, observed: &Observed) -> CheckResult {
+    let mut result = CheckResult::new(CheckId::NoOrphans, 0, 0);
+    let mut absent_traces = Vec::new();
+    for trace_id in expectation.trace_ids() {
+        if spans_of(observed, trace_id).is_empty() {
+            absent_traces.push(trace_id);
+            continue;
+        }
+        let (unique, dups) = dedup(spans_of(observed, trace_id));
+        let ids: BTreeSet<SpanId> = unique.iter().map(|s| s.span_id).collect();
+        for span in &unique {
+            let Some(parent) = span.parent_span_id else {
+                continue;
+            };
+            result.expected += 1;
+            if ids.contains(&parent) {
+                result.found += 1;
+            } else {
+                result.missing.push(format!(
+                    "span {} {:?} in trace {trace_id}: parent {parent} is not in the trace",
+                    span.span_id, span.name
+                ));
+            }
+        }
+        for (span_id, n) in dups {
+            result.duplicated.push(format!(
+                "span {span_id} in trace {trace_id}: received {n} times"
+            ));
+        }
+    }
+    for trace_id in &absent_traces {
+        result
+            .problems
+            .push(format!("trace {trace_id} not found in the trace backend"));
+    }
+    result.passed = result.missing.is_empty() && absent_traces.is_empty();
+    result.summary = format!(
+        "{} of {} child spans have their parent in the trace{}",
+        result.found,
+        result.expected,
+        if result.duplicated.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} span ids received more than once (counted once)",
+                result.duplicated.len()
+            )
+        }
+    );
+    result
+}
