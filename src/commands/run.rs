@@ -15,7 +15,7 @@ use crate::workflow::clock;
 use crate::workflow::engine::{self, Event, RunConfig};
 use crate::workflow::load;
 use crate::workflow::record::{Phase, RecordError, RecordStore, RunRecord};
-use crate::workflow::runner::ProcessRunner;
+use crate::workflow::runner::{ProcessRunner, TmpIsolation};
 use crate::workflow::telemetry::OtelConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +64,9 @@ pub struct Args {
     /// Run step commands bare, without `obsctl shim` around them (no step spans or metrics).
     #[arg(long)]
     pub no_shim: bool,
+    /// How each process step gets a /tmp of its own (output files such as /tmp/preview_url).
+    #[arg(long, value_enum, default_value_t = TmpIsolation::Auto)]
+    pub tmp_isolation: TmpIsolation,
     /// Where steps run: local processes, or Docker containers with the template's image (on the
     /// Docker stack's network when `obsctl up` started it). `auto`: docker when the Docker stack
     /// is up, else process.
@@ -145,21 +148,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         RunnerChoice::Auto => Endpoints::load(&Endpoints::default_path())
             .is_some_and(|e| e.runtime == crate::stack::endpoints::Runtime::Docker),
     };
-    let runner = ProcessRunner::new(shim.clone());
-    let reads_files = loaded.workflow.spec.templates.iter().any(|t| {
-        t.outputs
-            .parameters
-            .iter()
-            .any(|p| p.value_from.as_ref().is_some_and(|v| v.path.is_some()))
-    });
-    if reads_files && !use_docker && !runner.private_tmp() {
-        return Err(invalid(anyhow::anyhow!(
-            "{}: steps read output files (valueFrom.path), but this system does not allow a \
-             private /tmp per step (mount namespaces need root or CAP_SYS_ADMIN); parallel steps \
-             would overwrite each other's files, so the run is refused",
-            loaded.path.display()
-        )));
-    }
     let otel = otel_config(&args, &loaded.parameters);
     let config = RunConfig {
         store: store.clone(),
@@ -180,9 +168,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &record.name,
             ))
             .map_err(|e| CommandError::new(3, e))?;
-        rt.block_on(engine::run(loaded, record, docker, config, on_event))?
+        rt.block_on(engine::run_stoppable(
+            loaded, record, docker, config, on_event, true,
+        ))?
     } else {
-        rt.block_on(engine::run(loaded, record, runner, config, on_event))?
+        let runner = ProcessRunner::with_isolation(shim, args.tmp_isolation).map_err(invalid)?;
+        rt.block_on(engine::run_stoppable(
+            loaded, record, runner, config, on_event, true,
+        ))?
     };
     view.finish();
     if let Some(e) = &outcome.export_error {
