@@ -516,3 +516,98 @@ fn graceful_shutdown_removes_the_endpoints_file_and_keeps_data() {
     let backend = Backend::start(dir.path());
     assert_eq!(search(&http, &backend, "kept"), vec![id.to_hex()]);
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints_file = dir.path().join("endpoints.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_obsctl"))
+        .args([
+            "serve",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--api", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--endpoints-file")
+        .arg(&endpoints_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let guard = embedded_support::ChildGuard(child);
+    let http = Http::new();
+    let api = embedded_support::poll(
+        "the endpoints file is written",
+        std::time::Duration::from_secs(20),
+        || {
+            let body = std::fs::read(&endpoints_file).ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            json["tempo"].as_str().map(str::to_string)
+        },
+    );
+    embedded_support::poll(
+        "the backend answers",
+        std::time::Duration::from_secs(20),
+        || {
+            http.try_get(&format!("{api}/ready"))
+                .filter(|r| r.status == 200)
+        },
+    );
+    drop(guard);
+}
+
+#[test]
+fn gzip_bodies_are_accepted_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path());
+    let http = Http::new();
+    let id = TraceId::random();
+    let body = traces(vec![span(
+        id.as_bytes().to_vec(),
+        SpanId::random().as_bytes().to_vec(),
+        "zipped",
+    )]);
+    let reply = http.post(
+        &format!("{}/v1/traces", backend.http),
+        &[PROTOBUF, ("content-encoding", "gzip")],
+        gzip(&body.encode_to_vec()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        ExportTraceServiceResponse::decode(reply.body.as_slice())
+            .unwrap()
+            .partial_success
+            .is_none()
+    );
+    assert_eq!(search(&http, &backend, "zipped"), vec![id.to_hex()]);
+}
+
+#[test]
+fn gzip_requests_are_accepted_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start(dir.path());
+    let http = Http::new();
+    let id = TraceId::random();
+    let request = traces(vec![span(
+        id.as_bytes().to_vec(),
+        SpanId::random().as_bytes().to_vec(),
+        "grpc-zipped",
+    )]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let response = rt.block_on(async {
+        TraceServiceClient::connect(backend.grpc.clone())
+            .await
+            .unwrap()
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .export(request)
+            .await
+            .unwrap()
+    });
+    assert!(response.into_inner().partial_success.is_none());
+    assert_eq!(search(&http, &backend, "grpc-zipped"), vec![id.to_hex()]);
+}

@@ -60,6 +60,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             max_age: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
             max_bytes: args.max_size_mib.saturating_mul(1024 * 1024),
         },
+        request_timeout: embedded::REQUEST_TIMEOUT,
     };
     // Install the handlers before announcing readiness so that an early SIGTERM is graceful.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -73,14 +74,20 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     )
     .save(&endpoints_file)
     .with_context(|| format!("cannot write {}", endpoints_file.display()))?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "otlp-grpc {}", server.otlp_grpc)?;
-        writeln!(out, "otlp-http {}", server.otlp_http)?;
-        writeln!(out, "api {}", server.api)?;
-        writeln!(out, "data-dir {}", data_dir.display())?;
-        out.flush()?;
+    // A reader that stops reading the banner must not stop the backend: a failed write is
+    // reported and otherwise ignored.
+    let banner = format!(
+        "otlp-grpc {}\notlp-http {}\napi {}\ndata-dir {}\n",
+        server.otlp_grpc,
+        server.otlp_http,
+        server.api,
+        data_dir.display()
+    );
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("obsctl serve: cannot print the endpoints on stdout: {e}");
     }
+    drop(out);
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

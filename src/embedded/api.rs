@@ -451,7 +451,7 @@ async fn prom_exemplars(State(store): Shared, Query(p): Query<PromParams>) -> Re
     json_response(StatusCode::OK, json!({"status": "success", "data": data}))
 }
 
-pub fn router(store: Arc<Store>) -> Router {
+pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/-/ready", get(ready))
@@ -464,5 +464,9 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/query", get(prom_query))
         .route("/api/v1/query_exemplars", get(prom_exemplars))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            super::time_limit,
+        ))
         .with_state(store)
 }

@@ -447,7 +447,7 @@ pub fn render_openmetrics(series: &[Series]) -> String {
         };
         let _ = writeln!(out, "# TYPE {family} {type_name}");
         if !members[0].help.is_empty() {
-            let help = members[0].help.replace('\\', "\\\\").replace('\n', "\\n");
+            let help = escape_label(&members[0].help);
             let _ = writeln!(out, "# HELP {family} {help}");
         }
         for s in members.iter().filter(|s| s.kind == kind) {

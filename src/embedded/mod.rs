@@ -31,6 +31,9 @@ pub const DEFAULT_API: &str = "127.0.0.1:3200";
 pub const DEFAULT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The oldest records are deleted while the database is larger than this.
 pub const DEFAULT_RETENTION_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default longest time one request may take, body upload included; then HTTP 408 / gRPC
+/// Cancelled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often retention runs.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -43,6 +46,8 @@ pub struct Config {
     /// Allow binding to non-loopback addresses.
     pub allow_remote: bool,
     pub retention: Retention,
+    /// Longest time one request may take, body upload included.
+    pub request_timeout: Duration,
 }
 
 impl Config {
@@ -58,6 +63,7 @@ impl Config {
                 max_age: DEFAULT_RETENTION_AGE,
                 max_bytes: DEFAULT_RETENTION_BYTES,
             },
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 
@@ -94,7 +100,8 @@ pub enum ServeError {
     Server { name: &'static str, message: String },
 }
 
-/// A running backend. Dropping it without [`Server::shutdown`] stops the listeners abruptly.
+/// A running backend. Dropping it without [`Server::shutdown`] asks the listeners to stop but
+/// does not wait for them.
 pub struct Server {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
@@ -141,7 +148,7 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let router = otlp_grpc::router(store.clone());
+        let router = otlp_grpc::router(store.clone(), config.request_timeout);
         let rx = stop_rx.clone();
         tasks.push((
             "otlp-grpc",
@@ -155,7 +162,7 @@ impl Server {
                     .map_err(|e| e.to_string())
             }),
         ));
-        let app = otlp_http::router(store.clone());
+        let app = otlp_http::router(store.clone(), config.request_timeout);
         let rx = stop_rx.clone();
         tasks.push((
             "otlp-http",
@@ -166,7 +173,7 @@ impl Server {
                     .map_err(|e| e.to_string())
             }),
         ));
-        let app = api::router(store.clone());
+        let app = api::router(store.clone(), config.request_timeout);
         let rx = stop_rx.clone();
         tasks.push((
             "api",
@@ -211,10 +218,10 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish, then checkpoints the database.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let _ = self.stop.send(true);
         let mut first_error = None;
-        for (name, task) in self.tasks {
+        for (name, task) in std::mem::take(&mut self.tasks) {
             let result = match task.await {
                 Ok(r) => r,
                 Err(e) => Err(e.to_string()),
@@ -223,7 +230,7 @@ impl Server {
                 first_error.get_or_insert(ServeError::Server { name, message });
             }
         }
-        let store = self.store;
+        let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.checkpoint())
             .await
             .map_err(|e| ServeError::Server {
@@ -231,5 +238,94 @@ impl Server {
                 message: e.to_string(),
             })??;
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Bounds every HTTP request in time (a slow body upload included), answering 408.
+pub(crate) async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            format!("request not completed within {limit:?}"),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn starts_in_process_on_free_ports_and_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(Config::ephemeral(dir.path().join("data")))
+            .await
+            .unwrap();
+        for addr in [server.otlp_grpc, server.otlp_http, server.api] {
+            assert!(addr.ip().is_loopback());
+            assert_ne!(addr.port(), 0);
+        }
+        let ready = reqwest::get(format!("http://{}/ready", server.api))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let api = server.api;
+        server.shutdown().await.unwrap();
+        assert!(reqwest::get(format!("http://{api}/ready")).await.is_err());
+        assert!(dir.path().join("data").join(store::DB_FILE).exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_body_that_never_arrives_times_out_with_408() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            request_timeout: Duration::from_millis(300),
+            ..Config::ephemeral(dir.path().to_path_buf())
+        };
+        let server = Server::start(config).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(server.otlp_http)
+            .await
+            .unwrap();
+        conn.write_all(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut answer))
+            .await
+            .expect("the server answers instead of waiting forever")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        server.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn refuses_non_loopback_without_allow_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            api: "0.0.0.0:0".parse().unwrap(),
+            ..Config::ephemeral(dir.path().to_path_buf())
+        };
+        let err = Server::start(config).await.err().expect("refused");
+        assert!(
+            matches!(err, ServeError::NotLoopback { name: "api", .. }),
+            "{err}"
+        );
     }
 }

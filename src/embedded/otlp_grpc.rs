@@ -244,8 +244,9 @@ where
 }
 
 /// The gRPC router with all three services.
-pub fn router(store: Arc<Store>) -> tonic::transport::server::Router {
+pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
+        .timeout(timeout)
         .add_service(OtlpService::<Traces> {
             store: store.clone(),
             signal: PhantomData,

@@ -122,12 +122,19 @@ fn respond<T: Message + serde::Serialize>(encoding: Encoding, message: &T) -> Re
             message.encode_to_vec(),
         )
             .into_response(),
-        Encoding::Json => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, JSON)],
-            serde_json::to_string(message).expect("response serializes"),
-        )
-            .into_response(),
+        Encoding::Json => {
+            // An absent partial success is left out rather than written as null.
+            let mut body = serde_json::to_value(message).expect("response serializes");
+            if let Some(map) = body.as_object_mut() {
+                map.retain(|_, v| !v.is_null());
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, JSON)],
+                body.to_string(),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -209,11 +216,15 @@ async fn metrics(State(store): State<Arc<Store>>, headers: HeaderMap, body: Byte
     }
 }
 
-pub fn router(store: Arc<Store>) -> Router {
+pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(logs))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            super::time_limit,
+        ))
         .with_state(store)
 }

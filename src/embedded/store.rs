@@ -44,6 +44,17 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
 }
 
+/// Spans inserted per multi-row statement.
+const SPAN_CHUNK: usize = 64;
+static SPAN_CHUNK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows = vec!["(?, ?, ?, ?)"; SPAN_CHUNK].join(", ");
+    format!("INSERT INTO spans (trace_id, batch_id, start_ns, body) VALUES {rows}")
+});
+
+/// `batches.kind`: what the batch's items are.
+const KIND_SPANS: i64 = 0;
+const KIND_LOGS: i64 = 1;
+
 /// One writer connection (SQLite allows one writer) and a few readers, so queries never wait
 /// for an ingest transaction.
 pub struct Store {
@@ -59,6 +70,9 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     received_ns INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    first_item INTEGER NOT NULL DEFAULT 0,
+    last_item INTEGER NOT NULL DEFAULT 0,
     envelope BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batch_tags (
@@ -74,7 +88,6 @@ CREATE TABLE IF NOT EXISTS spans (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id);
-CREATE INDEX IF NOT EXISTS spans_batch ON spans (batch_id);
 CREATE TABLE IF NOT EXISTS span_tags (
     h INTEGER NOT NULL,
     span_id INTEGER NOT NULL,
@@ -112,8 +125,14 @@ pub fn tag_hash(key: &str, value: &str) -> i64 {
 }
 
 fn indexable(kv: &KeyValue) -> Option<i64> {
-    let value = kv.value.as_ref().and_then(attrs::value_to_string)?;
-    (value.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(&kv.key, &value))
+    use crate::otlp::proto::common::v1::any_value::Value;
+    let value = kv.value.as_ref()?;
+    // Strings, the common case, are hashed in place; other values through their text form.
+    if let Some(Value::StringValue(s)) = &value.value {
+        return (s.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(&kv.key, s));
+    }
+    let text = attrs::value_to_string(value)?;
+    (text.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(&kv.key, &text))
 }
 
 pub fn now_ns() -> i64 {
@@ -123,11 +142,15 @@ pub fn now_ns() -> i64 {
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // Larger pages suit rows of a few hundred bytes; only effective on a new database.
+    conn.pragma_update(None, "page_size", 8192)?;
     // WAL with synchronous=NORMAL: a committed transaction survives the death of the process
     // (kill -9); only a power loss may drop the last commits before a checkpoint.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    // Fewer, larger checkpoints: each one syncs the database file.
+    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(())
 }
@@ -249,24 +272,30 @@ impl Store {
         self.readers[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores every span of the (already validated) request in one transaction.
+    /// Stores every span of the (already validated) request in one transaction. The search
+    /// index gets one row per attribute value per trace and request (pointing at the first
+    /// such span), not one per span: spans of one task repeat the same attributes.
     pub fn insert_spans(&self, resource_spans: &[ResourceSpans]) -> Result<usize, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let received = now_ns();
         let mut stored = 0;
         {
-            let mut batch_stmt =
-                tx.prepare_cached("INSERT INTO batches (received_ns, envelope) VALUES (?1, ?2)")?;
+            let mut batch_stmt = tx.prepare_cached(
+                "INSERT INTO batches (received_ns, kind, envelope) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut batch_range = tx.prepare_cached(
+                "UPDATE batches SET first_item = ?2, last_item = ?3 WHERE id = ?1",
+            )?;
             let mut batch_tag = tx
                 .prepare_cached("INSERT OR IGNORE INTO batch_tags (h, batch_id) VALUES (?1, ?2)")?;
             let mut span_stmt = tx.prepare_cached(
                 "INSERT INTO spans (trace_id, batch_id, start_ns, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut span_chunk = tx.prepare_cached(&SPAN_CHUNK_SQL)?;
             let mut span_tag =
                 tx.prepare_cached("INSERT OR IGNORE INTO span_tags (h, span_id) VALUES (?1, ?2)")?;
-            let mut tags: Vec<(i64, i64)> = Vec::new();
-            let mut buf = Vec::new();
+            let mut tags: Vec<(i64, &[u8], i64)> = Vec::new();
             for rs in resource_spans {
                 for ss in &rs.scope_spans {
                     if ss.spans.is_empty() {
@@ -281,36 +310,69 @@ impl Store {
                         }],
                         schema_url: rs.schema_url.clone(),
                     };
-                    batch_stmt.execute(params![received, envelope.encode_to_vec()])?;
+                    batch_stmt.execute(params![received, KIND_SPANS, envelope.encode_to_vec()])?;
                     let batch_id = tx.last_insert_rowid();
                     if let Some(resource) = &rs.resource {
                         for h in resource.attributes.iter().filter_map(indexable) {
                             batch_tag.execute(params![h, batch_id])?;
                         }
                     }
-                    for span in &ss.spans {
-                        buf.clear();
-                        span.encode(&mut buf).expect("Vec grows as needed");
-                        span_stmt.execute(params![
-                            span.trace_id,
-                            batch_id,
-                            span.start_time_unix_nano as i64,
-                            buf
-                        ])?;
-                        let id = tx.last_insert_rowid();
-                        tags.extend(
-                            span.attributes
+                    // Many rows per statement: most of an insert's cost is per statement.
+                    let mut first = None;
+                    let mut last = 0;
+                    for chunk in ss.spans.chunks(SPAN_CHUNK) {
+                        let bodies: Vec<Vec<u8>> =
+                            chunk.iter().map(|s| s.encode_to_vec()).collect();
+                        if chunk.len() == SPAN_CHUNK {
+                            let starts: Vec<i64> = chunk
                                 .iter()
-                                .filter_map(indexable)
-                                .map(|h| (h, id)),
-                        );
-                        stored += 1;
+                                .map(|s| s.start_time_unix_nano as i64)
+                                .collect();
+                            let mut values: Vec<&dyn rusqlite::ToSql> =
+                                Vec::with_capacity(4 * SPAN_CHUNK);
+                            for ((span, body), start) in chunk.iter().zip(&bodies).zip(&starts) {
+                                values.extend([
+                                    &span.trace_id as &dyn rusqlite::ToSql,
+                                    &batch_id,
+                                    start,
+                                    body,
+                                ]);
+                            }
+                            span_chunk.execute(values.as_slice())?;
+                        } else {
+                            for (span, body) in chunk.iter().zip(&bodies) {
+                                span_stmt.execute(params![
+                                    span.trace_id,
+                                    batch_id,
+                                    span.start_time_unix_nano as i64,
+                                    body
+                                ])?;
+                            }
+                        }
+                        // Rowids of one statement are consecutive: the table is only appended to
+                        // by this one writer.
+                        let end = tx.last_insert_rowid();
+                        let begin = end - chunk.len() as i64 + 1;
+                        first.get_or_insert(begin);
+                        last = end;
+                        for (span, id) in chunk.iter().zip(begin..) {
+                            tags.extend(
+                                span.attributes
+                                    .iter()
+                                    .filter_map(indexable)
+                                    .map(|h| (h, span.trace_id.as_slice(), id)),
+                            );
+                        }
+                        stored += chunk.len();
                     }
+                    batch_range.execute(params![batch_id, first.unwrap_or(0), last])?;
                 }
             }
-            // Sorted inserts touch each index page once instead of at random.
+            // One row per (value, trace): the first span. Sorted inserts also touch each index
+            // page once instead of at random.
             tags.sort_unstable();
-            for (h, id) in tags {
+            tags.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
+            for (h, _, id) in tags {
                 span_tag.execute(params![h, id])?;
             }
         }
@@ -325,8 +387,12 @@ impl Store {
         let received = now_ns();
         let mut stored = 0;
         {
-            let mut batch_stmt =
-                tx.prepare_cached("INSERT INTO batches (received_ns, envelope) VALUES (?1, ?2)")?;
+            let mut batch_stmt = tx.prepare_cached(
+                "INSERT INTO batches (received_ns, kind, envelope) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut batch_range = tx.prepare_cached(
+                "UPDATE batches SET first_item = ?2, last_item = ?3 WHERE id = ?1",
+            )?;
             let mut log_stmt = tx
                 .prepare_cached("INSERT INTO logs (batch_id, time_ns, body) VALUES (?1, ?2, ?3)")?;
             for rl in resource_logs {
@@ -343,8 +409,10 @@ impl Store {
                         }],
                         schema_url: rl.schema_url.clone(),
                     };
-                    batch_stmt.execute(params![received, envelope.encode_to_vec()])?;
+                    batch_stmt.execute(params![received, KIND_LOGS, envelope.encode_to_vec()])?;
                     let batch_id = tx.last_insert_rowid();
+                    let mut first = None;
+                    let mut last = 0;
                     for record in &sl.log_records {
                         let time = if record.time_unix_nano != 0 {
                             record.time_unix_nano
@@ -354,8 +422,12 @@ impl Store {
                             received as u64
                         };
                         log_stmt.execute(params![batch_id, time as i64, record.encode_to_vec()])?;
+                        let id = tx.last_insert_rowid();
+                        first.get_or_insert(id);
+                        last = id;
                         stored += 1;
                     }
+                    batch_range.execute(params![batch_id, first.unwrap_or(0), last])?;
                 }
             }
         }
@@ -425,101 +497,108 @@ impl Store {
         Ok((!out.is_empty()).then_some(out))
     }
 
-    /// Spans matching every filter, newest first, from at most `limit` distinct traces.
+    /// Spans matching every filter, newest trace first, from at most `limit` distinct traces.
     pub fn search_spans(&self, search: &SpanSearch) -> Result<Vec<SpanHit>, StoreError> {
         let conn = self.reader();
         let mut envelopes: HashMap<i64, Vec<KeyValue>> = HashMap::new();
-        let mut traces: Vec<TraceId> = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        let mut traces = 0usize;
         let mut hits = Vec::new();
-        let mut scanned = 0usize;
         let in_window = |start: i64| {
             search.start_ns.is_none_or(|s| start >= s) && search.end_ns.is_none_or(|e| start <= e)
         };
-        // The first filter drives the index lookup; the others are checked on the decoded span.
-        let candidates: Vec<i64> = match search.filters.first() {
+        // The first filter drives the index lookup; every filter is checked on the decoded spans.
+        let mut candidates: Vec<i64> = Vec::new();
+        match search.filters.first() {
             Some(first) => {
                 let h = tag_hash(&first.key, &first.value);
-                let mut ids: Vec<i64> = Vec::new();
                 if first.scope != TagScope::Resource {
                     let mut stmt = conn.prepare_cached(
                         "SELECT span_id FROM span_tags WHERE h = ?1 ORDER BY span_id DESC LIMIT ?2",
                     )?;
                     for id in stmt.query_map(params![h, MAX_SEARCH_SCAN as i64], |r| r.get(0))? {
-                        ids.push(id?);
+                        candidates.push(id?);
                     }
                 }
                 if first.scope != TagScope::Span {
+                    // A resource attribute matches whole batches: their spans are consecutive.
                     let mut stmt = conn.prepare_cached(
-                        "SELECT s.id FROM batch_tags b JOIN spans s ON s.batch_id = b.batch_id \
-                         WHERE b.h = ?1 ORDER BY s.id DESC LIMIT ?2",
+                        "SELECT b.first_item, b.last_item FROM batch_tags t \
+                         JOIN batches b ON b.id = t.batch_id WHERE t.h = ?1 ORDER BY t.batch_id DESC",
                     )?;
-                    for id in stmt.query_map(params![h, MAX_SEARCH_SCAN as i64], |r| r.get(0))? {
-                        ids.push(id?);
+                    let mut rows = stmt.query([h])?;
+                    while let Some(row) = rows.next()? {
+                        let (lo, hi): (i64, i64) = (row.get(0)?, row.get(1)?);
+                        candidates.extend((lo..=hi).rev());
+                        if candidates.len() >= MAX_SEARCH_SCAN {
+                            break;
+                        }
                     }
                 }
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                ids.dedup();
-                ids
+                candidates.sort_unstable_by(|a, b| b.cmp(a));
+                candidates.dedup();
             }
             None => {
                 let mut stmt =
                     conn.prepare_cached("SELECT id FROM spans ORDER BY id DESC LIMIT ?1")?;
-                stmt.query_map([MAX_SEARCH_SCAN as i64], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
+                for id in stmt.query_map([MAX_SEARCH_SCAN as i64], |r| r.get(0))? {
+                    candidates.push(id?);
+                }
             }
-        };
-        let mut span_stmt =
-            conn.prepare_cached("SELECT batch_id, start_ns, body FROM spans WHERE id = ?1")?;
+        }
+        candidates.truncate(MAX_SEARCH_SCAN);
+        let mut trace_of = conn.prepare_cached("SELECT trace_id FROM spans WHERE id = ?1")?;
+        let mut spans_of =
+            conn.prepare_cached("SELECT batch_id, start_ns, body FROM spans WHERE trace_id = ?1")?;
         for id in candidates {
-            scanned += 1;
-            if scanned > MAX_SEARCH_SCAN {
-                break;
-            }
-            let Some((batch_id, start, body)) = span_stmt
-                .query_row([id], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })
+            let Some(trace_bytes) = trace_of
+                .query_row([id], |r| r.get::<_, Vec<u8>>(0))
                 .optional()?
             else {
                 continue;
             };
-            if !in_window(start) {
+            if !seen.insert(trace_bytes.clone()) {
                 continue;
             }
-            let span = Span::decode(body.as_slice())?;
-            if let std::collections::hash_map::Entry::Vacant(slot) = envelopes.entry(batch_id) {
-                let env = Self::envelope_spans(&conn, batch_id)?;
-                slot.insert(env.resource.map(|r| r.attributes).unwrap_or_default());
-            }
-            let resource = &envelopes[&batch_id];
-            let matches = search.filters.iter().all(|f| {
-                let on_span = f.scope != TagScope::Resource
-                    && attrs::get(&span.attributes, &f.key).as_deref() == Some(f.value.as_str());
-                let on_resource = f.scope != TagScope::Span
-                    && attrs::get(resource, &f.key).as_deref() == Some(f.value.as_str());
-                on_span || on_resource
-            });
-            if !matches {
-                continue;
-            }
-            let Ok(trace_id) = TraceId::from_slice(&span.trace_id) else {
+            let Ok(trace_id) = TraceId::from_slice(&trace_bytes) else {
                 continue;
             };
-            if !traces.contains(&trace_id) {
-                if traces.len() >= search.limit {
+            let mut found = false;
+            let mut rows = spans_of.query([trace_bytes.as_slice()])?;
+            while let Some(row) = rows.next()? {
+                let (batch_id, start): (i64, i64) = (row.get(0)?, row.get(1)?);
+                if !in_window(start) {
                     continue;
                 }
-                traces.push(trace_id);
+                let span = Span::decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                if let std::collections::hash_map::Entry::Vacant(slot) = envelopes.entry(batch_id) {
+                    let env = Self::envelope_spans(&conn, batch_id)?;
+                    slot.insert(env.resource.map(|r| r.attributes).unwrap_or_default());
+                }
+                let resource = &envelopes[&batch_id];
+                let matches = search.filters.iter().all(|f| {
+                    let on_span = f.scope != TagScope::Resource
+                        && attrs::get(&span.attributes, &f.key).as_deref()
+                            == Some(f.value.as_str());
+                    let on_resource = f.scope != TagScope::Span
+                        && attrs::get(resource, &f.key).as_deref() == Some(f.value.as_str());
+                    on_span || on_resource
+                });
+                if matches {
+                    found = true;
+                    hits.push(SpanHit {
+                        trace_id,
+                        span,
+                        resource: resource.clone(),
+                    });
+                }
             }
-            hits.push(SpanHit {
-                trace_id,
-                span,
-                resource: resource.clone(),
-            });
+            if found {
+                traces += 1;
+                if traces >= search.limit {
+                    break;
+                }
+            }
         }
         Ok(hits)
     }
@@ -637,21 +716,28 @@ impl Store {
     }
 }
 
-/// Deletes every batch with id ≤ `batch`, and its spans, logs and index rows.
+/// Deletes every batch with id ≤ `batch`, and its spans, logs and index rows. Items are
+/// numbered in arrival order, so each batch's items are one id range.
 fn delete_through_batch(
     tx: &rusqlite::Transaction<'_>,
     batch: i64,
 ) -> rusqlite::Result<(usize, usize)> {
-    let last_span: Option<i64> = tx.query_row(
-        "SELECT max(id) FROM spans WHERE batch_id <= ?1",
-        [batch],
-        |r| r.get(0),
-    )?;
-    if let Some(last) = last_span {
+    let last_of = |kind: i64| -> rusqlite::Result<Option<i64>> {
+        tx.query_row(
+            "SELECT max(last_item) FROM batches WHERE id <= ?1 AND kind = ?2",
+            params![batch, kind],
+            |r| r.get(0),
+        )
+    };
+    let mut spans = 0;
+    let mut logs = 0;
+    if let Some(last) = last_of(KIND_SPANS)? {
         tx.execute("DELETE FROM span_tags WHERE span_id <= ?1", [last])?;
+        spans = tx.execute("DELETE FROM spans WHERE id <= ?1", [last])?;
     }
-    let spans = tx.execute("DELETE FROM spans WHERE batch_id <= ?1", [batch])?;
-    let logs = tx.execute("DELETE FROM logs WHERE batch_id <= ?1", [batch])?;
+    if let Some(last) = last_of(KIND_LOGS)? {
+        logs = tx.execute("DELETE FROM logs WHERE id <= ?1", [last])?;
+    }
     tx.execute("DELETE FROM batch_tags WHERE batch_id <= ?1", [batch])?;
     tx.execute("DELETE FROM batches WHERE id <= ?1", [batch])?;
     Ok((spans, logs))
@@ -766,6 +852,55 @@ mod tests {
             })
             .unwrap()
             .len()
+    }
+
+    #[test]
+    fn large_requests_keep_every_span_and_its_index_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let trace = TraceId::random();
+        let spans: Vec<Span> = (0..2 * SPAN_CHUNK + 3)
+            .map(|i| Span {
+                trace_id: trace.as_bytes().to_vec(),
+                span_id: SpanId::random().as_bytes().to_vec(),
+                name: format!("s{i}"),
+                attributes: vec![attrs::string("stepName", format!("step-{i}"))],
+                ..Default::default()
+            })
+            .collect();
+        let request = ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: spans.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.insert_spans(&[one_span("before")]).unwrap();
+        assert_eq!(store.insert_spans(&[request]).unwrap(), spans.len());
+        let stored = store.trace(&trace).unwrap().unwrap();
+        let names: Vec<&str> = stored[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        let expected: Vec<String> = (0..spans.len()).map(|i| format!("s{i}")).collect();
+        assert_eq!(names, expected);
+        for i in [0, SPAN_CHUNK - 1, SPAN_CHUNK, 2 * SPAN_CHUNK + 2] {
+            let hits = store
+                .search_spans(&SpanSearch {
+                    filters: vec![TagFilter {
+                        scope: TagScope::Span,
+                        key: "stepName".into(),
+                        value: format!("step-{i}"),
+                    }],
+                    start_ns: None,
+                    end_ns: None,
+                    limit: 5,
+                })
+                .unwrap();
+            assert_eq!(hits.len(), 1, "step-{i}");
+            assert_eq!(hits[0].span.name, format!("s{i}"));
+        }
     }
 
     #[test]
