@@ -259,47 +259,51 @@ fn exit_codes_126_127_and_signals_are_passed_on_and_each_gets_a_span() {
 }
 
 #[test]
-fn sigterm_is_forwarded_and_the_span_ends_in_error() {
+fn termination_signals_are_forwarded_and_the_span_ends_in_error() {
+    use nix::sys::signal::Signal;
     let rx = Receiver::start();
     let spool = tempfile::tempdir().unwrap();
-    let mut child = ChildGuard(
-        shim(spool.path(), &rx.env("http/protobuf"))
-            .args(["--", "sh", "-c", "echo ready; exec sleep 30"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    // "ready" passes through once the step runs: the signal then reaches a live child.
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready, "ready\n");
-    let span_id: String = serde_json::from_str::<serde_json::Value>(&first).unwrap()["span_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let shim_pid = child.0.id();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shim_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.0.wait().unwrap();
-    assert_eq!(status.code(), Some(143));
-    let span = wait_for("the span", WAIT, || {
-        rx.received
-            .spans()
-            .into_iter()
-            .find(|s| hex(&s.span_id) == span_id)
-    });
-    assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
-    assert_eq!(
-        attrs::get(&span.attributes, attr::PROCESS_SIGNAL).as_deref(),
-        Some("SIGTERM")
-    );
-    assert_eq!(counter(&rx, metric::STEP_FAIL), 1);
+    let signals = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ];
+    for signal in signals {
+        let mut child = ChildGuard(
+            shim(spool.path(), &rx.env("http/protobuf"))
+                .args(["--", "sh", "-c", "echo ready; exec sleep 30"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        // "ready" passes through once the step runs: the signal then reaches a live child.
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        assert_eq!(ready, "ready\n");
+        let span_id: String = serde_json::from_str::<serde_json::Value>(&first).unwrap()["span_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), signal).unwrap();
+        let status = child.0.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + signal as i32), "{signal}");
+        let span = wait_for("the span", WAIT, || {
+            rx.received
+                .spans()
+                .into_iter()
+                .find(|s| hex(&s.span_id) == span_id)
+        });
+        assert_eq!(span.status.unwrap().code, StatusCode::Error as i32);
+        assert_eq!(
+            attrs::get(&span.attributes, attr::PROCESS_SIGNAL).as_deref(),
+            Some(signal.as_str())
+        );
+    }
+    assert_eq!(counter(&rx, metric::STEP_FAIL), signals.len() as i64);
 }
 
 #[test]
@@ -513,4 +517,98 @@ fn check_reports_reachable_and_unreachable_collectors() {
     let out = shim(spool.path(), &env).arg("--check").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reachable"));
+}
+
+#[test]
+fn output_passes_through_byte_for_byte_including_binary_and_very_long_lines() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().unwrap();
+    let script = "printf 'caf\\303\\251 \\377\\376\\n'; head -c 300000 /dev/zero | tr '\\0' y; \
+                  echo; printf 'err\\r\\n' >&2; printf 'tail without newline'";
+    let out = shim(spool.path(), &rx.env("grpc"))
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bare = Command::new("sh").args(["-c", script]).output().unwrap();
+    let after_first = out.stdout.splitn(2, |b| *b == b'\n').nth(1).unwrap();
+    assert_eq!(after_first, bare.stdout.as_slice());
+    assert_eq!(out.stderr, bare.stderr);
+    let logs = wait_for("four records", WAIT, || {
+        let logs = rx.received.logs();
+        (logs.len() == 4).then_some(logs)
+    });
+    let bodies: Vec<String> = logs
+        .iter()
+        .map(|l| attrs::value_to_string(l.body.as_ref().unwrap()).unwrap())
+        .collect();
+    assert!(
+        bodies.contains(&"café \u{fffd}\u{fffd}".to_string()),
+        "{bodies:?}"
+    );
+    assert!(bodies.contains(&"err".to_string()));
+    assert!(bodies.contains(&"tail without newline".to_string()));
+    let long = bodies.iter().find(|b| b.starts_with("yyy")).unwrap();
+    assert!(
+        long.len() < 10_000 && long.ends_with("bytes]"),
+        "{}",
+        long.len()
+    );
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_says_so() {
+    let spool = tempfile::tempdir().unwrap();
+    let env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        ),
+        // Room for about one step's metrics: every further step pushes older requests out.
+        ("OBSCTL_SPOOL_MAX_BYTES", "1500".to_string()),
+    ];
+    let mut warned = false;
+    for _ in 0..4 {
+        let out = shim(spool.path(), &env)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        warned |= String::from_utf8_lossy(&out.stderr).contains("spool full");
+    }
+    assert!(warned, "a drop must be announced on stderr");
+    let kept = spooled(spool.path());
+    assert!((1..8).contains(&kept), "{kept}");
+    let flush = obsctl("flush", spool.path(), &env).output().unwrap();
+    assert_eq!(flush.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&flush.stdout);
+    let dropped = 8 - kept;
+    assert!(
+        stdout.contains(&format!("{dropped} request(s)")) && stdout.contains("spool was full"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn configured_headers_reach_the_collector_over_every_protocol() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().unwrap();
+    for protocol in ["grpc", "http/protobuf", "http/json"] {
+        let mut env = rx.env(protocol);
+        env.push((
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            format!("{}=tenant%20a,other=x", shim_support::TEST_HEADER),
+        ));
+        let out = shim(spool.path(), &env)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // Span and metrics per step, three steps.
+    let seen = wait_for("six requests with the header", WAIT, || {
+        let seen = rx.received.headers();
+        (seen.len() == 6).then_some(seen)
+    });
+    assert!(seen.iter().all(|v| v == "tenant a"), "{seen:?}");
 }

@@ -240,19 +240,29 @@ fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() 
         }
         children.push((
             unsampled,
-            obsctl("shim", spool.path(), &env)
-                .args(["--", "sh", "-c", if fail { "exit 1" } else { "exit 0" }])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
+            fail,
+            shim_support::ChildGuard(
+                obsctl("shim", spool.path(), &env)
+                    .args(["--", "sh", "-c", if fail { "exit 1" } else { "exit 0" }])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            ),
         ));
         // Eight at a time: many processes, but not a fork bomb on a small CI machine.
         if children.len() == 8 || i == STEPS - 1 {
-            for (unsampled, child) in children.drain(..) {
-                let out = child.wait_with_output().unwrap();
-                assert!(out.status.code().is_some());
+            for (unsampled, fail, mut child) in children.drain(..) {
+                let mut line = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+                    &mut line,
+                )
+                .unwrap();
+                let status = child.0.wait().unwrap();
+                assert_eq!(status.code(), Some(i32::from(fail)));
                 if unsampled {
-                    unsampled_traces.push(id(&first_line(&out), "trace_id"));
+                    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    unsampled_traces.push(id(&line, "trace_id"));
                 }
             }
         }

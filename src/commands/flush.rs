@@ -13,7 +13,8 @@ use crate::otlp::spool::{DEFAULT_MAX_BYTES, Spool};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit code: 0 when the spool is empty afterwards, 1 when something is left. \
+    after_help = "Exit code: 0 when the spool is empty afterwards, 1 when something is left, 2 \
+when OBSCTL_SPOOL_MAX_BYTES is not a number. \
 The collector is the one the OTEL_EXPORTER_OTLP_* variables name, as for `obsctl shim`."
 )]
 pub struct Args {
@@ -29,7 +30,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spool = match args.spool_dir {
         Some(dir) => Spool::new(dir, DEFAULT_MAX_BYTES),
-        None => Spool::from_env(),
+        None => Spool::from_env_checked().map_err(|(_, e)| CommandError::new(2, e))?,
     };
     let config = ExportConfig::from_env().map_err(|e| CommandError::new(1, e))?;
     let endpoint = config

@@ -89,6 +89,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 RecordError::NotFound { .. } => invalid(e),
                 other => other.into(),
             })?;
+            if record.status.phase.is_finished() {
+                eprintln!("obsctl: run {name} already finished; nothing to resume");
+                return Ok(report(&record, args.output));
+            }
             let file = args
                 .file
                 .clone()
@@ -156,17 +160,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(e) = &outcome.export_error {
         eprintln!("obsctl: warning: root span not delivered: {e}");
     }
-    match args.output {
+    Ok(report(&outcome.record, args.output))
+}
+
+/// Prints the run and answers the documented exit code.
+fn report(record: &RunRecord, format: Format) -> ExitCode {
+    match format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&argo_json(&outcome.record))?
+            serde_json::to_string_pretty(&argo_json(record)).expect("records always serialize")
         ),
-        Format::Table => print_table(&outcome.record),
+        Format::Table => print_table(record),
     }
-    Ok(match outcome.record.status.phase {
+    match record.status.phase {
         Phase::Succeeded => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
-    })
+    }
 }
 
 fn otel_config(args: &Args, params: &[(String, String)]) -> OtelConfig {

@@ -32,8 +32,9 @@ pub struct Args {
     pub attrs: Vec<(String, String)>,
 
     /// Total time allowed for exporting after the step ended, whatever
-    /// OTEL_EXPORTER_OTLP_TIMEOUT says; what is not delivered by then is spooled.
-    #[arg(long, value_name = "MS", env = env::OBSCTL_EXPORT_BUDGET_MS)]
+    /// OTEL_EXPORTER_OTLP_TIMEOUT says; what is not delivered by then is spooled
+    /// [default: $OBSCTL_EXPORT_BUDGET_MS, else 1000].
+    #[arg(long, value_name = "MS")]
     pub export_budget_ms: Option<u64>,
 
     /// Only dial the configured collector, print what was found, and exit 0 (reachable) or 1.
@@ -43,6 +44,22 @@ pub struct Args {
     /// The step to run, after `--`.
     #[arg(last = true, value_name = "COMMAND", required_unless_present = "check")]
     pub command: Vec<OsString>,
+}
+
+/// A bad value in the environment must not stop the step from running: warn, use the default.
+fn budget_from_env() -> Option<u64> {
+    let value = std::env::var(env::OBSCTL_EXPORT_BUDGET_MS).ok()?;
+    match value.trim().parse() {
+        Ok(ms) => Some(ms),
+        Err(_) => {
+            shim::warn(format!(
+                "{} is {value:?}; expected milliseconds, using {} ms",
+                env::OBSCTL_EXPORT_BUDGET_MS,
+                DEFAULT_EXPORT_BUDGET.as_millis()
+            ));
+            None
+        }
+    }
 }
 
 fn parse_attr(text: &str) -> Result<(String, String), String> {
@@ -55,6 +72,7 @@ fn parse_attr(text: &str) -> Result<(String, String), String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let budget = args
         .export_budget_ms
+        .or_else(budget_from_env)
         .map_or(DEFAULT_EXPORT_BUDGET, Duration::from_millis);
     if args.check {
         return check(budget);

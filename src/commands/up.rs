@@ -1,10 +1,187 @@
-//! `obsctl up`: argument handling and output only.
+//! `obsctl up`: argument handling and output only; the work is in `stack::runtime`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use comfy_table::Table;
+
+use crate::commands::CommandError;
+use crate::stack::config;
+use crate::stack::docker::DockerError;
+use crate::stack::runtime::{self, RuntimeChoice, RuntimeError, UpOutcome};
+
+/// Exit codes `obsctl up` documents.
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_DOCKER_UNAVAILABLE: u8 = 3;
+pub const EXIT_NOT_READY: u8 = 4;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "Exit codes: 0 ready; 2 bad input (config file, override, project name); \
+3 Docker required but unreachable or an image is missing; 4 a component did not become ready \
+(its state and last log lines are printed); 1 anything else."
+)]
+pub struct Args {
+    /// Where the stack runs: Docker when the daemon answers and the images are present or can
+    /// be pulled (auto), or always Docker, or the embedded backend (`obsctl serve` in the
+    /// background).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeChoice,
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`obsctl up` is not built yet")
+    /// How long to wait for every component to be ready, e.g. 90s, 2m, 500ms (bare number:
+    /// seconds).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Names the stack's containers, network and volumes (`<project>-tempo`, ...), so several
+    /// stacks can live on one engine.
+    #[arg(long, default_value = "obsctl", env = "OBSCTL_PROJECT")]
+    pub project: String,
+
+    /// Use this image for one component, COMPONENT=IMAGE (repeatable). Also
+    /// OBSCTL_IMAGE_<COMPONENT> and `images:` in the stack config file.
+    #[arg(long = "image", value_name = "COMPONENT=IMAGE")]
+    pub images: Vec<String>,
+
+    /// Stack config file (`images:` and `ports:` maps); default
+    /// $XDG_CONFIG_HOME/obsctl/stack.yaml when it exists.
+    #[arg(long, env = "OBSCTL_STACK_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Parses `90s`, `2m`, `500ms`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (expected e.g. 90s, 2m, 500ms)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        other => Err(format!(
+            "unknown unit {other:?} in {s:?} (expected ms, s, m or h)"
+        )),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = config::resolve(args.config.as_deref(), &config::process_env, &args.images)
+        .map_err(|e| CommandError::new(EXIT_BAD_INPUT, e))?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = rt
+        .block_on(runtime::up(
+            args.runtime,
+            &args.project,
+            &config,
+            args.timeout,
+        ))
+        .map_err(|e| {
+            let code = match &e {
+                RuntimeError::Docker(DockerError::BadProject(_)) => EXIT_BAD_INPUT,
+                RuntimeError::Docker(
+                    DockerError::Unreachable { .. } | DockerError::ImageMissing { .. },
+                ) => EXIT_DOCKER_UNAVAILABLE,
+                RuntimeError::Docker(DockerError::NotReady(..))
+                | RuntimeError::Background(crate::stack::background::BackgroundError::NotReady(
+                    ..,
+                )) => EXIT_NOT_READY,
+                _ => 1,
+            };
+            CommandError::new(code, e)
+        })?;
+
+    let mut table = Table::new();
+    table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    table.set_header(["endpoint", "address", "notes"]);
+    let endpoints = match &outcome {
+        UpOutcome::Docker { report, endpoints } => {
+            let actions: Vec<String> = report
+                .actions
+                .iter()
+                .map(|(c, a)| {
+                    format!(
+                        "{c} {}",
+                        serde_json::to_value(a)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or("")
+                    )
+                })
+                .collect();
+            eprintln!(
+                "obsctl: Docker stack {:?} ready ({})",
+                args.project,
+                actions.join(", ")
+            );
+            table.add_row([
+                "Grafana".to_string(),
+                endpoints.grafana.clone().unwrap_or_default(),
+                format!(
+                    "anonymous viewer; admin login: admin / password in {}",
+                    report.password_file.display()
+                ),
+            ]);
+            endpoints
+        }
+        UpOutcome::Embedded {
+            pid,
+            already_running,
+            endpoints,
+            fallback,
+        } => {
+            if let Some(why) = fallback {
+                eprintln!("obsctl: using the embedded backend: {why}");
+            }
+            eprintln!(
+                "obsctl: embedded backend {} (pid {pid}, log {})",
+                if *already_running {
+                    "already running"
+                } else {
+                    "started"
+                },
+                crate::stack::background::log_path().display()
+            );
+            endpoints
+        }
+    };
+    table.add_row([
+        "OTLP gRPC",
+        &endpoints.otlp_grpc,
+        "OTEL_EXPORTER_OTLP_ENDPOINT, protocol grpc",
+    ]);
+    table.add_row([
+        "OTLP HTTP",
+        &endpoints.otlp_http,
+        "protocol http/protobuf or http/json",
+    ]);
+    table.add_row(["Tempo", &endpoints.tempo, "trace API"]);
+    table.add_row([
+        "Prometheus",
+        &endpoints.prometheus,
+        "metrics, exemplars, alert rules",
+    ]);
+    table.add_row(["Loki", &endpoints.loki, "log API"]);
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+    }
 }

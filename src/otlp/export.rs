@@ -18,7 +18,12 @@ use super::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use super::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use super::proto::collector::trace::v1::ExportTraceServiceRequest;
 use super::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+use super::proto::common::v1::InstrumentationScope;
+use super::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use super::proto::metrics::v1::metric::Data;
+use super::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
+use super::proto::resource::v1::Resource;
+use super::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use crate::conventions::env;
 
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` when unset, per the spec (milliseconds).
@@ -121,6 +126,51 @@ pub enum ExportRequest {
 }
 
 impl ExportRequest {
+    /// Spans of one resource and instrumentation scope.
+    pub fn spans(resource: Resource, scope: InstrumentationScope, spans: Vec<Span>) -> Self {
+        ExportRequest::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// Metrics of one resource and instrumentation scope.
+    pub fn metrics(resource: Resource, scope: InstrumentationScope, metrics: Vec<Metric>) -> Self {
+        ExportRequest::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(resource),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// Log records of one resource and instrumentation scope.
+    pub fn logs(resource: Resource, scope: InstrumentationScope, records: Vec<LogRecord>) -> Self {
+        ExportRequest::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(resource),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope),
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
     pub fn signal(&self) -> Signal {
         match self {
             ExportRequest::Traces(_) => Signal::Traces,
@@ -341,22 +391,13 @@ type GrpcChannel = Arc<OnceCell<Result<tonic::transport::Channel, ExportError>>>
 /// Sends export requests; one per process, reusing its connections.
 pub struct Exporter {
     config: ExportConfig,
-    http: Option<reqwest::Client>,
     grpc: std::sync::Mutex<HashMap<String, GrpcChannel>>,
 }
 
 impl Exporter {
     pub fn new(config: ExportConfig) -> Self {
-        let http = (config.protocol != Protocol::Grpc).then(|| {
-            // No proxy: a collector is a local sidecar or service; HTTP_PROXY must not catch it.
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("a plain-HTTP client always builds")
-        });
         Self {
             config,
-            http,
             grpc: Default::default(),
         }
     }
@@ -397,36 +438,24 @@ impl Exporter {
     }
 
     async fn send_http(&self, endpoint: &str, request: &ExportRequest) -> Result<(), ExportError> {
-        let client = self
-            .http
-            .as_ref()
-            .expect("HTTP client exists for HTTP protocols");
         let (body, content_type) = match self.config.protocol {
             Protocol::HttpJson => (request.encode_json(), "application/json"),
             _ => (request.encode_protobuf(), "application/x-protobuf"),
         };
-        let mut builder = client
-            .post(endpoint)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body);
-        for (k, v) in &self.config.headers {
-            builder = builder.header(k, v);
-        }
-        let response = builder.send().await.map_err(|e| ExportError::Connect {
-            endpoint: endpoint.to_string(),
-            reason: error_chain(&e),
-        })?;
-        let status = response.status();
-        // Drain the body so the answer is complete before the request counts as acknowledged.
-        let _ = response.bytes().await;
-        if status.is_success() {
+        let status = http1::post(endpoint, content_type, &self.config.headers, &body)
+            .await
+            .map_err(|e| ExportError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: error_chain(&e),
+            })?;
+        if (200..300).contains(&status) {
             return Ok(());
         }
         Err(ExportError::Rejected {
             endpoint: endpoint.to_string(),
             status: format!("HTTP {status}"),
             // The spec's retryable HTTP codes.
-            retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            retryable: matches!(status, 429 | 502 | 503 | 504),
         })
     }
 
@@ -513,6 +542,117 @@ impl Exporter {
             }
         }
         request
+    }
+}
+
+/// A minimal HTTP/1.1 client for one POST per connection: measured cheaper to start and
+/// smaller in memory than a general client, which matters in a process that lives 5 ms.
+/// Proxies (`HTTP_PROXY`) are not used: a collector is a local sidecar or service.
+mod http1 {
+    use std::io;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// The most of the answer that is read: the status line and headers fit many times over.
+    const MAX_HEAD: usize = 16 * 1024;
+
+    /// `http://host[:port][/path]` split into what the request needs.
+    fn split(url: &str) -> io::Result<(String, u16, &str)> {
+        let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("bad URL {url:?}"));
+        let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => (h, p.parse().map_err(|_| invalid())?),
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid());
+        }
+        Ok((host.to_string(), port, path))
+    }
+
+    /// Sends the request and answers the status code once the response head arrived.
+    pub async fn post(
+        url: &str,
+        content_type: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> io::Result<u16> {
+        let (host, port, path) = split(url)?;
+        let mut stream = TcpStream::connect((host.as_str(), port)).await?;
+        stream.set_nodelay(true)?;
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        // A CR or LF in a configured header would split the request: such headers are skipped.
+        for (k, v) in headers {
+            if !(k.contains(['\r', '\n']) || v.contains(['\r', '\n'])) {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).await?;
+        let mut answer = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || answer.len() + n > MAX_HEAD {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        parse_status(&answer).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the answer is not an HTTP/1.x response",
+            )
+        })
+    }
+
+    fn parse_status(answer: &[u8]) -> Option<u16> {
+        let line = answer.split(|b| *b == b'\n').next()?;
+        let line = std::str::from_utf8(line).ok()?;
+        let mut parts = line.split_whitespace();
+        parts.next().filter(|v| v.starts_with("HTTP/1."))?;
+        parts.next()?.parse().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn urls_and_status_lines_parse() {
+            assert_eq!(
+                split("http://collector:4318/v1/traces").unwrap(),
+                ("collector".to_string(), 4318, "/v1/traces")
+            );
+            assert_eq!(
+                split("http://[::1]:4318/otlp/v1/logs").unwrap(),
+                ("::1".to_string(), 4318, "/otlp/v1/logs")
+            );
+            assert_eq!(split("http://h").unwrap(), ("h".to_string(), 80, "/"));
+            assert!(split("http://:1/x").is_err());
+            assert_eq!(
+                parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"),
+                Some(503)
+            );
+            assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
+        }
     }
 }
 

@@ -18,10 +18,13 @@ use crate::conventions::env;
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".pb";
 const CLAIM: &str = ".claimed-";
+const TMP: &str = ".tmp-";
 const DROPPED_FILE: &str = "dropped.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    #[error("OBSCTL_SPOOL_MAX_BYTES is {value:?}; expected a number of bytes (using 64 MiB)")]
+    MaxBytes { value: String },
     #[error("spool {path}: {source}")]
     Io {
         path: PathBuf,
@@ -44,8 +47,8 @@ pub struct DropCount {
     pub items: u64,
 }
 
-/// One spooled request. Its file name sorts by age:
-/// `<unix ns, 20 digits>-<pid>-<seq>.<signal>.<items>.pb`.
+/// One spooled request. Its file name sorts by age and says what is inside, so that listing
+/// the spool needs no `stat` per file: `<unix ns, 20 digits>-<pid>-<seq>.<signal>.<items>.<bytes>.pb`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolEntry {
     pub path: PathBuf,
@@ -55,10 +58,11 @@ pub struct SpoolEntry {
 }
 
 impl SpoolEntry {
-    fn parse(path: PathBuf, bytes: u64) -> Option<Self> {
+    fn parse(path: PathBuf) -> Option<Self> {
         let name = path.file_name()?.to_str()?;
         let stem = name.strip_suffix(SUFFIX)?;
-        let mut parts = stem.rsplitn(3, '.');
+        let mut parts = stem.rsplitn(4, '.');
+        let bytes = parts.next()?.parse().ok()?;
         let items = parts.next()?.parse().ok()?;
         let signal = parts.next()?.parse().ok()?;
         parts.next()?;
@@ -107,17 +111,34 @@ impl Spool {
         }
     }
 
-    /// `OBSCTL_SPOOL_DIR` (default `paths::default_spool_dir()`), `OBSCTL_SPOOL_MAX_BYTES`.
+    /// `OBSCTL_SPOOL_DIR` (default `paths::default_spool_dir()`) and `OBSCTL_SPOOL_MAX_BYTES`
+    /// (default 64 MiB, also when unreadable; `from_env_checked` reports that).
     pub fn from_env() -> Self {
-        let dir = std::env::var_os(env::OBSCTL_SPOOL_DIR)
+        Self::from_env_checked().unwrap_or_else(|(spool, _)| spool)
+    }
+
+    /// As `from_env`, but an unreadable size is an error carrying the spool with the default
+    /// size, so that a caller that must not fail (the shim) can warn and go on.
+    pub fn from_env_checked() -> Result<Self, (Self, SpoolError)> {
+        let dir = Self::env_dir();
+        match std::env::var(env::OBSCTL_SPOOL_MAX_BYTES) {
+            Err(_) => Ok(Self::new(dir, DEFAULT_MAX_BYTES)),
+            Ok(v) => match v.trim().parse() {
+                Ok(max) => Ok(Self::new(dir, max)),
+                Err(_) => Err((
+                    Self::new(dir, DEFAULT_MAX_BYTES),
+                    SpoolError::MaxBytes { value: v },
+                )),
+            },
+        }
+    }
+
+    /// `OBSCTL_SPOOL_DIR`, else `paths::default_spool_dir()`.
+    pub fn env_dir() -> PathBuf {
+        std::env::var_os(env::OBSCTL_SPOOL_DIR)
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(crate::paths::default_spool_dir);
-        let max_bytes = std::env::var(env::OBSCTL_SPOOL_MAX_BYTES)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_MAX_BYTES);
-        Self::new(dir, max_bytes)
+            .unwrap_or_else(crate::paths::default_spool_dir)
     }
 
     pub fn dir(&self) -> &Path {
@@ -133,19 +154,23 @@ impl Spool {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_nanos();
+        let body = request.encode_protobuf();
         let name = format!(
-            "{now:020}-{:010}-{:04}.{}.{}{SUFFIX}",
+            "{now:020}-{:010}-{:04}.{}.{}.{}{SUFFIX}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed),
             request.signal(),
-            request.item_count()
+            request.item_count(),
+            body.len()
         );
-        let tmp = self.dir.join(format!(".tmp-{name}"));
+        let tmp = self.dir.join(format!("{TMP}{name}"));
         let path = self.dir.join(&name);
+        // No fsync: the rename alone makes a request appear whole or not at all when a process
+        // dies; only a power cut could lose the newest requests, and an fsync would cost every
+        // step many milliseconds while the collector is down.
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
-            file.write_all(&request.encode_protobuf())?;
-            file.sync_data()?;
+            file.write_all(&body)?;
             fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
@@ -193,6 +218,10 @@ impl Spool {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
+            if let Some(rest) = name.strip_prefix(TMP) {
+                remove_if_writer_dead(&path, rest);
+                continue;
+            }
             let path = match name.split_once(CLAIM) {
                 Some((original, pid)) => match release_if_dead(&path, original, pid) {
                     Some(released) => released,
@@ -200,8 +229,7 @@ impl Spool {
                 },
                 None => path,
             };
-            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if let Some(entry) = SpoolEntry::parse(path, bytes) {
+            if let Some(entry) = SpoolEntry::parse(path) {
                 entries.push(entry);
             }
         }
@@ -298,11 +326,22 @@ fn claimed_path(path: &Path) -> PathBuf {
     PathBuf::from(claimed)
 }
 
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// A temporary file (`<ns>-<pid>-…`) whose writer died before the rename is never complete.
+fn remove_if_writer_dead(path: &Path, rest: &str) {
+    if let Some(pid) = rest.split('-').nth(1).and_then(|p| p.parse().ok())
+        && !pid_alive(pid)
+    {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// A claim whose process is gone is renamed back so the request is not stranded.
 fn release_if_dead(path: &Path, original: &str, pid: &str) -> Option<PathBuf> {
-    let pid: i32 = pid.parse().ok()?;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    if alive {
+    if pid_alive(pid.parse().ok()?) {
         return None;
     }
     let released = path.with_file_name(original);
@@ -466,6 +505,24 @@ mod tests {
         let ours = claimed_path(&spool.entries().unwrap()[0].path);
         fs::rename(&spool.entries().unwrap()[0].path, &ours).unwrap();
         assert!(spool.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn half_written_files_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), DEFAULT_MAX_BYTES);
+        let dead = dir
+            .path()
+            .join(format!("{TMP}0001-{:010}-0000.logs.1.7.pb", i32::MAX));
+        let live = dir.path().join(format!(
+            "{TMP}0002-{:010}-0000.logs.1.7.pb",
+            std::process::id()
+        ));
+        fs::write(&dead, b"partial").unwrap();
+        fs::write(&live, b"partial").unwrap();
+        assert!(spool.entries().unwrap().is_empty());
+        assert!(!dead.exists());
+        assert!(live.exists());
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -210,7 +210,10 @@ async fn export(requests: &[ExportRequest], budget: Duration) {
     if requests.is_empty() {
         return;
     }
-    let spool = Spool::from_env();
+    let spool = Spool::from_env_checked().unwrap_or_else(|(spool, e)| {
+        warn(e);
+        spool
+    });
     let config = match ExportConfig::from_env() {
         Ok(config) => config,
         Err(e) => {

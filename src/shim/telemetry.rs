@@ -8,17 +8,14 @@ use super::context::StepContext;
 use super::redact::Redactor;
 use crate::conventions::{attr, metric, resource as res};
 use crate::otlp::export::{ExportRequest, percent_decode};
-use crate::otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
-use crate::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use crate::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use crate::otlp::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use crate::otlp::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use crate::otlp::proto::logs::v1::{LogRecord, SeverityNumber};
 use crate::otlp::proto::metrics::v1::{
-    AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, exemplar, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
+    exemplar, metric::Data, number_data_point,
 };
 use crate::otlp::proto::resource::v1::Resource;
-use crate::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use crate::otlp::proto::trace::v1::{Span, Status, span, status};
 use crate::otlp::{TraceContext, attrs};
 
 /// Explicit bounds of `agent_step_duration_ms`, in milliseconds: from sub-second tool calls to
@@ -208,17 +205,7 @@ impl StepRecord<'_> {
             status: Some(status),
             ..Default::default()
         };
-        ExportRequest::Traces(ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope()),
-                    spans: vec![span],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
+        ExportRequest::spans(resource.clone(), scope(), vec![span])
     }
 
     /// Delta temporality: each process reports exactly its own step, so a backend that adds
@@ -297,29 +284,23 @@ impl StepRecord<'_> {
         };
         // Both counters are always sent (one with 0) so both series exist for ratio queries.
         let failed = self.failed();
-        ExportRequest::Metrics(ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics: vec![
-                        histogram,
-                        counter(
-                            metric::STEP_SUCCESS,
-                            "Agent steps that succeeded",
-                            i64::from(!failed),
-                        ),
-                        counter(
-                            metric::STEP_FAIL,
-                            "Agent steps that failed",
-                            i64::from(failed),
-                        ),
-                    ],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
+        ExportRequest::metrics(
+            resource.clone(),
+            scope(),
+            vec![
+                histogram,
+                counter(
+                    metric::STEP_SUCCESS,
+                    "Agent steps that succeeded",
+                    i64::from(!failed),
+                ),
+                counter(
+                    metric::STEP_FAIL,
+                    "Agent steps that failed",
+                    i64::from(failed),
+                ),
+            ],
+        )
     }
 
     /// One record per captured line; `None` when the step printed nothing. Records carry the
@@ -336,17 +317,7 @@ impl StepRecord<'_> {
             .iter()
             .map(|line| self.log_record(line, &correlation))
             .collect();
-        Some(ExportRequest::Logs(ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(resource.clone()),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(scope()),
-                    log_records: records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }))
+        Some(ExportRequest::logs(resource.clone(), scope(), records))
     }
 
     fn log_record(&self, line: &Line, correlation: &[KeyValue]) -> LogRecord {

@@ -2,4 +2,11 @@
 //! Grafana in Docker) or the embedded backend, and the endpoints file that tells other commands
 //! which one is up and where.
 
+pub mod background;
+pub mod config;
+pub mod definition;
+pub mod docker;
 pub mod endpoints;
+pub mod files;
+pub mod ready;
+pub mod runtime;

@@ -70,7 +70,7 @@ pub struct RunConfig {
 pub struct RunOutcome {
     pub record: RunRecord,
     /// Set when the root span could not be delivered; the run itself is unaffected.
-    pub export_error: Option<telemetry::ExportError>,
+    pub export_error: Option<telemetry::RootSpanError>,
     /// Pod nodes that actually ran in this invocation (not reused from a resumed record).
     pub pods_run: usize,
 }
@@ -200,6 +200,7 @@ pub async fn run<R: Runner>(
         .as_ref()
         .and_then(|s| vars::parse_seconds(s.as_str()));
     let (cancel_tx, cancel_rx) = watch::channel(None::<String>);
+    let cancel_tx = Arc::new(cancel_tx);
     let state = Arc::new(Mutex::new(State {
         record,
         previous,
@@ -222,13 +223,14 @@ pub async fn run<R: Runner>(
         on_event,
         config,
     });
+    let deadline_tx = cancel_tx.clone();
     let deadline_task = deadline_secs.map(|secs| {
         let remaining = (started + secs)
             .duration_since(SystemTime::now())
             .unwrap_or_default();
         tokio::spawn(async move {
             tokio::time::sleep(remaining).await;
-            let _ = cancel_tx.send(Some("Step exceeded its deadline".into()));
+            let _ = deadline_tx.send(Some("Step exceeded its deadline".into()));
         })
     });
 
@@ -262,6 +264,11 @@ pub async fn run<R: Runner>(
         .await;
     let mut phase = entry.phase;
     let mut message = entry.message.clone();
+    // As on Argo, the exit handler runs even after the workflow's deadline stopped it.
+    if let Some(task) = &deadline_task {
+        task.abort();
+    }
+    cancel_tx.send_replace(None);
     if let Some(exit) = inner.wf.spec.on_exit.clone() {
         {
             let mut st = inner.lock();
@@ -292,9 +299,6 @@ pub async fn run<R: Runner>(
             phase = handler.phase;
             message = handler.message;
         }
-    }
-    if let Some(task) = deadline_task {
-        task.abort();
     }
     let finished = SystemTime::now();
     let (record, pods_run) = {

@@ -425,15 +425,35 @@ impl StepHandle for ProcessHandle {
     }
 }
 
-/// Stops a process group left by an interrupted run, if it still exists and still belongs to
-/// that run's node (checked through its environment, so a reused pid is never hit).
+/// Stops a process group left by an interrupted run, if a process of that group still runs
+/// for that run's node (checked through its environment, so a reused id is never hit). The
+/// group leader (the shim) is gone already, killed with obsctl; its step may not be.
 pub fn kill_leftover(pgid: i32, node_id: &str) {
-    let environ = std::fs::read(format!("/proc/{pgid}/environ")).unwrap_or_default();
     let needle = format!("{}={node_id}", crate::conventions::env::ARGO_NODE_ID);
-    if environ
-        .split(|b| *b == 0)
-        .any(|var| var == needle.as_bytes())
-    {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let belongs = procs.flatten().any(|entry| {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command: state, ppid, pgrp.
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(pgid)
+            && std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|var| var == needle.as_bytes())
+    });
+    if belongs {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }

@@ -5,10 +5,12 @@
 use std::time::{Duration, SystemTime};
 
 use crate::conventions::{attr, env, resource};
+use crate::otlp::export::{ConfigError, ExportConfig, ExportError, ExportRequest, Exporter};
 use crate::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use crate::otlp::proto::common::v1::InstrumentationScope;
 use crate::otlp::proto::resource::v1::Resource;
 use crate::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use crate::otlp::spool::Spool;
 use crate::otlp::{SpanId, TraceContext, TraceId, attrs};
 
 /// Where and how steps (and obsctl) send telemetry.
@@ -113,6 +115,7 @@ pub fn step_env(
         (env::WORKFLOW_NAME.into(), id.workflow_name.into()),
         (env::NODE_ID.into(), id.node_id.into()),
         (env::NAMESPACE.into(), id.namespace.into()),
+        (env::POD_NAME.into(), id.node_id.into()),
         (env::ARGO_WORKFLOW_NAME.into(), id.workflow_name.into()),
         (env::ARGO_NODE_ID.into(), id.node_id.into()),
         (ARGO_TEMPLATE.into(), id.template_json.into()),
@@ -223,53 +226,43 @@ pub fn root_span_request(root: &RootSpan) -> ExportTraceServiceRequest {
 pub const EXPORT_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error("OTLP export to {endpoint} failed: {message}")]
-    Failed { endpoint: String, message: String },
-    #[error("OTLP export to {endpoint} took longer than {EXPORT_DEADLINE:?}")]
-    Deadline { endpoint: String },
+pub enum RootSpanError {
+    #[error("invalid OTLP settings: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{source}; spooled to {spool} for `obsctl flush`")]
+    Spooled {
+        source: ExportError,
+        spool: std::path::PathBuf,
+    },
+    #[error("{0}")]
+    Lost(ExportError),
 }
 
-/// Sends the root span with a deadline. Failure is reported, never fatal: the run's record
-/// still names the root span, and the step spans still arrive.
-pub async fn emit_root_span(otel: &OtelConfig, root: &RootSpan<'_>) -> Result<(), ExportError> {
-    let request = root_span_request(root);
-    let endpoint = otel.endpoint.trim_end_matches('/').to_string();
-    let fail = |message: String| ExportError::Failed {
-        endpoint: endpoint.clone(),
-        message,
-    };
-    let send = async {
-        if otel.protocol == "grpc" {
-            use crate::otlp::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
-            let mut client = TraceServiceClient::connect(endpoint.clone())
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            client
-                .export(request)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        } else {
-            let client = reqwest::Client::new();
-            let builder = client.post(format!("{endpoint}/v1/traces"));
-            let builder = if otel.protocol == "http/json" {
-                builder.json(&request)
-            } else {
-                use prost::Message;
-                builder
-                    .header("content-type", "application/x-protobuf")
-                    .body(request.encode_to_vec())
-            };
-            let response = builder.send().await.map_err(|e| fail(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(fail(format!("HTTP {}", response.status())));
+/// Sends the root span through the shared OTLP exporter, with a deadline. When the collector
+/// is unreachable the request goes to the spool (as the shim does), so `obsctl flush` can
+/// deliver it later; failure is reported, never fatal.
+pub async fn emit_root_span(otel: &OtelConfig, root: &RootSpan<'_>) -> Result<(), RootSpanError> {
+    let config = ExportConfig::from_lookup(|name| match name {
+        env::OTEL_EXPORTER_OTLP_ENDPOINT => Some(otel.endpoint.clone()),
+        env::OTEL_EXPORTER_OTLP_PROTOCOL => Some(otel.protocol.clone()),
+        _ => std::env::var(name).ok(),
+    })?;
+    let request = ExportRequest::Traces(root_span_request(root));
+    let exporter = Exporter::new(config);
+    let deadline = tokio::time::Instant::now() + EXPORT_DEADLINE;
+    match exporter.send(&request, deadline).await {
+        Ok(()) => Ok(()),
+        Err(source) if source.is_retryable() => {
+            let spool = Spool::from_env();
+            match spool.store(&request) {
+                Ok(_) => Err(RootSpanError::Spooled {
+                    source,
+                    spool: spool.dir().to_path_buf(),
+                }),
+                Err(_) => Err(RootSpanError::Lost(source)),
             }
         }
-        Ok(())
-    };
-    match tokio::time::timeout(EXPORT_DEADLINE, send).await {
-        Ok(result) => result,
-        Err(_) => Err(ExportError::Deadline { endpoint }),
+        Err(source) => Err(RootSpanError::Lost(source)),
     }
 }
 

@@ -51,10 +51,27 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The header the receiver records, to prove OTEL_EXPORTER_OTLP_HEADERS reach the collector.
+pub const TEST_HEADER: &str = "x-obsctl-test";
+
 #[derive(Clone, Default)]
-pub struct Received(Arc<Mutex<Vec<ExportRequest>>>);
+pub struct Received(Arc<Mutex<Vec<ExportRequest>>>, Arc<Mutex<Vec<String>>>);
 
 impl Received {
+    fn header(&self, value: Option<&[u8]>) {
+        if let Some(v) = value {
+            self.1
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(v).into_owned());
+        }
+    }
+
+    /// Values of `TEST_HEADER` seen, one per request that carried it.
+    pub fn headers(&self) -> Vec<String> {
+        self.1.lock().unwrap().clone()
+    }
+
     fn push(&self, r: ExportRequest) {
         self.0.lock().unwrap().push(r);
     }
@@ -113,6 +130,7 @@ impl TraceService for Received {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.header(request.metadata().get(TEST_HEADER).map(|v| v.as_bytes()));
         self.push(ExportRequest::Traces(request.into_inner()));
         Ok(tonic::Response::new(Default::default()))
     }
@@ -124,6 +142,7 @@ impl MetricsService for Received {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.header(request.metadata().get(TEST_HEADER).map(|v| v.as_bytes()));
         self.push(ExportRequest::Metrics(request.into_inner()));
         Ok(tonic::Response::new(Default::default()))
     }
@@ -135,6 +154,7 @@ impl LogsService for Received {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.header(request.metadata().get(TEST_HEADER).map(|v| v.as_bytes()));
         self.push(ExportRequest::Logs(request.into_inner()));
         Ok(tonic::Response::new(Default::default()))
     }
@@ -233,6 +253,7 @@ fn http_export(
     let json = headers
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    received.header(headers.get(TEST_HEADER).map(|v| v.as_bytes()));
     let Ok(signal) = signal.parse::<Signal>() else {
         return axum::http::StatusCode::NOT_FOUND;
     };

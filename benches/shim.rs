@@ -1,0 +1,293 @@
+//! Wall time and peak memory of `obsctl shim -- true` against a bare `true`, with the backend
+//! (`obsctl serve`) up, with a refused port and with a black-holed endpoint, and against the
+//! same wrapper written with Python's OpenTelemetry SDK. Prints a table with ratios and checks
+//! the targets: <=3 ms median added (backend up, refused port), <=10 MB RSS, >=20x faster.
+
+use std::ffi::OsStr;
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OBSCTL: &str = env!("CARGO_BIN_EXE_obsctl");
+const RUNS: usize = 200;
+const SLOW_RUNS: usize = 5;
+const PYTHON_RUNS: usize = 15;
+
+struct Sample {
+    wall: Duration,
+    /// User + system CPU of the process and its waited-for children: unlike wall time, it
+    /// does not grow when other work competes for the cores.
+    cpu: Duration,
+    max_rss_kib: i64,
+}
+
+/// Spawns, waits with `wait4` to read the child's peak resident set size.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot do
+fn measure(mut cmd: Command) -> Sample {
+    let start = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut status = 0;
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    let tv = |t: nix::libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Sample {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+struct Stats {
+    name: String,
+    runs: usize,
+    median: Duration,
+    p95: Duration,
+    cpu_median: Duration,
+    rss_mib: f64,
+}
+
+fn run(name: &str, runs: usize, make: impl Fn() -> Command) -> Stats {
+    // One warm-up run fills the page cache and the backend's connections.
+    measure(make());
+    let mut samples: Vec<Sample> = (0..runs).map(|_| measure(make())).collect();
+    samples.sort_by_key(|s| s.wall);
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].wall;
+    let rss = samples.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
+    let mut cpu: Vec<Duration> = samples.iter().map(|s| s.cpu).collect();
+    cpu.sort();
+    Stats {
+        cpu_median: cpu[cpu.len() / 2],
+        name: name.to_string(),
+        runs,
+        median: pick(0.5),
+        p95: pick(0.95),
+        rss_mib: rss as f64 / 1024.0,
+    }
+}
+
+fn clean_env(cmd: &mut Command, spool: &Path) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k.starts_with("OBSCTL_") || k == "TRACEPARENT" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("OBSCTL_SPOOL_DIR", spool);
+}
+
+fn shim(spool: &Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(OBSCTL);
+    clean_env(&mut cmd, spool);
+    cmd.envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
+    cmd.args(["shim", "--agent", "bench", "--step", "true", "--", "true"]);
+    cmd
+}
+
+struct Serve {
+    child: Child,
+    grpc: String,
+    http: String,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Serve {
+    let mut child = Command::new(OBSCTL)
+        .args([
+            "serve",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--api", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--endpoints-file")
+        .arg(dir.join("endpoints.json"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("obsctl serve");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = |prefix: &str| {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("unexpected serve output {line:?}"))
+            .trim()
+            .to_string()
+    };
+    let grpc = addr("otlp-grpc ");
+    let http = addr("otlp-http ");
+    Serve {
+        child,
+        grpc,
+        http,
+        _stdout: stdout,
+    }
+}
+
+fn python_peer_available() -> Result<(), String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        ])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err("pip install -r tests/python/requirements.txt".to_string())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    // `cargo bench` passes --bench; this harness takes no options.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = serve(dir.path());
+    let spool = |name: &str| dir.path().join(format!("spool-{name}"));
+    let http_env = vec![
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", backend.http),
+        ),
+    ];
+    let grpc_env = vec![
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", backend.grpc),
+        ),
+    ];
+    let refused_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused_env = vec![(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{refused_port}"),
+    )];
+    // Accepts nothing and answers nothing: the kernel completes handshakes into the backlog.
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_env = vec![(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://{}", hole.local_addr().unwrap()),
+    )];
+
+    let bare = run("bare `true`", RUNS, || Command::new("true"));
+    let mut rows = vec![
+        run("shim, backend up (http/protobuf)", RUNS, || {
+            shim(&spool("http"), &http_env)
+        }),
+        run("shim, backend up (grpc)", RUNS, || {
+            shim(&spool("grpc"), &grpc_env)
+        }),
+        run("shim, refused port (spools)", RUNS, || {
+            shim(&spool("refused"), &refused_env)
+        }),
+        run("shim, black-holed endpoint (1 s budget)", SLOW_RUNS, || {
+            shim(&spool("hole"), &hole_env)
+        }),
+    ];
+    let python = match python_peer_available() {
+        Ok(()) => {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/otel_wrapper.py");
+            let stats = run("python OTel SDK peer, backend up", PYTHON_RUNS, || {
+                let mut cmd = Command::new("python3");
+                clean_env(&mut cmd, &spool("python"));
+                cmd.envs(http_env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
+                cmd.env("AGENT", "bench").arg(&script).arg("true");
+                cmd
+            });
+            rows.push(stats);
+            true
+        }
+        Err(why) => {
+            eprintln!("python peer skipped: {why}");
+            false
+        }
+    };
+
+    println!();
+    println!(
+        "{:<42} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "scenario", "runs", "median ms", "p95 ms", "added ms", "x bare", "CPU ms", "peak RSS"
+    );
+    let print = |s: &Stats| {
+        println!(
+            "{:<42} {:>5} {:>10.2} {:>10.2} {:>10.2} {:>8.1} {:>8.2} {:>7.1} MB",
+            s.name,
+            s.runs,
+            ms(s.median),
+            ms(s.p95),
+            ms(s.median) - ms(bare.median),
+            ms(s.median) / ms(bare.median),
+            ms(s.cpu_median),
+            s.rss_mib
+        );
+    };
+    print(&bare);
+    rows.iter().for_each(print);
+
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average during the run: {} (wall times grow with competing work; CPU ms do not)",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!();
+    let added = |i: usize| ms(rows[i].median) - ms(bare.median);
+    let check = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!(
+        "target: <=3 ms median added, backend up: http {:.2} ms, grpc {:.2} ms  [{}]",
+        added(0),
+        added(1),
+        check(added(0) <= 3.0 && added(1) <= 3.0)
+    );
+    println!(
+        "target: <=3 ms median added, refused port: {:.2} ms  [{}]",
+        added(2),
+        check(added(2) <= 3.0)
+    );
+    println!(
+        "black-holed endpoint: median {:.0} ms (bounded by the export budget, default 1000 ms)",
+        ms(rows[3].median)
+    );
+    let rss = rows[..4].iter().map(|r| r.rss_mib).fold(0.0, f64::max);
+    println!(
+        "target: <=10 MB peak RSS: {rss:.1} MB  [{}]",
+        check(rss <= 10.0)
+    );
+    if python {
+        let py = &rows[4];
+        let ratio = ms(py.median) / ms(rows[0].median);
+        let added_ratio = (ms(py.median) - ms(bare.median)) / added(0).max(0.01);
+        println!(
+            "target: >=20x faster than the Python SDK peer: {ratio:.0}x wall, {added_ratio:.0}x added  [{}]",
+            check(ratio >= 20.0)
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Which runtime serves the stack, and the `up`/`down`/`status` flows over both: Docker when the
+//! daemon answers and the images are present or pullable, else the embedded backend in the
+//! background, with one line saying why.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::background::{self, BackgroundError};
+use super::config::StackConfig;
+use super::definition::{Component, Port};
+use super::docker::{self, ComponentStatus, DockerError, DockerStack, UpReport};
+use super::endpoints::{Endpoints, Runtime};
+
+/// `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// Docker when the daemon answers and the images are present or can be pulled, else embedded.
+    Auto,
+    Docker,
+    Embedded,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Background(#[from] BackgroundError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What `up` brought up.
+#[derive(Debug)]
+pub enum UpOutcome {
+    Docker {
+        report: UpReport,
+        endpoints: Endpoints,
+    },
+    Embedded {
+        pid: u32,
+        already_running: bool,
+        endpoints: Endpoints,
+        /// Set when `auto` chose embedded: why Docker was not used.
+        fallback: Option<String>,
+    },
+}
+
+/// The endpoints of the Docker stack with this config.
+pub fn docker_endpoints(config: &StackConfig) -> Endpoints {
+    Endpoints {
+        runtime: Runtime::Docker,
+        otlp_grpc: config.url(Port::OtlpGrpc),
+        otlp_http: config.url(Port::OtlpHttp),
+        tempo: config.url(Port::Tempo),
+        loki: config.url(Port::Loki),
+        prometheus: config.url(Port::Prometheus),
+        grafana: Some(config.url(Port::Grafana)),
+        pid: None,
+    }
+}
+
+pub async fn up(
+    choice: RuntimeChoice,
+    project: &str,
+    config: &StackConfig,
+    timeout: Duration,
+) -> Result<UpOutcome, RuntimeError> {
+    docker::check_project(project)?;
+    let fallback = match choice {
+        RuntimeChoice::Embedded => None,
+        RuntimeChoice::Docker => return Ok(up_docker(project, config, timeout).await?),
+        RuntimeChoice::Auto => match docker::connect().await {
+            Err(e) => Some(e.to_string()),
+            Ok(client) => {
+                let stack = DockerStack::new(client, project)?;
+                match stack.ensure_images(config).await {
+                    Err(e @ DockerError::ImageMissing { .. }) => Some(e.to_string()),
+                    Err(e) => return Err(e.into()),
+                    Ok(()) => return Ok(finish_docker(&stack, config, timeout).await?),
+                }
+            }
+        },
+    };
+    let (pid, already_running) = background::up(config, timeout).await?;
+    Ok(UpOutcome::Embedded {
+        pid,
+        already_running,
+        endpoints: background::endpoints(config, pid),
+        fallback,
+    })
+}
+
+async fn up_docker(
+    project: &str,
+    config: &StackConfig,
+    timeout: Duration,
+) -> Result<UpOutcome, DockerError> {
+    let stack = DockerStack::new(docker::connect().await?, project)?;
+    finish_docker(&stack, config, timeout).await
+}
+
+async fn finish_docker(
+    stack: &DockerStack,
+    config: &StackConfig,
+    timeout: Duration,
+) -> Result<UpOutcome, DockerError> {
+    let report = stack.up(config, timeout).await?;
+    let endpoints = docker_endpoints(config);
+    let path = Endpoints::default_path();
+    endpoints
+        .save(&path)
+        .map_err(|source| DockerError::Io { path, source })?;
+    Ok(UpOutcome::Docker { report, endpoints })
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct DownReport {
+    pub stopped_embedded: Option<u32>,
+    pub removed: Vec<String>,
+    /// Why Docker was not asked (for example the daemon is not reachable).
+    pub docker_skipped: Option<String>,
+}
+
+pub async fn down(project: &str, volumes: bool) -> Result<DownReport, RuntimeError> {
+    docker::check_project(project)?;
+    let mut report = DownReport {
+        stopped_embedded: background::down()?,
+        ..Default::default()
+    };
+    match docker::connect().await {
+        Ok(client) => {
+            report.removed = DockerStack::new(client, project)?.down(volumes).await?;
+            let path = Endpoints::default_path();
+            if Endpoints::load(&path).is_some_and(|e| e.runtime == Runtime::Docker) {
+                std::fs::remove_file(&path).map_err(|source| RuntimeError::Io { path, source })?;
+            }
+        }
+        Err(e) => report.docker_skipped = Some(e.to_string()),
+    }
+    Ok(report)
+}
+
+/// `obsctl status`: the Docker components of the project and the embedded backend, if any.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub project: String,
+    /// Which runtime the endpoints file says is up, if any.
+    pub runtime: Option<Runtime>,
+    pub components: Vec<ComponentStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_unreachable: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbeddedStatus {
+    pub pid: u32,
+    pub url: String,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl StatusReport {
+    /// Up and healthy: every Docker component ready, or the embedded backend ready.
+    pub fn healthy(&self) -> bool {
+        let docker_up =
+            !self.components.is_empty() && self.components.iter().any(|c| c.state != "missing");
+        let docker_ok = docker_up && self.components.iter().all(|c| c.ready);
+        let embedded_ok = self.embedded.as_ref().is_some_and(|e| e.ready);
+        (docker_ok || !docker_up)
+            && (embedded_ok || self.embedded.is_none())
+            && (docker_up || self.embedded.is_some())
+    }
+}
+
+pub async fn status(project: &str) -> Result<StatusReport, RuntimeError> {
+    docker::check_project(project)?;
+    let endpoints = Endpoints::load(&Endpoints::default_path());
+    let embedded = match background::running_pid() {
+        Some(pid) => {
+            let url = format!(
+                "{}/ready",
+                endpoints
+                    .as_ref()
+                    .filter(|e| e.runtime == Runtime::Embedded)
+                    .map_or_else(|| "http://127.0.0.1:3200".to_string(), |e| e.tempo.clone())
+            );
+            let probe = super::ready::probe(&super::ready::client(), &url).await;
+            Some(EmbeddedStatus {
+                pid,
+                url,
+                ready: probe.is_ok(),
+                detail: probe.err(),
+            })
+        }
+        None => None,
+    };
+    let (components, docker_unreachable) = match docker::connect().await {
+        Ok(client) => {
+            let rows = DockerStack::new(client, project)?.status().await?;
+            let any = rows.iter().any(|r| r.state != "missing");
+            (if any { rows } else { Vec::new() }, None)
+        }
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Ok(StatusReport {
+        project: project.to_string(),
+        runtime: endpoints.map(|e| e.runtime),
+        components,
+        embedded,
+        docker_unreachable,
+    })
+}
+
+/// The component a status row or readiness name refers to, for messages.
+pub fn component_label(c: Component) -> &'static str {
+    match c {
+        Component::Collector => "OTel Collector",
+        Component::Tempo => "Tempo",
+        Component::Loki => "Loki",
+        Component::Prometheus => "Prometheus",
+        Component::Grafana => "Grafana",
+    }
+}

@@ -1,0 +1,340 @@
+//! `obsctl up` / `status` / `down` on the real Docker Engine, through obsctl's own code paths.
+//! No registry is reachable here, so images come from scripts/build-images.sh: Debian's real
+//! Prometheus, and a busybox-httpd stand-in that answers the readiness endpoints of the
+//! collector, Tempo, Loki and Grafana (those images cannot be had here; the stand-in serves
+//! exactly the 200s their readiness endpoints give, nothing more).
+
+mod stack_support;
+
+use std::collections::BTreeMap;
+
+use obsctl::stack::definition::{Component, Port};
+use serde_json::Value;
+use stack_support::*;
+
+/// Images for every component: the stand-in everywhere but Prometheus, which is real.
+fn local_env(test: &str) -> Option<(StackEnv, BTreeMap<String, String>)> {
+    if !require_docker(test) {
+        return None;
+    }
+    require_tool("busybox", test)?;
+    require_tool("prometheus", test)?;
+    let images = build_images();
+    let mut env = StackEnv::new("t");
+    env.free_ports();
+    Some((env, images))
+}
+
+fn status_json(env: &StackEnv) -> (Option<i32>, Value) {
+    let out = env.obsctl(&["status", "--project", &env.project, "--output", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --output json is JSON ({e}): {}", text(&out)));
+    (out.status.code(), v)
+}
+
+fn component<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == name)
+        .unwrap_or_else(|| panic!("{name} in {status}"))
+}
+
+#[test]
+fn up_status_kill_repair_down_on_the_real_engine() {
+    let Some((mut env, images)) = local_env("up_status_kill_repair_down_on_the_real_engine") else {
+        return;
+    };
+    let p = env.project.clone();
+    let standin = images["standin"].clone();
+    // Each override path once: the config file, the environment, and the --image flag.
+    let config = env.dir.path().join("stack.yaml");
+    std::fs::write(
+        &config,
+        format!("images:\n  tempo: {standin}\n  loki: {standin}\n"),
+    )
+    .unwrap();
+    env.set("OBSCTL_IMAGE_GRAFANA", &standin);
+    env.set("OBSCTL_IMAGE_PROMETHEUS", &images["prometheus"]);
+    // A volume that merely looks like ours: `down --volumes` must leave it alone.
+    let bystander = format!("{p}-bystander-data");
+    docker(&["volume", "create", &bystander]);
+    struct RemoveVolume(String);
+    impl Drop for RemoveVolume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _bystander = RemoveVolume(bystander.clone());
+
+    let config_arg = config.display().to_string();
+    let collector_image = format!("collector={standin}");
+    let up_args = [
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &p,
+        "--timeout",
+        "90s",
+        "--config",
+        &config_arg,
+        "--image",
+        &collector_image,
+    ];
+    let out = env.obsctl(&up_args);
+    assert!(out.status.success(), "up: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let grafana_port = env
+        .env
+        .iter()
+        .find(|(k, _)| *k == Port::Grafana.env())
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{grafana_port}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("anonymous viewer"), "{stdout}");
+
+    // What up created, seen through the docker CLI rather than obsctl.
+    let mut want: Vec<String> = Component::ALL
+        .iter()
+        .map(|c| format!("{p}-{}", c.service()))
+        .collect();
+    want.sort();
+    assert_eq!(labelled("container", &p), want);
+    assert_eq!(labelled("network", &p), [format!("{p}-net")]);
+    let mut want_volumes: Vec<String> = Component::ALL
+        .iter()
+        .map(|c| format!("{p}-{}-data", c.name()))
+        .collect();
+    want_volumes.sort();
+    assert_eq!(labelled("volume", &p), want_volumes);
+    for c in Component::ALL {
+        let name = format!("{p}-{}", c.service());
+        let bindings: Value = serde_json::from_str(&docker(&[
+            "inspect",
+            "--format",
+            "{{json .HostConfig.PortBindings}}",
+            &name,
+        ]))
+        .unwrap();
+        for (port, binds) in bindings.as_object().unwrap() {
+            for b in binds.as_array().unwrap() {
+                assert_eq!(
+                    b["HostIp"], "127.0.0.1",
+                    "{name} {port} is published beyond loopback"
+                );
+            }
+        }
+        let image = docker(&["inspect", "--format", "{{.Config.Image}}", &name]);
+        let want_image = if c == Component::Prometheus {
+            &images["prometheus"]
+        } else {
+            &standin
+        };
+        assert_eq!(&image, want_image, "{name}");
+        let network = docker(&[
+            "inspect",
+            "--format",
+            "{{json .NetworkSettings.Networks}}",
+            &name,
+        ]);
+        assert!(
+            network.contains(&format!("\"{}\"", c.service())),
+            "{name} has alias {}: {network}",
+            c.service()
+        );
+    }
+    // The real Prometheus runs the mounted config and alert rules.
+    let prom_port = &env
+        .env
+        .iter()
+        .find(|(k, _)| *k == Port::Prometheus.env())
+        .unwrap()
+        .1;
+    let (_, rules) = get_json(&format!("http://127.0.0.1:{prom_port}/api/v1/rules"), &[]);
+    let names: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "AgentStepFailureRate",
+            "AgentStepHighDuration",
+            "AgentStepMetricsHighCardinality"
+        ]
+    );
+    // Endpoints for the other commands, and a generated Grafana password only the user reads.
+    let endpoints: Value =
+        serde_json::from_slice(&std::fs::read(env.state_home().join("endpoints.json")).unwrap())
+            .unwrap();
+    assert_eq!(endpoints["runtime"], "docker");
+    assert_eq!(
+        endpoints["prometheus"],
+        format!("http://127.0.0.1:{prom_port}")
+    );
+    let pw_path = env.state_home().join(format!("grafana/{p}.admin-password"));
+    let pw = std::fs::read_to_string(&pw_path).unwrap();
+    assert!(pw.len() >= 20 && pw != "admin", "generated password");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&pw_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (code, status) = status_json(&env);
+    assert_eq!(code, Some(0), "{status}");
+    for c in Component::ALL {
+        let row = component(&status, c.name());
+        assert_eq!(row["state"], "running", "{row}");
+        assert_eq!(row["ready"], true, "{row}");
+    }
+
+    // A killed component is reported...
+    docker(&["kill", &format!("{p}-tempo")]);
+    let (code, status) = status_json(&env);
+    assert_eq!(code, Some(3), "{status}");
+    let tempo = component(&status, "tempo");
+    assert_eq!(tempo["state"], "exited", "{tempo}");
+    assert_eq!(tempo["ready"], false);
+    assert_eq!(component(&status, "loki")["ready"], true);
+
+    // ...and `up` again repairs only that.
+    let out = env.obsctl(&up_args);
+    assert!(out.status.success(), "second up: {}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tempo started"), "{stderr}");
+    for c in ["collector", "loki", "prometheus", "grafana"] {
+        assert!(stderr.contains(&format!("{c} unchanged")), "{c}: {stderr}");
+    }
+    let (code, status) = status_json(&env);
+    assert_eq!(code, Some(0), "{status}");
+
+    // A changed definition (another image) recreates just that container.
+    let out = env.obsctl(
+        &[
+            &up_args[..],
+            &["--image", &format!("grafana={}", images["standin"])],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = env.obsctl(&["down", "--volumes", "--project", &p]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert!(labelled("container", &p).is_empty());
+    assert!(labelled("network", &p).is_empty());
+    assert!(labelled("volume", &p).is_empty());
+    assert!(!env.state_home().join("endpoints.json").exists());
+    assert_eq!(
+        docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={bystander}")
+        ]),
+        bystander
+    );
+    let (code, status) = status_json(&env);
+    assert_eq!(code, Some(3), "nothing is up: {status}");
+}
+
+#[test]
+fn a_crashing_component_fails_up_with_its_state_and_last_logs() {
+    let Some((mut env, images)) =
+        local_env("a_crashing_component_fails_up_with_its_state_and_last_logs")
+    else {
+        return;
+    };
+    let p = env.project.clone();
+    for c in ["COLLECTOR", "LOKI", "GRAFANA"] {
+        env.set(&format!("OBSCTL_IMAGE_{c}"), &images["standin"]);
+    }
+    env.set("OBSCTL_IMAGE_PROMETHEUS", &images["prometheus"]);
+    // Prometheus's binary rejects Tempo's flags and exits: a crash at start.
+    env.set("OBSCTL_IMAGE_TEMPO", &images["prometheus"]);
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &p,
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tempo is not ready"), "{stderr}");
+    assert!(stderr.contains("exited"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("last 20 log lines of {p}-tempo")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown short flag"),
+        "the log lines show prometheus's complaint: {stderr}"
+    );
+}
+
+#[test]
+fn a_missing_image_is_named_with_how_to_provide_it() {
+    if !require_docker("a_missing_image_is_named_with_how_to_provide_it") {
+        return;
+    }
+    let env = StackEnv::new("t");
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &env.project,
+        "--image",
+        "tempo=obsctl-local/does-not-exist:0.0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The first missing image in start order is Tempo's override.
+    assert!(
+        stderr.contains("obsctl-local/does-not-exist:0.0.1 for tempo is not present"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("scripts/build-images.sh") && stderr.contains("OBSCTL_IMAGE_TEMPO"),
+        "{stderr}"
+    );
+    assert!(
+        labelled("container", &env.project).is_empty(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn bad_overrides_are_rejected_before_anything_is_created() {
+    let mut env = StackEnv::new("t");
+    env.set("OBSCTL_PORT_LOKI", "99999");
+    let out = env.obsctl(&["up", "--runtime", "docker", "--project", &env.project]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OBSCTL_PORT_LOKI"),
+        "{}",
+        text(&out)
+    );
+    let env = StackEnv::new("t");
+    let out = env.obsctl(&["up", "--project", "Not/Valid"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid project name"),
+        "{}",
+        text(&out)
+    );
+}

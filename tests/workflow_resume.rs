@@ -1,0 +1,248 @@
+//! kill -9 of `obsctl run` in the middle of a step, then `obsctl run --resume`: finished steps
+//! are not run again, the interrupted one runs as a new attempt in the same trace, no step
+//! process of the killed run survives, and the backend counts every step exactly once.
+
+#[path = "shim_support/mod.rs"]
+mod shim_support;
+mod workflow_support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use shim_support::{Serve, wait_for};
+use workflow_support::{RunResult, Sandbox};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Kills the child on drop, so a failing test leaves nothing running.
+struct Guard(Option<std::process::Child>);
+
+impl Guard {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+
+    /// Hands the child over, to wait for its output.
+    fn take(mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Live processes of the process group `pgid`.
+fn group_members(pgid: i64) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            // state, ppid, pgrp; zombies are already dead.
+            fields.len() > 2 && fields[0] != "Z" && fields[2].parse::<i64>().ok() == Some(pgid)
+        })
+        .collect()
+}
+
+/// `agent_step_success_total` of this test's repo, by stepName, from the backend's exposition.
+fn successes(serve: &Serve, repo: &str) -> Vec<(String, f64)> {
+    let Some((200, text)) = serve.get("/metrics") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("agent_step_success_total{") && l.contains(&format!("repo=\"{repo}\""))
+        })
+        .map(|l| {
+            let step = l
+                .split("stepName=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            (
+                step.to_string(),
+                l.rsplit(' ').next().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn kill_dash_nine_then_resume_counts_each_step_once() {
+    let sb = Sandbox::new();
+    let serve = Serve::start(sb.dir.path());
+    // Outside /tmp: every step has a private /tmp.
+    let gate = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let repo = format!("test/resume-{}", std::process::id());
+    let wf = sb.write(
+        "resume.yaml",
+        &format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: resume-test
+spec:
+  entrypoint: main
+  arguments:
+    parameters:
+    - {{name: repo, value: "{repo}"}}
+    - {{name: pr, value: "7"}}
+  templates:
+  - name: main
+    steps:
+    - - {{name: prepare, template: prepare}}
+    - - {{name: long, template: long}}
+    - - {{name: finish, template: finish}}
+  - name: prepare
+    metadata: {{labels: {{agent: rex, step: prepare}}}}
+    container: {{image: busybox, command: [echo, prepared]}}
+  - name: long
+    metadata: {{labels: {{agent: rex, step: long}}}}
+    container:
+      image: busybox
+      command: [sh, -c, 'echo waiting; while [ ! -e {gate}/$SPAN_ID ]; do sleep 0.05; done; echo released']
+  - name: finish
+    metadata: {{labels: {{agent: rex, step: finish}}}}
+    container: {{image: busybox, command: [echo, finished]}}
+"#,
+            gate = gate.path().display()
+        ),
+    );
+    let run_cmd = |extra: &[&str]| {
+        let mut cmd = sb.command();
+        cmd.arg("run")
+            .args(extra)
+            .args(["-o", "json", "--state-dir"])
+            .arg(sb.state_dir())
+            .args(["--otlp-protocol", "grpc", "--otlp-endpoint"])
+            .arg(format!("http://{}", serve.grpc));
+        cmd
+    };
+    let mut first = Guard(Some(
+        run_cmd(&[wf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let record_path = sb.state_dir().join("resume-test.json");
+    let read_record =
+        || -> Option<Value> { serde_json::from_slice(&std::fs::read(&record_path).ok()?).ok() };
+    let node = |record: &Value, name: &str| -> Option<Value> {
+        record["status"]["nodes"]
+            .as_object()?
+            .values()
+            .find(|n| n["name"] == name)
+            .cloned()
+    };
+    // The long step is running, with its span started: kill -9 obsctl now.
+    let before = wait_for("the long step running", WAIT, || {
+        let record = read_record()?;
+        let long = node(&record, "resume-test[1].long")?;
+        (long["phase"] == "Running" && long["telemetry"].is_object()).then_some(record)
+    });
+    first.child().kill().unwrap();
+    first.child().wait().unwrap();
+    let prepare_before = node(&before, "resume-test[0].prepare").unwrap();
+    assert_eq!(prepare_before["phase"], "Succeeded");
+    let old_group = node(&before, "resume-test[1].long").unwrap()["processGroup"]
+        .as_i64()
+        .expect("the running step's process group is recorded");
+    // obsctl's death took the shim (PDEATHSIG); the step it ran is orphaned but alive.
+    assert!(
+        !group_members(old_group).is_empty(),
+        "the orphan should still run"
+    );
+
+    let resume = Guard(Some(
+        run_cmd(&["--resume", "resume-test"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // The new attempt runs with a new span; by then the orphan of the killed run is gone.
+    let new_span = wait_for("the new attempt running", WAIT, || {
+        let record = read_record()?;
+        let long = node(&record, "resume-test[1].long")?;
+        (long["telemetry"]["attempt"] == 1)
+            .then(|| long["telemetry"]["spanId"].as_str().unwrap().to_string())
+    });
+    assert!(
+        group_members(old_group).is_empty(),
+        "the killed run's step still runs"
+    );
+    std::fs::write(gate.path().join(&new_span), b"").unwrap();
+    let resumed = RunResult::from(resume.take().wait_with_output().unwrap());
+    assert_eq!(resumed.code, 0, "{}", resumed.describe());
+    assert_eq!(resumed.phase(), "Succeeded");
+    let after = read_record().unwrap();
+    assert_eq!(after["traceId"], before["traceId"]);
+    assert_eq!(after["rootSpanId"], before["rootSpanId"]);
+    // Finished before the kill: kept, not run again.
+    assert_eq!(
+        node(&after, "resume-test[0].prepare").unwrap(),
+        prepare_before
+    );
+    let long = node(&after, "resume-test[1].long").unwrap();
+    assert_eq!(long["phase"], "Succeeded");
+    assert_eq!(long["telemetry"]["attempt"], 1, "{long:#}");
+    assert_eq!(long["telemetry"]["traceId"], before["traceId"]);
+    assert_eq!(resumed.result_of("@[1].long"), "waiting\nreleased");
+    assert_eq!(
+        node(&after, "resume-test[2].finish").unwrap()["phase"],
+        "Succeeded"
+    );
+
+    // Every step counted exactly once, the interrupted one included.
+    let expected = vec![
+        ("finish".to_string(), 1.0),
+        ("long".to_string(), 1.0),
+        ("prepare".to_string(), 1.0),
+    ];
+    let counted = wait_for("three success counts", WAIT, || {
+        let c = successes(&serve, &repo);
+        (c.len() == 3).then_some(c)
+    });
+    assert_eq!(counted, expected);
+
+    // Resuming a finished run runs nothing and reports it again.
+    let again = RunResult::from(run_cmd(&["--resume", "resume-test"]).output().unwrap());
+    assert_eq!(again.code, 0, "{}", again.describe());
+    assert!(
+        again.stderr.contains("already finished"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(read_record().unwrap(), after);
+
+    // One trace: the root, and each step's span as its child.
+    let trace = before["traceId"].as_str().unwrap().to_string();
+    let spans = wait_for("root and three step spans", WAIT, || {
+        let spans = serve.spans(&trace);
+        (spans.len() >= 4).then_some(spans)
+    });
+    let root = obsctl::otlp::SpanId::from_hex(after["rootSpanId"].as_str().unwrap()).unwrap();
+    let children = spans
+        .iter()
+        .filter(|s| s["parentSpanId"].as_str() == Some(root.to_base64().as_str()))
+        .count();
+    assert_eq!(children, 3, "{spans:#?}");
+}
