@@ -92,6 +92,8 @@ pub mod env {
     pub const NAMESPACE: &str = "NAMESPACE";
     pub const ARGO_WORKFLOW_NAME: &str = "ARGO_WORKFLOW_NAME";
     pub const ARGO_NODE_ID: &str = "ARGO_NODE_ID";
+    /// The template's JSON, as Argo sets it in every pod.
+    pub const ARGO_TEMPLATE: &str = "ARGO_TEMPLATE";
     pub const TRACEPARENT: &str = "TRACEPARENT";
     pub const TRACESTATE: &str = "TRACESTATE";
     pub const TRACE_ID: &str = "TRACE_ID";

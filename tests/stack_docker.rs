@@ -1,12 +1,13 @@
 //! `obsctl up` / `status` / `down` on the real Docker Engine, through obsctl's own code paths.
 //! No registry is reachable here, so images come from scripts/build-images.sh: Debian's real
-//! Prometheus, and a busybox-httpd stand-in that answers the readiness endpoints of the
-//! collector, Tempo, Loki and Grafana (those images cannot be had here; the stand-in serves
-//! exactly the 200s their readiness endpoints give, nothing more).
+//! Prometheus; the obsctl image, which runs `obsctl serve` (a real OTLP receiver with a
+//! Tempo-shaped API) in place of the collector, Tempo and Loki, whose images cannot be had here;
+//! and for Grafana a busybox-httpd stand-in answering `/api/health` with 200, nothing more.
 
 mod stack_support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use obsctl::stack::definition::{Component, Port};
 use serde_json::Value;
@@ -48,11 +49,12 @@ fn up_status_kill_repair_down_on_the_real_engine() {
     };
     let p = env.project.clone();
     let standin = images["standin"].clone();
+    let serve = images["obsctl"].clone();
     // Each override path once: the config file, the environment, and the --image flag.
     let config = env.dir.path().join("stack.yaml");
     std::fs::write(
         &config,
-        format!("images:\n  tempo: {standin}\n  loki: {standin}\n"),
+        format!("images:\n  tempo: {serve}\n  loki: {serve}\n"),
     )
     .unwrap();
     env.set("OBSCTL_IMAGE_GRAFANA", &standin);
@@ -71,7 +73,7 @@ fn up_status_kill_repair_down_on_the_real_engine() {
     let _bystander = RemoveVolume(bystander.clone());
 
     let config_arg = config.display().to_string();
-    let collector_image = format!("collector={standin}");
+    let collector_image = format!("collector={serve}");
     let up_args = [
         "up",
         "--runtime",
@@ -133,10 +135,10 @@ fn up_status_kill_repair_down_on_the_real_engine() {
             }
         }
         let image = docker(&["inspect", "--format", "{{.Config.Image}}", &name]);
-        let want_image = if c == Component::Prometheus {
-            &images["prometheus"]
-        } else {
-            &standin
+        let want_image = match c {
+            Component::Prometheus => &images["prometheus"],
+            Component::Grafana => &standin,
+            _ => &serve,
         };
         assert_eq!(&image, want_image, "{name}");
         let network = docker(&[
@@ -199,9 +201,44 @@ fn up_status_kill_repair_down_on_the_real_engine() {
         assert_eq!(row["ready"], true, "{row}");
     }
 
+    // OTLP reaches the collector's container through the published 127.0.0.1 port: a span sent
+    // over OTLP/HTTP comes back from the stand-in collector's trace API.
+    let trace_id = format!("{:032x}", std::process::id() as u128 + 0x5eed_0000_0000);
+    let span = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent-steps"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace_id, "spanId": "00f067aa0ba902b7", "name": "clippy/verify", "kind": 1,
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"
+        }]}]
+    }]});
+    let otlp_port = &env
+        .env
+        .iter()
+        .find(|(k, _)| *k == Port::OtlpHttp.env())
+        .unwrap()
+        .1;
+    let status = post_json(&format!("http://127.0.0.1:{otlp_port}/v1/traces"), &span);
+    assert_eq!(status, 200, "OTLP/HTTP export through the published port");
+    let health_port = &env
+        .env
+        .iter()
+        .find(|(k, _)| *k == Port::CollectorHealth.env())
+        .unwrap()
+        .1;
+    let (code, trace) = get_json(
+        &format!("http://127.0.0.1:{health_port}/api/traces/{trace_id}"),
+        &[],
+    );
+    assert_eq!(code, 200, "{trace}");
+    assert!(trace.to_string().contains("clippy/verify"), "{trace}");
+
     // A killed component is reported...
     docker(&["kill", &format!("{p}-tempo")]);
-    let (code, status) = status_json(&env);
+    // The engine records the exit asynchronously: wait for it rather than race it.
+    let (code, status) = poll("tempo reported down", Duration::from_secs(15), || {
+        let (code, status) = status_json(&env);
+        (component(&status, "tempo")["state"] != "running").then_some((code, status))
+    });
     assert_eq!(code, Some(3), "{status}");
     let tempo = component(&status, "tempo");
     assert_eq!(tempo["state"], "exited", "{tempo}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shim_support::{Serve, wait_for};
-use workflow_support::{RunResult, Sandbox};
+use workflow_support::{RunResult, Sandbox, repo_root};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -152,11 +152,16 @@ spec:
             .find(|n| n["name"] == name)
             .cloned()
     };
-    // The long step is running, with its span started: kill -9 obsctl now.
+    // The long step is running, its span started and the shim's child forked (the shim
+    // prints its first line before it forks): kill -9 obsctl now.
     let before = wait_for("the long step running", WAIT, || {
         let record = read_record()?;
         let long = node(&record, "resume-test[1].long")?;
-        (long["phase"] == "Running" && long["telemetry"].is_object()).then_some(record)
+        let group = long["processGroup"].as_i64()?;
+        (long["phase"] == "Running"
+            && long["telemetry"].is_object()
+            && group_members(group).len() >= 2)
+            .then_some(record)
     });
     first.child().kill().unwrap();
     first.child().wait().unwrap();
@@ -245,4 +250,63 @@ spec:
         .filter(|s| s["parentSpanId"].as_str() == Some(root.to_base64().as_str()))
         .count();
     assert_eq!(children, 3, "{spans:#?}");
+}
+
+#[test]
+fn sigterm_stops_the_run_and_finishes_the_record() {
+    let sb = Sandbox::new();
+    let wf = repo_root().join("workflows/long-step.yaml");
+    let mut cmd = sb.command();
+    cmd.arg("run")
+        .arg(&wf)
+        .args([
+            "--no-shim",
+            "-o",
+            "json",
+            "-p",
+            "seconds=120",
+            "--state-dir",
+        ])
+        .arg(sb.state_dir())
+        .args(["--otlp-endpoint", &sb.dead_endpoint])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = Guard(Some(cmd.spawn().unwrap()));
+    let long = wait_for("the long step running", WAIT, || {
+        let entry = std::fs::read_dir(sb.state_dir())
+            .ok()?
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "json"))?;
+        let record: Value = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+        record["status"]["nodes"]
+            .as_object()?
+            .values()
+            .find(|n| {
+                n["displayName"] == "long" && n["phase"] == "Running" && n["processGroup"].is_i64()
+            })
+            .cloned()
+    });
+    let pid = nix::unistd::Pid::from_raw(run.0.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = RunResult::from(run.take().wait_with_output().unwrap());
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_eq!(out.phase(), "Failed");
+    let stopped = out.node("@[1].long");
+    assert_eq!(stopped["phase"], "Failed");
+    assert_eq!(stopped["message"], obsctl::workflow::engine::STOPPED);
+    assert_eq!(stopped["outputs"]["exitCode"], "143");
+    assert!(
+        !out.nodes()
+            .iter()
+            .any(|(name, _, _)| name.contains("finish")),
+        "nothing starts after a stop: {:?}",
+        out.nodes()
+    );
+    assert!(group_members(long["processGroup"].as_i64().unwrap()).is_empty());
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(sb.state_dir().join(format!("{}.json", out.name()))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["status"]["phase"], "Failed");
+    assert!(record["status"]["finishedAt"].is_string());
 }

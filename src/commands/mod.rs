@@ -57,17 +57,19 @@ pub enum Command {
 /// An error that carries the exit code the command documents for it (for example 2 for
 /// invalid input); any other error exits 1.
 #[derive(Debug, thiserror::Error)]
-#[error("{source:#}")]
+// The field is not named `source`: thiserror would then report the inner error as this error's
+// cause too, and `{:#}` would print its message twice.
+#[error("{inner:#}")]
 pub struct CommandError {
     pub code: u8,
-    source: anyhow::Error,
+    inner: anyhow::Error,
 }
 
 impl CommandError {
     pub fn new(code: u8, source: impl Into<anyhow::Error>) -> Self {
         Self {
             code,
-            source: source.into(),
+            inner: source.into(),
         }
     }
 }
@@ -90,9 +92,45 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("obsctl: error: {err:#}");
-            let code = err.downcast_ref::<CommandError>().map_or(1, |e| e.code);
+            let (code, shown) = match err.downcast_ref::<CommandError>() {
+                Some(command_error) => (command_error.code, &command_error.inner),
+                None => (1, &err),
+            };
+            eprintln!("obsctl: error: {}", render_chain(shown));
             ExitCode::from(code)
         }
+    }
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text the message before it
+/// already ends with: many error types quote their source in their own message.
+fn render_chain(err: &anyhow::Error) -> String {
+    let mut rendered = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if rendered.ends_with(&text) {
+            continue;
+        }
+        if !rendered.is_empty() {
+            rendered.push_str(": ");
+        }
+        rendered.push_str(&text);
+    }
+    rendered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_quoted_by_its_parent_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io).context("cannot read a.yaml: no such file");
+        let err = err.context("loading the workflow");
+        assert_eq!(
+            render_chain(&err),
+            "loading the workflow: cannot read a.yaml: no such file"
+        );
     }
 }

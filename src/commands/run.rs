@@ -15,7 +15,7 @@ use crate::workflow::clock;
 use crate::workflow::engine::{self, Event, RunConfig};
 use crate::workflow::load;
 use crate::workflow::record::{Phase, RecordError, RecordStore, RunRecord};
-use crate::workflow::runner::ProcessRunner;
+use crate::workflow::runner::{ProcessRunner, TmpIsolation};
 use crate::workflow::telemetry::OtelConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,6 +25,11 @@ pub enum Format {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit code: 0 when the workflow Succeeded, 1 when it Failed or Errored, 2 for \
+invalid input (nothing is started), 3 when --runner docker cannot reach Docker. Supported subset, \
+runner and resume: docs/workflows.md; steps as containers: docs/observability.md."
+)]
 pub struct Args {
     /// The Argo Workflow YAML to run (optional with --resume: the recorded file is used).
     pub file: Option<PathBuf>,
@@ -59,6 +64,21 @@ pub struct Args {
     /// Run step commands bare, without `obsctl shim` around them (no step spans or metrics).
     #[arg(long)]
     pub no_shim: bool,
+    /// How each process step gets a /tmp of its own (output files such as /tmp/preview_url).
+    #[arg(long, value_enum, default_value_t = TmpIsolation::Auto)]
+    pub tmp_isolation: TmpIsolation,
+    /// Where steps run: local processes, or Docker containers with the template's image (on the
+    /// Docker stack's network when `obsctl up` started it). `auto`: docker when the Docker stack
+    /// is up, else process.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runner: RunnerChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerChoice {
+    Auto,
+    Process,
+    Docker,
 }
 
 fn invalid(err: impl Into<anyhow::Error>) -> anyhow::Error {
@@ -122,21 +142,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Some(std::env::current_exe().context("cannot find the obsctl executable for the shim")?)
     };
-    let runner = ProcessRunner::new(shim);
-    let reads_files = loaded.workflow.spec.templates.iter().any(|t| {
-        t.outputs
-            .parameters
-            .iter()
-            .any(|p| p.value_from.as_ref().is_some_and(|v| v.path.is_some()))
-    });
-    if reads_files && !runner.private_tmp() {
-        return Err(invalid(anyhow::anyhow!(
-            "{}: steps read output files (valueFrom.path), but this system does not allow a \
-             private /tmp per step (mount namespaces need root or CAP_SYS_ADMIN); parallel steps \
-             would overwrite each other's files, so the run is refused",
-            loaded.path.display()
-        )));
-    }
+    let use_docker = match args.runner {
+        RunnerChoice::Process => false,
+        RunnerChoice::Docker => true,
+        RunnerChoice::Auto => Endpoints::load(&Endpoints::default_path())
+            .is_some_and(|e| e.runtime == crate::stack::endpoints::Runtime::Docker),
+    };
     let otel = otel_config(&args, &loaded.parameters);
     let config = RunConfig {
         store: store.clone(),
@@ -149,13 +160,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = rt.block_on(engine::run(
-        loaded,
-        record,
-        runner,
-        config,
-        Box::new(move |e| events.event(e)),
-    ))?;
+    let on_event: Box<dyn Fn(Event) + Send + Sync> = Box::new(move |e| events.event(e));
+    let outcome = if use_docker {
+        let docker = rt
+            .block_on(crate::stack::steps::docker_runner(
+                shim.is_some(),
+                &record.name,
+            ))
+            .map_err(|e| CommandError::new(3, e))?;
+        rt.block_on(engine::run_stoppable(
+            loaded, record, docker, config, on_event, true,
+        ))?
+    } else {
+        let runner = ProcessRunner::with_isolation(shim, args.tmp_isolation).map_err(invalid)?;
+        rt.block_on(engine::run_stoppable(
+            loaded, record, runner, config, on_event, true,
+        ))?
+    };
     view.finish();
     if let Some(e) = &outcome.export_error {
         eprintln!("obsctl: warning: root span not delivered: {e}");

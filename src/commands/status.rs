@@ -19,7 +19,7 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit codes: 0 every component ready; 3 nothing up or a component not \
-ready; 1 error."
+ready; 2 invalid project name; 1 error."
 )]
 pub struct Args {
     /// The project `obsctl up` was given.
@@ -33,9 +33,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = rt
-        .block_on(runtime::status(&args.project))
-        .map_err(|e| crate::commands::CommandError::new(2, e))?;
+    let report = rt.block_on(runtime::status(&args.project)).map_err(|e| {
+        let code = match e {
+            runtime::RuntimeError::Docker(crate::stack::docker::DockerError::BadProject(_)) => 2,
+            _ => 1,
+        };
+        crate::commands::CommandError::new(code, e)
+    })?;
     match args.output {
         Output::Json => println!(
             "{}",

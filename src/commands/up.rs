@@ -104,15 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let actions: Vec<String> = report
                 .actions
                 .iter()
-                .map(|(c, a)| {
-                    format!(
-                        "{c} {}",
-                        serde_json::to_value(a)
-                            .unwrap_or_default()
-                            .as_str()
-                            .unwrap_or("")
-                    )
-                })
+                .map(|(c, a)| format!("{c} {a}"))
                 .collect();
             eprintln!(
                 "obsctl: Docker stack {:?} ready ({})",
@@ -150,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             endpoints
         }
     };
+    let docker = endpoints.runtime == crate::stack::endpoints::Runtime::Docker;
     table.add_row([
         "OTLP gRPC",
         &endpoints.otlp_grpc,
@@ -160,13 +153,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &endpoints.otlp_http,
         "protocol http/protobuf or http/json",
     ]);
-    table.add_row(["Tempo", &endpoints.tempo, "trace API"]);
-    table.add_row([
-        "Prometheus",
-        &endpoints.prometheus,
-        "metrics, exemplars, alert rules",
-    ]);
-    table.add_row(["Loki", &endpoints.loki, "log API"]);
+    let (tempo, prometheus, loki) = if docker {
+        ("Tempo", "Prometheus (exemplars, alert rules)", "Loki")
+    } else {
+        (
+            "Tempo-shaped API",
+            "Prometheus-shaped API (/metrics for scraping)",
+            "Loki-shaped API",
+        )
+    };
+    table.add_row(["Tempo", &endpoints.tempo, tempo]);
+    table.add_row(["Prometheus", &endpoints.prometheus, prometheus]);
+    table.add_row(["Loki", &endpoints.loki, loki]);
     println!("{table}");
     Ok(ExitCode::SUCCESS)
 }

@@ -165,13 +165,23 @@ pub fn grafana_password(project: &str) -> Result<String, DockerError> {
 }
 
 /// What `up` did to one component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Created,
     Recreated,
     Started,
     Unchanged,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Recreated => "recreated",
+            Action::Started => "started",
+            Action::Unchanged => "unchanged",
+        })
+    }
 }
 
 /// The result of `up`: per component, what was done and how long readiness took.
@@ -466,11 +476,15 @@ impl DockerStack {
         let password = grafana_password(&self.project)?;
         self.ensure_network().await?;
         let existing = self.containers().await?;
-        let mut actions = BTreeMap::new();
-        for svc in definition::services() {
+        // Components are independent at start (each retries its peers), so they are created
+        // and started concurrently.
+        let existing = &existing;
+        let files = &files;
+        let password = &password;
+        let converge = definition::services().into_iter().map(|svc| async move {
             let c = svc.component;
             self.ensure_volume(c).await?;
-            let spec = self.container_spec(&svc, config, &files, &password);
+            let spec = self.container_spec(&svc, config, files, password);
             let want = spec
                 .labels
                 .as_ref()
@@ -513,8 +527,12 @@ impl DockerStack {
                     .await
                     .map_err(api(format!("start container {name}")))?;
             }
-            actions.insert(c, action);
-        }
+            Ok::<_, DockerError>((c, action))
+        });
+        let actions = futures_util::future::join_all(converge)
+            .await
+            .into_iter()
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
         let targets: Vec<Target> = definition::services()
             .iter()
             .map(|svc| Target {

@@ -10,3 +10,4 @@ pub mod endpoints;
 pub mod files;
 pub mod ready;
 pub mod runtime;
+pub mod steps;

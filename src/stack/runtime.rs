@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::background::{self, BackgroundError};
 use super::config::StackConfig;
-use super::definition::{Component, Port};
+use super::definition::Port;
 use super::docker::{self, ComponentStatus, DockerError, DockerStack, UpReport};
 use super::endpoints::{Endpoints, Runtime};
 
@@ -218,15 +218,4 @@ pub async fn status(project: &str) -> Result<StatusReport, RuntimeError> {
         embedded,
         docker_unreachable,
     })
-}
-
-/// The component a status row or readiness name refers to, for messages.
-pub fn component_label(c: Component) -> &'static str {
-    match c {
-        Component::Collector => "OTel Collector",
-        Component::Tempo => "Tempo",
-        Component::Loki => "Loki",
-        Component::Prometheus => "Prometheus",
-        Component::Grafana => "Grafana",
-    }
 }

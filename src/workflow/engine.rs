@@ -49,6 +49,11 @@ pub enum Event {
 pub enum EngineError {
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error("cannot create {dir}: {source}")]
+    WorkDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("run {name:?} was started from {recorded}, not {given}")]
     WrongFile {
         name: String,
@@ -141,6 +146,19 @@ pub async fn run<R: Runner>(
     config: RunConfig,
     on_event: Box<dyn Fn(Event) + Send + Sync>,
 ) -> Result<RunOutcome, EngineError> {
+    run_stoppable(loaded, record, runner, config, on_event, false).await
+}
+
+/// [`run`], and with `stop_on_signals` SIGINT/SIGTERM stop the run as `argo stop` does (see
+/// [`STOPPED`]); for the command line, which owns the process's signals.
+pub async fn run_stoppable<R: Runner>(
+    loaded: LoadedWorkflow,
+    record: RunRecord,
+    runner: R,
+    config: RunConfig,
+    on_event: Box<dyn Fn(Event) + Send + Sync>,
+    stop_on_signals: bool,
+) -> Result<RunOutcome, EngineError> {
     let mut record = record;
     let previous = std::mem::take(&mut record.status.nodes);
     record.status.phase = Phase::Running;
@@ -154,6 +172,11 @@ pub async fn run<R: Runner>(
         }
     }
     config.store.save(&record)?;
+    let work_root = config.store.dir().join(&record.name);
+    std::fs::create_dir_all(&work_root).map_err(|source| EngineError::WorkDir {
+        dir: work_root.clone(),
+        source,
+    })?;
     let started = record
         .status
         .started_at
@@ -193,7 +216,6 @@ pub async fn run<R: Runner>(
         globals.insert(format!("workflow.parameters.{k}"), v.clone());
     }
     let corr = Correlation::from_parameters(&loaded.parameters);
-    let work_root = config.store.dir().join(&record.name);
     let deadline_secs = wf
         .spec
         .active_deadline_seconds
@@ -234,6 +256,7 @@ pub async fn run<R: Runner>(
         })
     });
 
+    let signals = stop_on_signals.then(|| watch_signals(cancel_tx.clone()));
     let (name, entry_tmpl) = {
         let st = inner.lock();
         (st.record.name.clone(), inner.wf.spec.entrypoint.clone())
@@ -300,6 +323,9 @@ pub async fn run<R: Runner>(
             message = handler.message;
         }
     }
+    if let Some(signals) = signals {
+        signals.abort();
+    }
     let finished = SystemTime::now();
     let (record, pods_run) = {
         let mut st = inner.lock();
@@ -330,6 +356,34 @@ pub async fn run<R: Runner>(
         record,
         export_error,
         pods_run,
+    })
+}
+
+/// The message of steps stopped because obsctl was asked to stop.
+pub const STOPPED: &str = "Stopped: obsctl received SIGINT or SIGTERM";
+
+/// SIGINT or SIGTERM stops the run as `argo stop` does: running steps get SIGTERM (their shims
+/// still export their spans), nothing new starts, the exit handler runs, the record is
+/// finished. A second signal exits at once.
+fn watch_signals(cancel: Arc<watch::Sender<Option<String>>>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        cancel.send_replace(Some(STOPPED.into()));
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        std::process::exit(130);
     })
 }
 
@@ -456,7 +510,7 @@ impl<R: Runner> Inner<R> {
         }
         let prev_attempt = previous
             .as_ref()
-            .filter(|p| p.node_type == NodeType::Pod)
+            .filter(|p| p.node_type == NodeType::Pod && p.phase == Phase::Running)
             .map(|p| p.telemetry.as_ref().map_or(0, |t| t.attempt));
         let node = NodeStatus {
             id: id.clone(),
@@ -865,7 +919,8 @@ impl<R: Runner> Inner<R> {
             working_dir,
             script: source,
             output_paths,
-            work_dir: self.work_root.join(&id).join(format!("attempt-{attempt}")),
+            // Flat: few directories to create per step, which matters in a burst.
+            work_dir: self.work_root.join(format!("{id}.{attempt}")),
         };
         self.update(&id, |n| {
             n.phase = Phase::Running;
@@ -1799,8 +1854,7 @@ impl Saver {
                     let st = state.lock().expect("run state lock");
                     (
                         st.record.name.clone(),
-                        serde_json::to_vec_pretty(&st.record)
-                            .expect("run records always serialize"),
+                        serde_json::to_vec(&st.record).expect("run records always serialize"),
                     )
                 };
                 if let Err(e) = store.save_serialized(&name, &body) {

@@ -204,12 +204,17 @@ impl RecordStore {
 
     pub fn save(&self, record: &RunRecord) -> Result<(), RecordError> {
         let body = serde_json::to_vec_pretty(record).expect("run records always serialize");
-        self.save_serialized(&record.name, &body)
+        self.write(&record.name, &body, true)
     }
 
-    /// Writes a record already serialized by the caller, so that a caller holding the record
-    /// under a lock can release it before the file system work.
+    /// Writes a record already serialized by the caller (who may hold the record under a lock
+    /// only while serializing), without syncing to disk: for the frequent saves of a run in
+    /// progress, which need to survive the process (kill -9), not a power cut.
     pub fn save_serialized(&self, name: &str, body: &[u8]) -> Result<(), RecordError> {
+        self.write(name, body, false)
+    }
+
+    fn write(&self, name: &str, body: &[u8], sync: bool) -> Result<(), RecordError> {
         let path = self.path_of(name);
         let write_err = |source| RecordError::Write {
             path: path.clone(),
@@ -219,7 +224,9 @@ impl RecordStore {
         let tmp = self.dir.join(format!(".{name}.json.tmp"));
         let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
         file.write_all(body).map_err(write_err)?;
-        file.sync_data().map_err(write_err)?;
+        if sync {
+            file.sync_data().map_err(write_err)?;
+        }
         std::fs::rename(&tmp, &path).map_err(write_err)
     }
 

@@ -12,7 +12,9 @@ use std::process::Stdio;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::io::Write;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::otlp::{SpanId, TraceId};
 
@@ -36,7 +38,8 @@ pub struct StepSpec {
     pub script: Option<String>,
     /// Absolute paths (under `/tmp`) whose content the executor wants after the step exits.
     pub output_paths: Vec<String>,
-    /// A directory on the host that belongs to this step alone (logs, private `/tmp`).
+    /// A directory on the host that belongs to this step attempt alone: `tmp/` in it is the
+    /// step's `/tmp`, `log` its stdout and stderr.
     pub work_dir: PathBuf,
 }
 
@@ -93,6 +96,11 @@ pub enum RunnerError {
     Wait(std::io::Error),
     #[error("the step has an empty command")]
     EmptyCommand,
+    #[error(
+        "this system does not allow a private mount namespace per step (needs root or \
+         CAP_SYS_ADMIN); use --tmp-isolation rewrite"
+    )]
+    NoNamespace,
 }
 
 /// Starts Pod steps. One runner serves a whole run; `start` is called once per attempt.
@@ -116,9 +124,21 @@ pub trait StepHandle: Send + 'static {
     fn process_group(&self) -> Option<i32>;
 }
 
+/// How a step gets a `/tmp` of its own, so parallel steps never see each other's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TmpIsolation {
+    /// A private mount namespace with a per-step directory bound on `/tmp` (needs root or
+    /// CAP_SYS_ADMIN); falls back to `rewrite` when the kernel refuses.
+    Auto,
+    /// The private mount namespace, or an error when the kernel refuses it.
+    Namespace,
+    /// `/tmp/` in the command, arguments, environment and script is rewritten to a per-step
+    /// directory (and TMPDIR points there); paths built at run time are not caught.
+    Rewrite,
+}
+
 /// Runs each step as `<obsctl> shim --agent A --step S -- argv...` (or `argv` alone without a
-/// shim), in a new process group, killed if obsctl dies, with a private `/tmp` when the kernel
-/// allows a mount namespace.
+/// shim), in a new process group, killed if obsctl dies, with a `/tmp` of its own.
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     shim: Option<PathBuf>,
@@ -126,7 +146,8 @@ pub struct ProcessRunner {
 }
 
 impl ProcessRunner {
-    /// `shim`: the obsctl executable to wrap each step with, or `None` to run steps bare.
+    /// `shim`: the obsctl executable to wrap each step with, or `None` to run steps bare;
+    /// `/tmp` isolation `auto`.
     pub fn new(shim: Option<PathBuf>) -> Self {
         Self {
             shim,
@@ -134,8 +155,21 @@ impl ProcessRunner {
         }
     }
 
-    /// Whether each step sees its own `/tmp`; when false, the executor refuses workflows that
-    /// read output files, rather than let parallel steps overwrite each other's.
+    /// [`ProcessRunner::new`] with a chosen `/tmp` isolation.
+    pub fn with_isolation(
+        shim: Option<PathBuf>,
+        isolation: TmpIsolation,
+    ) -> Result<Self, RunnerError> {
+        let private_tmp = match isolation {
+            TmpIsolation::Auto => private_tmp_available(),
+            TmpIsolation::Namespace if private_tmp_available() => true,
+            TmpIsolation::Namespace => return Err(RunnerError::NoNamespace),
+            TmpIsolation::Rewrite => false,
+        };
+        Ok(Self { shim, private_tmp })
+    }
+
+    /// Whether steps get a private mount namespace (else their `/tmp/` paths are rewritten).
     pub fn private_tmp(&self) -> bool {
         self.private_tmp
     }
@@ -151,16 +185,28 @@ pub fn private_tmp_available() -> bool {
         let Ok(isolation) = Isolation::new(Some(&dir)) else {
             return false;
         };
-        let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.args(["-c", "test ! -e /tmp/.obsctl-probe-outside"]);
-        let marker = std::env::temp_dir().join(".obsctl-probe-outside");
+        // A marker in the real /tmp must be hidden from the child once it is isolated.
+        let marker = std::env::temp_dir().join(format!(".obsctl-probe-{}", std::process::id()));
         let _ = std::fs::write(&marker, b"");
-        // SAFETY: the closure only makes async-signal-safe system calls on data prepared
-        // before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || isolation.apply());
-        }
-        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        let Ok(marker_c) = CString::new(marker.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // Fork without exec: cheaper than starting a program. SAFETY: the child only makes
+        // async-signal-safe system calls on data prepared before the fork, then _exits.
+        let ok = match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let hidden = isolation.apply().is_ok()
+                    && nix::unistd::access(marker_c.as_c_str(), nix::unistd::AccessFlags::F_OK)
+                        .is_err();
+                // SAFETY: _exit ends the child without running the parent's exit handlers.
+                unsafe { nix::libc::_exit(if hidden { 0 } else { 1 }) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+                nix::sys::wait::waitpid(child, None),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+            ),
+            Err(_) => false,
+        };
         let _ = std::fs::remove_file(&marker);
         let _ = std::fs::remove_dir_all(&dir);
         ok
@@ -222,9 +268,21 @@ impl Isolation {
     }
 }
 
-/// Where the process runner keeps a step's private `/tmp` on the host.
-pub fn private_tmp_dir(work_dir: &Path) -> PathBuf {
-    work_dir.join("tmp")
+/// Replaces `/tmp/` where a path starts (not inside another path such as `target/tmp/`).
+fn rewrite_tmp(text: &str, prefix: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut prev: Option<char> = None;
+    while let Some(i) = rest.find("/tmp/") {
+        let before = rest[..i].chars().next_back().or(prev);
+        out.push_str(&rest[..i]);
+        let inside_path = before.is_some_and(|c| c.is_alphanumeric() || "._-/~$}".contains(c));
+        out.push_str(if inside_path { "/tmp/" } else { prefix });
+        prev = Some('/');
+        rest = &rest[i + "/tmp/".len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Runner for ProcessRunner {
@@ -235,13 +293,30 @@ impl Runner for ProcessRunner {
             let path = path.to_path_buf();
             move |source| RunnerError::Prepare { path, source }
         };
-        let tmp = private_tmp_dir(&spec.work_dir);
+        let tmp = spec.work_dir.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
-        let mut argv = spec.argv.clone();
+        // Without a mount namespace, the step's own directory stands in for /tmp.
+        let tmp_prefix = format!("{}/", tmp.display());
+        let localize = |text: &str| {
+            if self.private_tmp {
+                text.to_string()
+            } else {
+                rewrite_tmp(text, &tmp_prefix)
+            }
+        };
+        let mut argv: Vec<String> = spec.argv.iter().map(|a| localize(a)).collect();
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), localize(v)))
+            .collect();
+        if !self.private_tmp {
+            env.push(("TMPDIR".into(), tmp.display().to_string()));
+        }
         if let Some(source) = &spec.script {
             // Argo stages the script in a file and appends its path to the command.
             let host = tmp.join(".argo-script");
-            std::fs::write(&host, source).map_err(prepare(&host))?;
+            std::fs::write(&host, localize(source)).map_err(prepare(&host))?;
             std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
                 .map_err(prepare(&host))?;
             argv.push(if self.private_tmp {
@@ -276,7 +351,7 @@ impl Runner for ProcessRunner {
             Isolation::new(self.private_tmp.then_some(tmp.as_path())).map_err(prepare(&tmp))?;
         let mut cmd = tokio::process::Command::new(&full[0]);
         cmd.args(&full[1..])
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.try_clone().map_err(prepare(&log_path))?)
@@ -300,7 +375,8 @@ impl Runner for ProcessRunner {
         let echo = crate::ui::verbosity() >= 2;
         let label = spec.node_name.clone();
         let reader = tokio::spawn(async move {
-            let mut log = tokio::fs::File::from_std(log);
+            // Appends to the page cache are quick; tokio::fs would pay a thread hop per line.
+            let mut log = log;
             let mut lines = BufReader::new(stdout).lines();
             let mut captured = String::new();
             let mut tel_tx = Some(tel_tx);
@@ -321,14 +397,12 @@ impl Runner for ProcessRunner {
                 if echo {
                     eprintln!("{label}: {line}");
                 }
-                let _ = log.write_all(line.as_bytes()).await;
-                let _ = log.write_all(b"\n").await;
+                let _ = writeln!(log, "{line}");
                 if captured.len() + line.len() < MAX_RESULT {
                     captured.push_str(&line);
                     captured.push('\n');
                 }
             }
-            let _ = log.flush().await;
             captured
         });
         Ok(ProcessHandle {
@@ -340,7 +414,6 @@ impl Runner for ProcessRunner {
             stdout: String::new(),
             output_paths: spec.output_paths,
             tmp,
-            private_tmp: self.private_tmp,
         })
     }
 }
@@ -354,7 +427,6 @@ pub struct ProcessHandle {
     stdout: String,
     output_paths: Vec<String>,
     tmp: PathBuf,
-    private_tmp: bool,
 }
 
 impl ProcessHandle {
@@ -368,11 +440,7 @@ impl ProcessHandle {
         self.output_paths
             .iter()
             .map(|path| {
-                let host = if self.private_tmp {
-                    self.tmp.join(path.trim_start_matches("/tmp/"))
-                } else {
-                    PathBuf::from(path)
-                };
+                let host = self.tmp.join(path.trim_start_matches("/tmp/"));
                 (path.clone(), std::fs::read_to_string(host).ok())
             })
             .collect()
@@ -455,5 +523,30 @@ pub fn kill_leftover(pgid: i32, node_id: &str) {
     });
     if belongs {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_touches_only_paths_that_start_at_tmp() {
+        assert_eq!(
+            rewrite_tmp(
+                "echo x > /tmp/v; cat '/tmp/a' /work/target/tmp/keep TMP=/tmp/b",
+                "/s/"
+            ),
+            "echo x > /s/v; cat '/s/a' /work/target/tmp/keep TMP=/s/b"
+        );
+        assert_eq!(rewrite_tmp("/tmp/x", "/s/"), "/s/x");
+    }
+
+    #[test]
+    fn shim_start_line_is_recognised() {
+        let line = r#"{"trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","traceparent":"x"}"#;
+        let start = ShimStart::parse(line).unwrap();
+        assert_eq!(start.span_id.to_hex(), "b7ad6b7169203331");
+        assert_eq!(ShimStart::parse("hello"), None);
     }
 }

@@ -118,7 +118,7 @@ pub fn step_env(
         (env::POD_NAME.into(), id.node_id.into()),
         (env::ARGO_WORKFLOW_NAME.into(), id.workflow_name.into()),
         (env::ARGO_NODE_ID.into(), id.node_id.into()),
-        (ARGO_TEMPLATE.into(), id.template_json.into()),
+        (env::ARGO_TEMPLATE.into(), id.template_json.into()),
         (env::TRACEPARENT.into(), parent.to_traceparent()),
     ];
     for (key, value) in [
@@ -134,9 +134,6 @@ pub fn step_env(
     }
     out
 }
-
-/// Argo sets this to the template's JSON in every pod.
-pub const ARGO_TEMPLATE: &str = "ARGO_TEMPLATE";
 
 /// The run's root span, as obsctl records it.
 pub struct RootSpan<'a> {

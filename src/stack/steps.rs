@@ -1,0 +1,505 @@
+//! Steps as containers: a workflow [`Runner`] that starts each Pod step as a Docker container,
+//! the way Argo runs a pod: the template's image, the seed's pod labels, the same environment as
+//! the process runner, `obsctl shim` as entrypoint, a private `/tmp` whose output files are read
+//! after the container exits, and its logs captured.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, KillContainerOptions, LogsOptions};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+use crate::conventions::env;
+use crate::workflow::runner::{
+    MAX_RESULT, Runner, RunnerError, ShimStart, StepExit, StepHandle, StepSpec,
+};
+
+/// Label naming the run a step container belongs to (`docker container prune --filter
+/// label=io.obsctl.run=<name>` removes a run's finished steps, as deleting a Workflow removes its
+/// pods).
+pub const LABEL_RUN: &str = "io.obsctl.run";
+/// Where the shim bundle is mounted in every step container.
+const BUNDLE_MOUNT: &str = "/.obsctl";
+
+/// The obsctl binary with its dynamic loader and shared libraries, so that the shim runs in
+/// images that have neither glibc nor obsctl (busybox, alpine): it is started through the
+/// bundled loader, never through the image's.
+#[derive(Debug, Clone)]
+pub struct ShimBundle {
+    pub dir: PathBuf,
+}
+
+impl ShimBundle {
+    /// Copies the running executable and every shared object it has mapped (read from
+    /// `/proc/self/maps`) into `dir`.
+    pub fn build(dir: &Path) -> std::io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let maps = std::fs::read_to_string("/proc/self/maps")?;
+        let lib_dir = dir.join("lib");
+        std::fs::create_dir_all(&lib_dir)?;
+        let copy = |from: &Path, to: &Path| -> std::io::Result<()> {
+            let same = std::fs::metadata(to)
+                .ok()
+                .zip(std::fs::metadata(from).ok())
+                .is_some_and(|(a, b)| a.len() == b.len() && a.modified().ok() >= b.modified().ok());
+            if !same {
+                let tmp = to.with_extension("tmp");
+                std::fs::copy(from, &tmp)?;
+                std::fs::rename(tmp, to)?;
+            }
+            Ok(())
+        };
+        copy(&exe, &dir.join("obsctl"))?;
+        let mut loader = None;
+        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+            let p = Path::new(path);
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.contains(".so") || !p.is_absolute() {
+                continue;
+            }
+            if name.starts_with("ld-linux") || name.starts_with("ld-musl") {
+                copy(p, &dir.join("ld.so"))?;
+                loader = Some(());
+            } else {
+                copy(p, &lib_dir.join(name))?;
+            }
+        }
+        if loader.is_none() {
+            return Err(std::io::Error::other(
+                "no dynamic loader mapped: obsctl is static, mount it directly",
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The entrypoint prefix that runs `obsctl` from the bundle.
+    fn argv(&self) -> Vec<String> {
+        vec![
+            format!("{BUNDLE_MOUNT}/ld.so"),
+            "--library-path".into(),
+            format!("{BUNDLE_MOUNT}/lib"),
+            format!("{BUNDLE_MOUNT}/obsctl"),
+        ]
+    }
+}
+
+/// Where step containers connect.
+#[derive(Debug, Clone)]
+pub enum StepNetwork {
+    /// The Docker stack's network: the collector is `otel-collector`, so the OTLP endpoint is
+    /// rewritten to it.
+    Stack {
+        network: String,
+        grpc_endpoint: String,
+        http_endpoint: String,
+    },
+    /// The host's network, where the embedded backend's 127.0.0.1 endpoints are reachable.
+    Host,
+}
+
+/// Starts each step as a container. Needs a Tokio runtime (the executor's).
+#[derive(Clone)]
+pub struct DockerRunner {
+    docker: Docker,
+    shim: Option<ShimBundle>,
+    network: StepNetwork,
+    run_name: String,
+}
+
+impl DockerRunner {
+    pub fn new(
+        docker: Docker,
+        shim: Option<ShimBundle>,
+        network: StepNetwork,
+        run_name: &str,
+    ) -> Self {
+        Self {
+            docker,
+            shim,
+            network,
+            run_name: run_name.to_string(),
+        }
+    }
+
+    fn labels(&self, spec: &StepSpec) -> HashMap<String, String> {
+        let get = |k: &str| {
+            spec.env
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        // Label values are limited to 63 characters of [A-Za-z0-9._-] on Kubernetes; Docker
+        // takes anything, so values are kept as they are.
+        HashMap::from([
+            (
+                "workflows.argoproj.io/workflow".to_string(),
+                get(env::WORKFLOW_NAME),
+            ),
+            ("repo".to_string(), get(env::REPO)),
+            ("pr".to_string(), get(env::PR_NUMBER)),
+            ("taskId".to_string(), get(env::TASK_ID)),
+            ("agent".to_string(), spec.agent.clone()),
+            ("stepName".to_string(), spec.step.clone()),
+            (LABEL_RUN.to_string(), self.run_name.clone()),
+            ("io.obsctl.node".to_string(), spec.node_id.clone()),
+        ])
+    }
+
+    fn environment(&self, spec: &StepSpec) -> Vec<String> {
+        spec.env
+            .iter()
+            .map(|(k, v)| {
+                let v = match &self.network {
+                    StepNetwork::Stack {
+                        grpc_endpoint,
+                        http_endpoint,
+                        ..
+                    } if k == env::OTEL_EXPORTER_OTLP_ENDPOINT => {
+                        if v.trim_end_matches('/').ends_with(":4318") || v.contains("/v1/") {
+                            http_endpoint.clone()
+                        } else {
+                            grpc_endpoint.clone()
+                        }
+                    }
+                    _ => v.clone(),
+                };
+                format!("{k}={v}")
+            })
+            .collect()
+    }
+}
+
+/// The container id once created, and a signal asked for before that; one lock, so a signal is
+/// never lost between the two.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<(Option<String>, Option<&'static str>)>,
+}
+
+pub struct DockerHandle {
+    docker: Docker,
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<Result<(i32, String), RunnerError>>>,
+    telemetry: Option<oneshot::Receiver<Option<ShimStart>>>,
+    tmp: PathBuf,
+    output_paths: Vec<String>,
+    done: Option<StepExit>,
+}
+
+fn docker_err(what: &str, e: bollard::errors::Error) -> RunnerError {
+    RunnerError::Spawn {
+        program: what.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+impl Runner for DockerRunner {
+    type Handle = DockerHandle;
+
+    fn start(&self, spec: StepSpec) -> Result<DockerHandle, RunnerError> {
+        let prepare = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunnerError::Prepare { path, source }
+        };
+        let tmp = spec.work_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
+        let mut argv = spec.argv.clone();
+        if let Some(source) = &spec.script {
+            let host = tmp.join(".argo-script");
+            std::fs::write(&host, source).map_err(prepare(&host))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+                .map_err(prepare(&host))?;
+            argv.push("/tmp/.argo-script".into());
+        }
+        if argv.is_empty() {
+            return Err(RunnerError::EmptyCommand);
+        }
+        let mut entrypoint = Vec::new();
+        let mut binds = vec![format!("{}:/tmp", tmp.display())];
+        if let Some(shim) = &self.shim {
+            entrypoint.extend(shim.argv());
+            entrypoint.extend([
+                "shim".to_string(),
+                "--agent".into(),
+                spec.agent.clone(),
+                "--step".into(),
+                spec.step.clone(),
+                "--".into(),
+            ]);
+            binds.push(format!("{}:{BUNDLE_MOUNT}:ro", shim.dir.display()));
+        }
+        entrypoint.extend(argv);
+        let network_mode = match &self.network {
+            StepNetwork::Stack { network, .. } => network.clone(),
+            StepNetwork::Host => "host".to_string(),
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(entrypoint),
+            cmd: Some(Vec::new()),
+            env: Some(self.environment(&spec)),
+            working_dir: spec.working_dir.clone(),
+            labels: Some(self.labels(&spec)),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                network_mode: Some(network_mode),
+                init: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let log_path = spec.work_dir.join("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(prepare(&log_path))?;
+        let name = format!(
+            "obsctl-step-{}-{}",
+            spec.node_id
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                })
+                .collect::<String>(),
+            rand::random::<u32>()
+        );
+        let shared = Arc::new(Shared::default());
+        let (tel_tx, tel_rx) = oneshot::channel();
+        let docker = self.docker.clone();
+        let expect_shim = self.shim.is_some();
+        let task_shared = shared.clone();
+        let label = spec.node_name.clone();
+        let task = tokio::spawn(async move {
+            let created = docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    }),
+                    body,
+                )
+                .await
+                .map_err(|e| docker_err(&format!("container for {label}"), e))?;
+            let id = created.id;
+            let pending_signal = {
+                let mut state = task_shared.state.lock().expect("not poisoned");
+                state.0 = Some(id.clone());
+                state.1.take()
+            };
+            docker
+                .start_container(&id, None)
+                .await
+                .map_err(|e| docker_err(&format!("container for {label}"), e))?;
+            if let Some(signal) = pending_signal {
+                let _ = docker
+                    .kill_container(
+                        &id,
+                        Some(KillContainerOptions {
+                            signal: signal.to_string(),
+                        }),
+                    )
+                    .await;
+            }
+            let mut logs = docker.logs(
+                &id,
+                Some(LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            );
+            let mut log = tokio::fs::File::from_std(log);
+            let mut tel_tx = Some(tel_tx);
+            let mut pending = String::new();
+            let mut captured = String::new();
+            let mut first = true;
+            let echo = crate::ui::verbosity() >= 2;
+            while let Some(Ok(chunk)) = logs.next().await {
+                match chunk {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        pending.push_str(&String::from_utf8_lossy(&message));
+                        while let Some(nl) = pending.find('\n') {
+                            let line: String = pending.drain(..=nl).collect();
+                            let line = line.trim_end_matches('\n');
+                            if first {
+                                first = false;
+                                if expect_shim && let Some(start) = ShimStart::parse(line) {
+                                    if let Some(tx) = tel_tx.take() {
+                                        let _ = tx.send(Some(start));
+                                    }
+                                    continue;
+                                }
+                            }
+                            if let Some(tx) = tel_tx.take() {
+                                let _ = tx.send(None);
+                            }
+                            if echo {
+                                eprintln!("{label}: {line}");
+                            }
+                            let _ = log.write_all(line.as_bytes()).await;
+                            let _ = log.write_all(b"\n").await;
+                            if captured.len() + line.len() < MAX_RESULT {
+                                captured.push_str(line);
+                                captured.push('\n');
+                            }
+                        }
+                    }
+                    LogOutput::StdErr { message } => {
+                        let _ = log.write_all(&message).await;
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            if !pending.is_empty() && captured.len() + pending.len() < MAX_RESULT {
+                captured.push_str(&pending);
+            }
+            if let Some(tx) = tel_tx.take() {
+                let _ = tx.send(None);
+            }
+            let _ = log.flush().await;
+            let mut wait = docker.wait_container(&id, None);
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code as i32,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    code as i32
+                }
+                Some(Err(e)) => {
+                    return Err(RunnerError::Wait(std::io::Error::other(e.to_string())));
+                }
+                None => 1,
+            };
+            Ok((code, captured))
+        });
+        Ok(DockerHandle {
+            docker: self.docker.clone(),
+            shared,
+            task: Some(task),
+            telemetry: Some(tel_rx),
+            tmp,
+            output_paths: spec.output_paths,
+            done: None,
+        })
+    }
+}
+
+impl DockerHandle {
+    fn signal(&self, signal: &'static str) {
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        match state.0.clone() {
+            Some(id) => {
+                let docker = self.docker.clone();
+                tokio::spawn(async move {
+                    let _ = docker
+                        .kill_container(
+                            &id,
+                            Some(KillContainerOptions {
+                                signal: signal.to_string(),
+                            }),
+                        )
+                        .await;
+                });
+            }
+            None => state.1 = Some(signal),
+        }
+    }
+}
+
+impl StepHandle for DockerHandle {
+    fn take_telemetry(&mut self) -> Option<oneshot::Receiver<Option<ShimStart>>> {
+        self.telemetry.take()
+    }
+
+    async fn wait(&mut self) -> Result<StepExit, RunnerError> {
+        if let Some(task) = &mut self.task {
+            let (exit_code, stdout) = task
+                .await
+                .map_err(|e| RunnerError::Wait(std::io::Error::other(e.to_string())))??;
+            self.task = None;
+            let files = self
+                .output_paths
+                .iter()
+                .map(|path| {
+                    let host = self.tmp.join(path.trim_start_matches("/tmp/"));
+                    (path.clone(), std::fs::read_to_string(host).ok())
+                })
+                .collect();
+            self.done = Some(StepExit {
+                exit_code,
+                stdout,
+                files,
+            });
+        }
+        Ok(self.done.clone().expect("set above"))
+    }
+
+    fn terminate(&self) {
+        self.signal("SIGTERM");
+    }
+
+    fn kill(&self) {
+        self.signal("SIGKILL");
+    }
+
+    fn process_group(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// Why the Docker runner cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StepsError {
+    #[error(transparent)]
+    Docker(#[from] super::docker::DockerError),
+    #[error("cannot prepare the shim bundle in {path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The Docker runner for a run: on the Docker stack's network when the endpoints file says the
+/// Docker stack is up (project from `OBSCTL_PROJECT`, default `obsctl`), else on the host's.
+pub async fn docker_runner(with_shim: bool, run_name: &str) -> Result<DockerRunner, StepsError> {
+    use super::definition::{Component, Port};
+    use super::endpoints::{Endpoints, Runtime};
+    let docker = super::docker::connect().await?;
+    let shim = if with_shim {
+        let dir = crate::paths::state_home().join("shim-bundle");
+        Some(ShimBundle::build(&dir).map_err(|source| StepsError::Bundle { path: dir, source })?)
+    } else {
+        None
+    };
+    let network = match Endpoints::load(&Endpoints::default_path()) {
+        Some(e) if e.runtime == Runtime::Docker => {
+            let project = std::env::var("OBSCTL_PROJECT")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "obsctl".into());
+            let collector = Component::Collector.service();
+            StepNetwork::Stack {
+                network: super::docker::network_name(&project),
+                grpc_endpoint: format!("http://{collector}:{}", Port::OtlpGrpc.container_port()),
+                http_endpoint: format!("http://{collector}:{}", Port::OtlpHttp.container_port()),
+            }
+        }
+        _ => StepNetwork::Host,
+    };
+    Ok(DockerRunner::new(docker, shim, network, run_name))
+}

@@ -1,0 +1,142 @@
+//! `obsctl up --runtime embedded` and the `auto` fallback: `obsctl serve` started in the
+//! background, reported by `status`, stopped by `down`; `auto` says in one line why it did not
+//! use Docker.
+
+mod stack_support;
+
+use std::time::Duration;
+
+use obsctl::stack::definition::Port;
+use serde_json::Value;
+use stack_support::*;
+
+fn port(env: &StackEnv, p: Port) -> String {
+    env.env
+        .iter()
+        .find(|(k, _)| *k == p.env())
+        .unwrap()
+        .1
+        .clone()
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn embedded_runtime_runs_in_the_background_until_down() {
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let api = format!("http://127.0.0.1:{}", port(&env, Port::Tempo));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&api),
+        "{}",
+        text(&out)
+    );
+
+    let endpoints: Value =
+        serde_json::from_slice(&std::fs::read(env.state_home().join("endpoints.json")).unwrap())
+            .unwrap();
+    assert_eq!(endpoints["runtime"], "embedded");
+    assert_eq!(endpoints["tempo"], api);
+    assert_eq!(
+        endpoints["otlpGrpc"],
+        format!("http://127.0.0.1:{}", port(&env, Port::OtlpGrpc))
+    );
+    let pid = endpoints["pid"].as_u64().unwrap();
+    assert!(alive(pid), "the server outlives `up`");
+    assert_eq!(http_get(&format!("{api}/ready")).map(|(s, _)| s), Some(200));
+
+    let out = env.obsctl(&["status", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["runtime"], "embedded");
+    assert_eq!(status["embedded"]["ready"], true);
+    assert_eq!(status["embedded"]["pid"].as_u64(), Some(pid));
+
+    // Idempotent: a second `up` finds it running.
+    let out = env.obsctl(&["up", "--runtime", "embedded"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("already running (pid {pid}")),
+        "{}",
+        text(&out)
+    );
+
+    let out = env.obsctl(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("stopped embedded backend (pid {pid})")),
+        "{}",
+        text(&out)
+    );
+    poll("the server exits", Duration::from_secs(15), || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(!env.state_home().join("endpoints.json").exists());
+    let out = env.obsctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+#[test]
+fn auto_falls_back_to_embedded_when_docker_is_unreachable() {
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    let sock = env.dir.path().join("no-docker.sock");
+    env.set("DOCKER_HOST", &format!("unix://{}", sock.display()));
+    let out = env.obsctl(&["up", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let why: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("obsctl: using the embedded backend:"))
+        .collect();
+    assert_eq!(why.len(), 1, "one line says why: {stderr}");
+    assert!(
+        why[0].contains("cannot reach the Docker daemon"),
+        "{stderr}"
+    );
+    assert!(why[0].contains("no-docker.sock"), "{stderr}");
+
+    // `--runtime docker` does not fall back: it fails with exit 3.
+    let out = env.obsctl(&["up", "--runtime", "docker"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+#[test]
+fn auto_falls_back_to_embedded_when_an_image_is_missing() {
+    if !require_docker("auto_falls_back_to_embedded_when_an_image_is_missing") {
+        return;
+    }
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    let out = env.obsctl(&[
+        "up",
+        "--project",
+        &env.project.clone(),
+        "--image",
+        "tempo=obsctl-local/does-not-exist:0.0.1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "using the embedded backend: image obsctl-local/does-not-exist:0.0.1 for tempo is not present"
+        ),
+        "{stderr}"
+    );
+    assert!(labelled("container", &env.project).is_empty());
+    let endpoints: Value =
+        serde_json::from_slice(&std::fs::read(env.state_home().join("endpoints.json")).unwrap())
+            .unwrap();
+    assert_eq!(endpoints["runtime"], "embedded");
+}

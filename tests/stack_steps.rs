@@ -1,0 +1,231 @@
+//! Steps as containers: `obsctl run --runner docker` runs workflows/agent-pipeline.yaml with each
+//! step in the template's image (busybox, built locally from Debian's busybox-static since no
+//! registry is reachable), the shim as entrypoint although the image has neither glibc nor
+//! obsctl, the seed's pod labels, outputs read after exit, every step's span delivered to the
+//! embedded backend on the host, and `obsctl verify` passing against the run.
+
+mod stack_support;
+
+use std::time::Duration;
+
+use obsctl::stack::definition::Port;
+use serde_json::Value;
+use stack_support::*;
+
+/// Removes a run's step containers on drop.
+struct StepContainers(String);
+
+impl Drop for StepContainers {
+    fn drop(&mut self) {
+        let filter = format!("label=io.obsctl.run={}", self.0);
+        if let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
+            }
+        }
+    }
+}
+
+#[test]
+fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
+    let test = "agent_pipeline_runs_in_containers_with_labels_outputs_and_spans";
+    if !require_docker(test) {
+        return;
+    }
+    if require_tool("busybox", test).is_none() || require_tool("prometheus", test).is_none() {
+        return;
+    }
+    let images = build_images();
+    // The workflow asks for `busybox`; a local image may carry that name (Docker then never
+    // pulls). Tag ours only when none exists, so a real busybox is left alone.
+    if std::process::Command::new("docker")
+        .args(["image", "inspect", "busybox:latest"])
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        docker(&["tag", &images["busybox"], "busybox:latest"]);
+    }
+    let mut env = StackEnv::new("s");
+    env.free_ports();
+    let out = env.obsctl(&["up", "--runtime", "embedded"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let api_port = env
+        .env
+        .iter()
+        .find(|(k, _)| *k == Port::Tempo.env())
+        .unwrap()
+        .1
+        .clone();
+    let api = format!("http://127.0.0.1:{api_port}");
+
+    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/agent-pipeline.yaml");
+    let out = env.obsctl(&["run", pipeline, "--runner", "docker", "--output", "json"]);
+    let status: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("run --output json ({e}): {}", text(&out)));
+    let name = status["metadata"]["name"].as_str().unwrap().to_string();
+    let _cleanup = StepContainers(name.clone());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(status["status"]["phase"], "Succeeded");
+    let outputs: Vec<(String, String)> = status["status"]["outputs"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        outputs.contains(&(
+            "prHtmlUrl".into(),
+            "https://github.com/5dlabs/demo/pull/42".into()
+        )),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|(n, v)| n == "previewUrl" && v.starts_with("https://")),
+        "{outputs:?}"
+    );
+
+    // One container per Pod step, from the template's image, labelled like Argo's pods.
+    let filter = format!("label=io.obsctl.run={name}");
+    let ids = docker(&["ps", "-aq", "--filter", &filter]);
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 4, "implement, clippy, tests, deploy");
+    let mut agents = Vec::new();
+    for id in ids {
+        let info: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+        let c = &info[0];
+        assert_eq!(c["Config"]["Image"], "busybox");
+        assert_eq!(c["State"]["ExitCode"], 0);
+        let labels = &c["Config"]["Labels"];
+        assert_eq!(labels["workflows.argoproj.io/workflow"], name.as_str());
+        assert_eq!(labels["repo"], "5dlabs/demo");
+        assert_eq!(labels["pr"], "42");
+        assert_eq!(labels["taskId"], "9");
+        assert!(!labels["stepName"].as_str().unwrap().is_empty());
+        // The shim is the entrypoint, run through the bundled loader.
+        let entrypoint = c["Config"]["Entrypoint"].to_string();
+        assert!(entrypoint.contains("\"shim\""), "{entrypoint}");
+        agents.push(labels["agent"].as_str().unwrap().to_string());
+    }
+    agents.sort();
+    assert_eq!(agents, ["clippy", "deploy", "rex", "tests"]);
+
+    // Each step's span, sent by the shim inside its container, is in the backend.
+    let search = poll(
+        "the run's trace is searchable",
+        Duration::from_secs(30),
+        || {
+            let (code, v) = get_json(
+                &format!("{api}/api/search"),
+                &[("tags", &format!("workflowName={name}")), ("limit", "5")],
+            );
+            (code == 200 && v["traces"].as_array().is_some_and(|t| !t.is_empty())).then_some(v)
+        },
+    );
+    let trace_id = search["traces"][0]["traceID"].as_str().unwrap().to_string();
+    let trace_id = format!("{trace_id:0>32}");
+    let names = poll("every step span arrived", Duration::from_secs(30), || {
+        let (code, v) = get_json(&format!("{api}/api/traces/{trace_id}"), &[]);
+        let body = v.to_string();
+        (code == 200
+            && ["rex/implement", "clippy/verify", "tests/verify"]
+                .iter()
+                .all(|n| body.contains(n))
+            && body.contains("deploy/"))
+        .then_some(body)
+    });
+    assert!(names.contains(&name));
+
+    // And `obsctl verify` proves the run's telemetry complete: spans, counters, exemplars, logs.
+    let out = env.obsctl(&["verify", "--run", &name, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "verify: {}", text(&out));
+}
+
+#[test]
+fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() {
+    let test = "on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name";
+    if !require_docker(test) {
+        return;
+    }
+    if require_tool("busybox", test).is_none() || require_tool("prometheus", test).is_none() {
+        return;
+    }
+    let images = build_images();
+    if std::process::Command::new("docker")
+        .args(["image", "inspect", "busybox:latest"])
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        docker(&["tag", &images["busybox"], "busybox:latest"]);
+    }
+    let mut env = StackEnv::new("s");
+    env.free_ports();
+    // The collector, Tempo and Loki are `obsctl serve` (real OTLP receivers); Grafana a stand-in.
+    for c in ["COLLECTOR", "TEMPO", "LOKI"] {
+        env.set(&format!("OBSCTL_IMAGE_{c}"), &images["obsctl"]);
+    }
+    env.set("OBSCTL_IMAGE_GRAFANA", &images["standin"]);
+    env.set("OBSCTL_IMAGE_PROMETHEUS", &images["prometheus"]);
+    let project = env.project.clone();
+    env.set("OBSCTL_PROJECT", &project);
+    let out = env.obsctl(&["up", "--runtime", "docker", "--timeout", "90s"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // `--runner auto` picks containers because the Docker stack is up.
+    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/agent-pipeline.yaml");
+    let out = env.obsctl(&["run", pipeline, "--output", "json"]);
+    let status: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("run --output json ({e}): {}", text(&out)));
+    let name = status["metadata"]["name"].as_str().unwrap().to_string();
+    let _cleanup = StepContainers(name.clone());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let filter = format!("label=io.obsctl.run={name}");
+    let ids = docker(&["ps", "-aq", "--filter", &filter]);
+    assert_eq!(ids.lines().count(), 4);
+    for id in ids.lines() {
+        let info: Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+        let networks = info[0]["NetworkSettings"]["Networks"].as_object().unwrap();
+        assert!(
+            networks.contains_key(&format!("{project}-net")),
+            "{networks:?}"
+        );
+        let env_list = info[0]["Config"]["Env"].to_string();
+        assert!(
+            env_list.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4317"),
+            "{env_list}"
+        );
+    }
+    // The spans went to the collector container by its network name; its API is published on
+    // the collector's health port.
+    let health = env
+        .env
+        .iter()
+        .find(|(k, _)| *k == Port::CollectorHealth.env())
+        .unwrap()
+        .1
+        .clone();
+    let api = format!("http://127.0.0.1:{health}");
+    poll(
+        "step spans at the collector",
+        Duration::from_secs(30),
+        || {
+            let (code, v) = get_json(
+                &format!("{api}/api/search"),
+                &[("tags", &format!("workflowName={name}")), ("limit", "20")],
+            );
+            let body = v.to_string();
+            (code == 200 && body.contains("rex") && body.contains("clippy")).then_some(())
+        },
+    );
+}
