@@ -429,3 +429,59 @@ fn trace_links_to_grafana_explore_when_the_stack_has_grafana() {
         "{link}"
     );
 }
+
+#[test]
+fn credentials_in_backend_urls_are_used_but_never_printed() {
+    let env = Env::new(&Scenario::clean("wf"));
+    let with_creds = format!("http://admin:s3cret@{}", env.fake.addr);
+    let out = env
+        .bare(&["verify", "--output", "json", "--timeout", "5s"])
+        .args(["--tempo-url", &with_creds])
+        .args([
+            "--prometheus-url",
+            &env.fake.url(),
+            "--loki-url",
+            &env.fake.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains("s3cret") && !text.contains("admin"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["backends"]["tempo"], env.fake.url());
+    let tempo = env
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.starts_with("/api/traces/"))
+        .unwrap();
+    // Basic auth from the URL's user info: "admin:s3cret" in base64.
+    assert_eq!(tempo.headers["authorization"], "Basic YWRtaW46czNjcmV0");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://admin:s3cret@127.0.0.1:{port}");
+    let out = env
+        .bare(&[
+            "verify",
+            "--tempo-url",
+            &dead,
+            "--prometheus-url",
+            &dead,
+            "--loki-url",
+            &dead,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

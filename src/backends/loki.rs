@@ -133,7 +133,7 @@ impl LokiClient {
         if body.data.result_type != "streams" {
             return Err(BackendError::Shape {
                 backend: BACKEND,
-                url,
+                url: super::redact(&url),
                 reason: format!(
                     "resultType {:?} (a log query returns streams)",
                     body.data.result_type
@@ -149,7 +149,7 @@ impl LokiClient {
                 };
                 let timestamp_ns = ts.parse().map_err(|_| BackendError::Shape {
                     backend: BACKEND,
-                    url: url.clone(),
+                    url: super::redact(&url),
                     reason: format!("timestamp {ts:?} is not nanoseconds"),
                 })?;
                 entries.push(LogEntry {

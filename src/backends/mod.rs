@@ -98,19 +98,21 @@ impl Http {
         query: &[(&str, String)],
         headers: &[(&str, &str)],
     ) -> Result<Fetched, BackendError> {
+        let shown = redact(url);
         let mut request = self.client.get(url).query(query);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let unreachable = |source| BackendError::Unreachable {
+        // reqwest's message repeats the URL, credentials included: drop it, ours is redacted.
+        let unreachable = |source: reqwest::Error| BackendError::Unreachable {
             backend,
-            url: url.to_string(),
-            source,
+            url: shown.clone(),
+            source: source.without_url(),
         };
         let mut response = request.send().await.map_err(unreachable)?;
         let too_large = || BackendError::TooLarge {
             backend,
-            url: url.to_string(),
+            url: shown.clone(),
             limit: self.max_body,
         };
         if response
@@ -128,7 +130,7 @@ impl Http {
             body.extend_from_slice(&chunk);
         }
         Ok(Fetched {
-            url: url.to_string(),
+            url: shown,
             status,
             body,
         })
@@ -158,6 +160,18 @@ impl Fetched {
 
     fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+}
+
+/// The URL as reports and errors may show it: any user name and password removed.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string().trim_end_matches('/').to_string()
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -299,6 +313,15 @@ mod tests {
         assert_eq!(urls.prometheus, "http://127.0.0.1:3200");
         assert_eq!(urls.loki, "http://127.0.0.1:3200");
         assert_eq!(urls.grafana, None);
+    }
+
+    #[test]
+    fn credentials_never_reach_reports() {
+        assert_eq!(
+            redact("http://admin:secret@tempo:3200"),
+            "http://tempo:3200"
+        );
+        assert_eq!(redact("http://tempo:3200/api"), "http://tempo:3200/api");
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl PrometheusClient {
             ("success", Some(data)) => Ok(data),
             ("success", None) => Err(BackendError::Shape {
                 backend: BACKEND,
-                url,
+                url: super::redact(&url),
                 reason: "status success without data".into(),
             }),
             _ => Err(BackendError::Query {

@@ -87,14 +87,14 @@ impl TempoClient {
         &self.base
     }
 
-    /// The trace's URL on this API, for a person to open.
+    /// The trace's URL on this API, for a person to open (without credentials).
     pub fn trace_url(&self, id: TraceId) -> String {
-        format!("{}/api/traces/{}", self.base, id)
+        super::redact(&format!("{}/api/traces/{}", self.base, id))
     }
 
     /// The trace, or `None` when Tempo does not know it (yet).
     pub async fn trace(&self, id: TraceId) -> Result<Option<Trace>, BackendError> {
-        let url = self.trace_url(id);
+        let url = format!("{}/api/traces/{}", self.base, id);
         let fetched = self.http.get(BACKEND, &url, &[], &[]).await?;
         if fetched.status == 404 {
             return Ok(None);
@@ -147,7 +147,7 @@ impl TempoClient {
                     trace_id: TraceId::from_trimmed_hex(&t.trace_id).map_err(|e| {
                         BackendError::Shape {
                             backend: BACKEND,
-                            url: url.clone(),
+                            url: super::redact(&url),
                             reason: format!("traceID: {e}"),
                         }
                     })?,

@@ -13,7 +13,7 @@ use crate::backends::prometheus::{Exemplar, Sample};
 use crate::backends::tempo::Trace;
 use crate::backends::{BackendError, Backends};
 use crate::conventions::{attr, metric};
-use crate::otlp::TraceId;
+use crate::otlp::{SpanId, TraceId};
 
 /// Most log lines read per query; Loki's default `max_entries_limit_per_query`.
 pub const LOG_LIMIT: usize = 5000;
@@ -138,6 +138,13 @@ pub async fn collect(
         if (traces_done && counters_done && exemplars_done && logs_done) || now >= deadline {
             break;
         }
+        crate::ui::debug(
+            1,
+            format!(
+                "verify: poll {polls}, still waiting: {}",
+                progress.outstanding().join("; ")
+            ),
+        );
         tokio::time::sleep(interval.min(deadline - now)).await;
         interval = (interval * 2).min(MAX_POLL_INTERVAL);
     }
@@ -185,16 +192,16 @@ async fn fetch_traces(
 }
 
 fn missing_spans(expectation: &Expectation, observed: &Observed) -> Option<String> {
+    let seen: BTreeSet<(TraceId, SpanId)> = observed
+        .traces
+        .values()
+        .flatten()
+        .flat_map(|t| t.spans.iter().map(|s| (s.trace_id, s.span_id)))
+        .collect();
     let missing: Vec<String> = expectation
         .attempts
         .iter()
-        .filter(|a| {
-            !observed
-                .traces
-                .get(&a.trace_id)
-                .and_then(Option::as_ref)
-                .is_some_and(|t| t.spans.iter().any(|s| s.span_id == a.span_id))
-        })
+        .filter(|a| !seen.contains(&(a.trace_id, a.span_id)))
         .map(|a| a.span_name())
         .collect();
     (!missing.is_empty()).then(|| {

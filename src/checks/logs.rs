@@ -25,11 +25,13 @@ fn quote_line(entry: &LogEntry) -> String {
 pub fn log_correlation(expectation: &Expectation, observed: &Observed) -> CheckResult {
     let expected = expectation.attempts.len() as u64;
     let mut result = CheckResult::new(CheckId::LogCorrelation, expected, 0);
+    let correlated: BTreeSet<_> = observed
+        .logs
+        .iter()
+        .filter_map(|e| Some((e.trace_id()?, e.span_id()?)))
+        .collect();
     for attempt in &expectation.attempts {
-        let correlated = observed.logs.iter().any(|e| {
-            e.span_id() == Some(attempt.span_id) && e.trace_id() == Some(attempt.trace_id)
-        });
-        if correlated {
+        if correlated.contains(&(attempt.trace_id, attempt.span_id)) {
             result.found += 1;
         } else {
             result.missing.push(format!(

@@ -2,12 +2,13 @@
 //! step) and the duration histogram's `_count` agrees; exemplars exist and lead to real traces;
 //! each step metric stays within its series budget.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::collect::{Observed, counter_totals, expected_counts};
 use super::expect::Expectation;
 use super::{CheckId, CheckResult};
 use crate::conventions::{attr, metric};
+use crate::otlp::{SpanId, TraceId};
 
 /// Series one step metric may have. Counters carry agent, repo, prNumber and stepName; the
 /// histogram adds taskId, workflowName and outcome. A dev stack with a few dozen active PRs,
@@ -114,6 +115,7 @@ pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckRe
 
 pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult {
     let mut result = CheckResult::new(CheckId::Exemplars, observed.exemplars.len() as u64, 0);
+    let mut span_ids: BTreeMap<TraceId, BTreeSet<SpanId>> = BTreeMap::new();
     for e in &observed.exemplars {
         let Some(trace_id) = e.trace_id() else {
             result.problems.push(format!(
@@ -130,7 +132,12 @@ pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult 
                 e.value
             )),
             Some(trace) => match e.span_id() {
-                Some(span_id) if !trace.spans.iter().any(|s| s.span_id == span_id) => {
+                Some(span_id)
+                    if !span_ids
+                        .entry(trace_id)
+                        .or_insert_with(|| trace.spans.iter().map(|s| s.span_id).collect())
+                        .contains(&span_id) =>
+                {
                     result.missing.push(format!(
                         "exemplar (value {}) points at span {span_id}, not in trace {trace_id}",
                         e.value

@@ -75,3 +75,65 @@ pub fn select(
     }
     Ok(picked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{SpanId, TraceId};
+    use crate::workflow::record::{Parameter, Phase, WorkflowStatus};
+
+    fn record(name: &str, task: &str, started: &str) -> RunRecord {
+        RunRecord {
+            name: name.into(),
+            namespace: "default".into(),
+            workflow_file: "wf.yaml".into(),
+            parameters: vec![Parameter {
+                name: "taskId".into(),
+                value: task.into(),
+            }],
+            trace_id: TraceId::random(),
+            root_span_id: SpanId::random(),
+            status: WorkflowStatus {
+                phase: Phase::Succeeded,
+                started_at: Some(started.into()),
+                finished_at: None,
+                message: None,
+                nodes: Default::default(),
+                outputs: None,
+            },
+        }
+    }
+
+    fn names(runs: Vec<RunRecord>) -> Vec<String> {
+        runs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn by_name_task_recency_and_latest() {
+        let now = crate::workflow::clock::now();
+        let all = vec![
+            record("old", "T-1", "2020-01-01T00:00:00.000Z"),
+            record("mid", "T-2", "2020-01-02T00:00:00.000Z"),
+            record("new", "T-1", &now),
+        ];
+        let sel = |s: Selection| select(&all, &s, "/runs");
+        assert_eq!(names(sel(Selection::Latest).unwrap()), ["new"]);
+        assert_eq!(names(sel(Selection::Run("mid".into())).unwrap()), ["mid"]);
+        assert_eq!(
+            names(sel(Selection::Task("T-1".into())).unwrap()),
+            ["old", "new"]
+        );
+        assert_eq!(
+            names(sel(Selection::Since(Duration::from_secs(3600))).unwrap()),
+            ["new"]
+        );
+        assert_eq!(
+            sel(Selection::Task("T-9".into())).unwrap_err().to_string(),
+            "no recorded run of task \"T-9\" in /runs"
+        );
+        assert!(matches!(
+            select(&[], &Selection::Latest, "/runs"),
+            Err(SelectError::NoRuns { .. })
+        ));
+    }
+}

@@ -26,6 +26,22 @@ pub fn dedup(spans: &[Span]) -> (Vec<&Span>, BTreeMap<SpanId, usize>) {
     (unique, seen)
 }
 
+/// A trace's spans by id (first copy of each) and the ids received more than once.
+pub struct SpanIndex<'a> {
+    pub by_id: BTreeMap<SpanId, &'a Span>,
+    pub duplicates: BTreeMap<SpanId, usize>,
+}
+
+impl<'a> SpanIndex<'a> {
+    pub fn new(spans: &'a [Span]) -> Self {
+        let (unique, duplicates) = dedup(spans);
+        Self {
+            by_id: unique.into_iter().map(|s| (s.span_id, s)).collect(),
+            duplicates,
+        }
+    }
+}
+
 fn spans_of(observed: &Observed, trace: TraceId) -> &[Span] {
     observed
         .traces
@@ -82,17 +98,21 @@ pub fn span_coverage(
     let expected = (expectation.attempts.len() + expectation.untraced.len()) as u64;
     let mut result = CheckResult::new(CheckId::SpanCoverage, expected, 0);
     result.missing.extend(expectation.untraced.iter().cloned());
+    // One index per trace, built once: attempts look their span up by id.
+    let mut indexes: BTreeMap<TraceId, SpanIndex> = BTreeMap::new();
     let mut duplicated: BTreeSet<(TraceId, SpanId)> = BTreeSet::new();
     for attempt in &expectation.attempts {
-        let (unique, dups) = dedup(spans_of(observed, attempt.trace_id));
-        if let Some(n) = dups.get(&attempt.span_id)
+        let index = indexes
+            .entry(attempt.trace_id)
+            .or_insert_with(|| SpanIndex::new(spans_of(observed, attempt.trace_id)));
+        if let Some(n) = index.duplicates.get(&attempt.span_id)
             && duplicated.insert((attempt.trace_id, attempt.span_id))
         {
             result
                 .duplicated
                 .push(format!("{}: received {n} times", attempt.describe()));
         }
-        match unique.iter().find(|s| s.span_id == attempt.span_id) {
+        match index.by_id.get(&attempt.span_id) {
             None => result.missing.push(attempt.describe()),
             Some(span) => {
                 let faults = span_faults(attempt, span);

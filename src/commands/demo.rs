@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::verify::EXIT_CHECK_FAILED;
-use crate::backends::{BackendUrls, Backends, Http};
+use crate::backends::{BackendUrls, Backends, Http, redact};
 use crate::checks::collect::CollectOptions;
 use crate::checks::expect::Expectation;
 use crate::checks::time::parse_duration;
@@ -195,9 +195,9 @@ async fn pipeline_and_report(
     let report = VerifyReport::new(
         &expectation.runs,
         BackendsUsed {
-            tempo: endpoints.tempo.clone(),
-            prometheus: endpoints.prometheus.clone(),
-            loki: endpoints.loki.clone(),
+            tempo: redact(&endpoints.tempo),
+            prometheus: redact(&endpoints.prometheus),
+            loki: redact(&endpoints.loki),
         },
         &thresholds,
         wait,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::backends::{BackendUrls, Backends, Http, UrlFlags};
+use crate::backends::{BackendUrls, Backends, Http, UrlFlags, redact};
 use crate::checks::collect::CollectOptions;
 use crate::checks::expect::Expectation;
 use crate::checks::metrics::DEFAULT_SERIES_BUDGET;
@@ -150,9 +150,9 @@ pub fn run_checks(
     Ok(VerifyReport::new(
         &expectation.runs,
         BackendsUsed {
-            tempo: backends.urls.tempo.clone(),
-            prometheus: backends.urls.prometheus.clone(),
-            loki: backends.urls.loki.clone(),
+            tempo: redact(&backends.urls.tempo),
+            prometheus: redact(&backends.urls.prometheus),
+            loki: redact(&backends.urls.loki),
         },
         thresholds,
         wait,

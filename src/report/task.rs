@@ -65,6 +65,7 @@ pub fn grafana_explore_url(grafana: &str, trace: TraceId) -> String {
         }],
         "range": {"from": "now-24h", "to": "now"},
     });
+    let grafana = crate::backends::redact(grafana);
     let mut url = match reqwest::Url::parse(&format!("{}/explore", grafana.trim_end_matches('/'))) {
         Ok(url) => url,
         Err(_) => return format!("{grafana}/explore"),
