@@ -182,7 +182,7 @@ pub fn private_tmp_available() -> bool {
         let Ok(dir) = tempdir_for_probe() else {
             return false;
         };
-        let Ok(isolation) = Isolation::new(Some(&dir)) else {
+        let Ok(isolation) = Isolation::new(Some(&dir), Path::new("/bin/true")) else {
             return false;
         };
         // A marker in the real /tmp must be hidden from the child once it is isolated.
@@ -223,17 +223,118 @@ fn tempdir_for_probe() -> std::io::Result<PathBuf> {
 /// allocating afterwards is not async-signal-safe.
 struct Isolation {
     tmp: Option<CString>,
+    program: Option<VisibleProgram>,
     parent: i32,
 }
 
+/// A program that lives under `/tmp` (obsctl built in a checkout there, say): the private `/tmp`
+/// would hide it from the exec that follows, so the child opens it before covering `/tmp` and
+/// binds it back at the same path. The descriptor must be opened inside the new mount namespace:
+/// a bind from a mount of the parent's namespace fails with EINVAL.
+struct VisibleProgram {
+    path: CString,
+    /// The directories between `/tmp` and the program, outermost first, to create as mount points.
+    dirs: Vec<CString>,
+}
+
+impl VisibleProgram {
+    fn new(program: &Path) -> std::io::Result<Option<Self>> {
+        if !program.starts_with("/tmp") || program == Path::new("/tmp") {
+            return Ok(None);
+        }
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)
+        };
+        let mut dirs: Vec<CString> = program
+            .ancestors()
+            .skip(1)
+            .take_while(|dir| *dir != Path::new("/tmp"))
+            .map(c)
+            .collect::<Result<_, _>>()?;
+        dirs.reverse();
+        Ok(Some(Self {
+            path: c(program)?,
+            dirs,
+        }))
+    }
+
+    /// In the child, inside the new namespace, before `/tmp` is covered.
+    fn open(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use nix::fcntl::{OFlag, open};
+        Ok(open(
+            self.path.as_c_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?)
+    }
+
+    /// In the child, after `/tmp` was covered; only system calls and stack buffers.
+    fn bind(&self, held: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+        use nix::fcntl::{OFlag, open};
+        use nix::mount::{MsFlags, mount};
+        use nix::sys::stat::Mode;
+        use std::os::fd::AsRawFd;
+        for dir in &self.dirs {
+            match nix::unistd::mkdir(dir.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The mount point: an empty file, closed at once.
+        drop(open(
+            self.path.as_c_str(),
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o555),
+        )?);
+        let mut buf = [0u8; 32];
+        let source = proc_fd_path(held.as_raw_fd(), &mut buf);
+        mount(
+            Some(source),
+            self.path.as_c_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        Ok(())
+    }
+}
+
+/// `/proc/self/fd/<fd>` written into `buf` without allocating (this runs between fork and exec).
+fn proc_fd_path(fd: i32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    buf[PREFIX.len() + len] = 0;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..=PREFIX.len() + len]).expect("one NUL, at the end")
+}
+
 impl Isolation {
-    fn new(private_tmp: Option<&Path>) -> std::io::Result<Self> {
+    /// `program` is what the child will exec: kept visible when the private `/tmp` would hide it.
+    fn new(private_tmp: Option<&Path>, program: &Path) -> std::io::Result<Self> {
         let tmp = private_tmp
             .map(|p| CString::new(p.as_os_str().as_encoded_bytes()))
             .transpose()
             .map_err(std::io::Error::other)?;
+        let program = match tmp {
+            Some(_) => VisibleProgram::new(program)?,
+            None => None,
+        };
         Ok(Self {
             tmp,
+            program,
             parent: std::process::id() as i32,
         })
     }
@@ -256,6 +357,11 @@ impl Isolation {
                 MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                 None::<&str>,
             )?;
+            let held = self
+                .program
+                .as_ref()
+                .map(VisibleProgram::open)
+                .transpose()?;
             mount(
                 Some(tmp.as_c_str()),
                 "/tmp",
@@ -263,6 +369,9 @@ impl Isolation {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )?;
+            if let (Some(program), Some(held)) = (&self.program, &held) {
+                program.bind(held)?;
+            }
         }
         Ok(())
     }
@@ -347,8 +456,11 @@ impl Runner for ProcessRunner {
             .append(true)
             .open(&log_path)
             .map_err(prepare(&log_path))?;
-        let isolation =
-            Isolation::new(self.private_tmp.then_some(tmp.as_path())).map_err(prepare(&tmp))?;
+        let isolation = Isolation::new(
+            self.private_tmp.then_some(tmp.as_path()),
+            Path::new(&full[0]),
+        )
+        .map_err(prepare(&tmp))?;
         let mut cmd = tokio::process::Command::new(&full[0]);
         cmd.args(&full[1..])
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -528,6 +640,19 @@ pub fn kill_leftover(pgid: i32, node_id: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn proc_fd_path_is_written_without_allocating() {
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            super::proc_fd_path(1023, &mut buf).to_str().unwrap(),
+            "/proc/self/fd/1023"
+        );
+        assert_eq!(
+            super::proc_fd_path(0, &mut buf).to_str().unwrap(),
+            "/proc/self/fd/0"
+        );
+    }
+
     use super::*;
 
     #[test]
