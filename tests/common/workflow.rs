@@ -1,12 +1,12 @@
-//! Shared helpers for the `obsctl run` integration tests: run the real binary in an isolated
-//! state directory and read its Argo-shaped JSON.
-#![allow(dead_code)]
+//! Fixtures for the `obsctl run` tests: run the real binary in an isolated state directory and
+//! read its Argo-shaped JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use super::free_port;
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -39,14 +39,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         Self {
             dir: tempfile::tempdir().unwrap(),
-            dead_endpoint: format!("http://127.0.0.1:{port}"),
+            dead_endpoint: format!("http://127.0.0.1:{}", free_port()),
         }
     }
 
