@@ -2,12 +2,12 @@
 //! a reason, and nothing from a refused request is stored; invalid ids are rejected per item
 //! (OTLP partial success) while the valid items of the same request are kept.
 
-mod embedded_support;
+mod common;
 
 use std::io::Write;
 use std::process::Command;
 
-use embedded_support::{Backend, Http};
+use common::{Http, Serve};
 use obsctl::otlp::proto::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -57,7 +57,7 @@ fn traces(spans: Vec<Span>) -> ExportTraceServiceRequest {
 }
 
 /// Trace ids found by a search for `taskId=<task>`.
-fn search(http: &Http, backend: &Backend, task: &str) -> Vec<String> {
+fn search(http: &Http, backend: &Serve, task: &str) -> Vec<String> {
     let reply = http.get_query(
         &format!("{}/api/search", backend.api),
         &[("tags", &format!("taskId={task}"))],
@@ -72,7 +72,7 @@ fn search(http: &Http, backend: &Backend, task: &str) -> Vec<String> {
         .collect()
 }
 
-fn nothing_stored(http: &Http, backend: &Backend) {
+fn nothing_stored(http: &Http, backend: &Serve) {
     let reply = http.get(&format!("{}/api/search", backend.api), &[]);
     assert_eq!(
         reply.json()["traces"],
@@ -102,7 +102,7 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 #[test]
 fn malformed_oversized_and_mistyped_requests_are_refused_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let url = |path: &str| format!("{}{path}", backend.http);
 
@@ -212,7 +212,7 @@ impl Decoder for RawCodec {
 #[test]
 fn grpc_malformed_is_invalid_argument_and_oversized_is_resource_exhausted() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -257,7 +257,7 @@ fn grpc_malformed_is_invalid_argument_and_oversized_is_resource_exhausted() {
 #[test]
 fn invalid_ids_are_rejected_per_item_and_the_rest_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let good = TraceId::random();
     let request = traces(vec![
@@ -408,7 +408,7 @@ fn invalid_ids_are_rejected_per_item_and_the_rest_is_stored() {
 #[test]
 fn queries_outside_the_subset_get_400_naming_what_is_unsupported() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let api = |p: &str| format!("{}{p}", backend.api);
 
@@ -490,7 +490,7 @@ fn non_loopback_bind_needs_allow_remote() {
 #[test]
 fn graceful_shutdown_removes_the_endpoints_file_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
-    let mut backend = Backend::start(dir.path());
+    let mut backend = Serve::start(dir.path());
     let endpoints: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&backend.endpoints_file).unwrap()).unwrap();
     assert_eq!(endpoints["runtime"], "embedded");
@@ -513,7 +513,7 @@ fn graceful_shutdown_removes_the_endpoints_file_and_keeps_data() {
     let status = backend.terminate();
     assert!(status.success(), "{status:?}");
     assert!(!backend.endpoints_file.exists());
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     assert_eq!(search(&http, &backend, "kept"), vec![id.to_hex()]);
 }
 
@@ -538,9 +538,9 @@ fn a_closed_stdout_does_not_stop_the_backend() {
         .spawn()
         .unwrap();
     drop(child.stdout.take());
-    let guard = embedded_support::ChildGuard(child);
+    let guard = common::ChildGuard::new(child);
     let http = Http::new();
-    let api = embedded_support::poll(
+    let api = common::poll(
         "the endpoints file is written",
         std::time::Duration::from_secs(20),
         || {
@@ -549,7 +549,7 @@ fn a_closed_stdout_does_not_stop_the_backend() {
             json["tempo"].as_str().map(str::to_string)
         },
     );
-    embedded_support::poll(
+    common::poll(
         "the backend answers",
         std::time::Duration::from_secs(20),
         || {
@@ -563,7 +563,7 @@ fn a_closed_stdout_does_not_stop_the_backend() {
 #[test]
 fn gzip_bodies_are_accepted_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let id = TraceId::random();
     let body = traces(vec![span(
@@ -589,7 +589,7 @@ fn gzip_bodies_are_accepted_over_http() {
 #[test]
 fn gzip_requests_are_accepted_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let id = TraceId::random();
     let request = traces(vec![span(

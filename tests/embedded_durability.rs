@@ -2,13 +2,13 @@
 //! killed with SIGKILL mid-stream, restarted on the same data directory, and everything it had
 //! acknowledged must be there.
 
-mod embedded_support;
+mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use embedded_support::{Backend, Http, poll};
+use common::{Http, Serve, poll};
 use obsctl::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use obsctl::otlp::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use obsctl::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -83,7 +83,7 @@ struct Acked {
 #[test]
 fn every_acknowledged_item_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut backend = Backend::start(dir.path());
+    let mut backend = Serve::start(dir.path());
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
@@ -118,7 +118,7 @@ fn every_acknowledged_item_survives_kill_9() {
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(acked.traces.len() >= 30);
 
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     for id in &acked.traces {
         let reply = http.get(&format!("{}/api/traces/{id}", backend.api), &[]);

@@ -4,79 +4,31 @@
 //! counter Prometheus stores must equal what was sent, and its exemplar API must return every
 //! process's trace id.
 
-mod embedded_support;
+mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use embedded_support::{Backend, ChildGuard, Http, poll, require, require_python, run_python};
+use common::embedded::{require_python, run_python};
+use common::{Http, Prometheus, Serve, poll};
 
 const PROCESSES: u64 = 6;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scalar(http: &Http, prometheus: &str, query: &str) -> Option<f64> {
-    let reply = http.get_query(
-        &format!("{prometheus}/api/v1/query"),
-        &[("query", query)],
-        &[],
-    );
-    if reply.status != 200 {
-        return None;
-    }
-    reply.json()["data"]["result"][0]["value"][1]
-        .as_str()
-        .map(|v| v.parse().unwrap())
-}
-
 #[test]
 fn prometheus_scrapes_exact_counters_and_exemplars_from_separate_processes() {
-    if !require("prometheus", Command::new("prometheus").arg("--version")) || !require_python() {
+    let test = "prometheus_scrapes_exact_counters_and_exemplars_from_separate_processes";
+    if !require_python(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
-    let target = backend.api.trim_start_matches("http://");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: obsctl\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let prometheus = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prometheus = ChildGuard(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn prometheus"),
-    );
-    poll("prometheus is ready", WAIT, || {
-        let reply = http.try_get(&format!("{prometheus}/-/ready"))?;
-        (reply.status == 200).then_some(())
-    });
+    let Some(prometheus) = Prometheus::start(test, backend.api_addr()) else {
+        return;
+    };
     poll("prometheus scrapes the backend", WAIT, || {
-        (scalar(&http, &prometheus, "up{job=\"obsctl\"}") == Some(1.0)).then_some(())
+        (prometheus.value("up{job=\"obsctl\"}") == Some(1.0)).then_some(())
     });
 
     let mut sent_traces = BTreeSet::new();
@@ -107,17 +59,16 @@ fn prometheus_scrapes_exact_counters_and_exemplars_from_separate_processes() {
         // Wait until Prometheus has scraped this process's increment, so that every
         // process's exemplar is seen by at least one scrape.
         poll("prometheus sees the new total", WAIT, || {
-            (scalar(&http, &prometheus, "sum(agent_step_success_total)") == Some(expected))
-                .then_some(())
+            (prometheus.value("sum(agent_step_success_total)") == Some(expected)).then_some(())
         });
     }
     assert_eq!(expected, (PROCESSES * (PROCESSES + 1) / 2) as f64);
     assert_eq!(
-        scalar(&http, &prometheus, "sum(agent_step_duration_ms_count)"),
+        prometheus.value("sum(agent_step_duration_ms_count)"),
         Some(PROCESSES as f64)
     );
     assert_eq!(
-        scalar(&http, &prometheus, "sum(agent_step_duration_ms_sum)"),
+        prometheus.value("sum(agent_step_duration_ms_sum)"),
         Some((10..=PROCESSES * 10).step_by(10).sum::<u64>() as f64)
     );
     // The same figure through the backend's own Prometheus-shaped API.
@@ -131,28 +82,10 @@ fn prometheus_scrapes_exact_counters_and_exemplars_from_separate_processes() {
         expected.to_string()
     );
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let seen = poll("prometheus returns every exemplar", WAIT, || {
-        let reply = http.get_query(
-            &format!("{prometheus}/api/v1/query_exemplars"),
-            &[
-                ("query", "agent_step_success_total"),
-                ("start", &(now - 600).to_string()),
-                ("end", &(now + 60).to_string()),
-            ],
-            &[],
-        );
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let json = reply.json();
-        let seen: BTreeSet<String> = json["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|s| s["exemplars"].as_array().unwrap().clone())
-            .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
+        let seen: BTreeSet<String> = prometheus
+            .exemplar_trace_ids("agent_step_success_total")
+            .into_iter()
             .collect();
         (seen == sent_traces).then_some(seen)
     });

@@ -2,13 +2,13 @@
 //! `opentelemetry-otlp` exporters (gRPC, HTTP/protobuf, HTTP/JSON) and the Python SDK with its
 //! OTLP exporters. Everything is read back through the Tempo-, Loki- and Prometheus-shaped API.
 
-mod embedded_support;
+mod common;
 
 use std::time::Duration;
 
-use embedded_support::{
-    Backend, Http, attr, b64_to_hex, poll, require_python, run_python, spans_of,
-};
+use common::embedded::{attr, b64_to_hex, require_python, run_python};
+use common::serve::tempo_spans;
+use common::{Http, Serve, poll};
 use opentelemetry::KeyValue;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
@@ -39,7 +39,7 @@ enum Transport {
 
 /// Sends one trace (root + child with an event and an error status), one correlated log record
 /// and a counter and a histogram with the Rust SDK, then flushes and shuts everything down.
-fn send_with_rust_sdk(backend: &Backend, transport: Transport, task_id: &str) -> Sent {
+fn send_with_rust_sdk(backend: &Serve, transport: Transport, task_id: &str) -> Sent {
     let resource = Resource::builder()
         .with_service_name("rust-agent")
         .with_attribute(KeyValue::new("service.instance.id", task_id.to_string()))
@@ -159,7 +159,7 @@ fn send_with_rust_sdk(backend: &Backend, transport: Transport, task_id: &str) ->
     }
 }
 
-fn trace_by_id(http: &Http, backend: &Backend, trace_id: &str) -> Value {
+fn trace_by_id(http: &Http, backend: &Serve, trace_id: &str) -> Value {
     poll("the trace is stored", WAIT, || {
         let reply = http.get(&format!("{}/api/traces/{trace_id}", backend.api), &[]);
         (reply.status == 200).then(|| reply.json())
@@ -168,7 +168,7 @@ fn trace_by_id(http: &Http, backend: &Backend, trace_id: &str) -> Value {
 
 /// The spans of the trace, checked field by field against what the client sent.
 fn assert_trace(trace: &Value, sent: &Sent, root_name: &str, child_name: &str, service: &str) {
-    let spans = spans_of(trace);
+    let spans = tempo_spans(trace);
     assert_eq!(spans.len(), 2, "{trace}");
     let (resource, root) = spans
         .iter()
@@ -221,7 +221,7 @@ fn assert_trace(trace: &Value, sent: &Sent, root_name: &str, child_name: &str, s
     assert_eq!(child["status"]["message"], "tool failed");
 }
 
-fn assert_searchable(http: &Http, backend: &Backend, task_id: &str, trace_id: &str) {
+fn assert_searchable(http: &Http, backend: &Serve, task_id: &str, trace_id: &str) {
     let found = http.get_query(
         &format!("{}/api/search", backend.api),
         &[("tags", &format!("taskId={task_id}")), ("limit", "5")],
@@ -241,7 +241,7 @@ fn assert_searchable(http: &Http, backend: &Backend, task_id: &str, trace_id: &s
 }
 
 /// The log record, read back with Loki's categorize-labels encoding.
-fn assert_log(http: &Http, backend: &Backend, service: &str, task_id: &str, sent: &Sent) {
+fn assert_log(http: &Http, backend: &Serve, service: &str, task_id: &str, sent: &Sent) {
     let query = format!("{{service_name=\"{service}\"}} | taskId=\"{task_id}\"");
     let reply = poll("the log record is stored", WAIT, || {
         let reply = http.get_query(
@@ -267,7 +267,7 @@ fn assert_log(http: &Http, backend: &Backend, service: &str, task_id: &str, sent
     assert!(ns > 1_600_000_000_000_000_000);
 }
 
-fn prom_value(http: &Http, backend: &Backend, query: &str) -> Option<f64> {
+fn prom_value(http: &Http, backend: &Serve, query: &str) -> Option<f64> {
     let reply = http.get_query(
         &format!("{}/api/v1/query", backend.api),
         &[("query", query)],
@@ -285,7 +285,7 @@ fn prom_value(http: &Http, backend: &Backend, query: &str) -> Option<f64> {
 #[test]
 fn rust_exporters_round_trip_over_grpc_and_http() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The tonic exporter needs a runtime while it is built and while it exports.
@@ -340,11 +340,11 @@ fn rust_exporters_round_trip_over_grpc_and_http() {
 
 #[test]
 fn python_sdk_round_trips_over_grpc_and_http() {
-    if !require_python() {
+    if !require_python("python_sdk_round_trips_over_grpc_and_http") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::start(dir.path());
+    let backend = Serve::start(dir.path());
     let http = Http::new();
     let grpc = run_python(&[
         "--endpoint",

@@ -4,14 +4,15 @@
 //! Tempo-shaped API) in place of the collector, Tempo and Loki, whose images cannot be had here;
 //! and for Grafana a busybox-httpd stand-in answering `/api/health` with 200, nothing more.
 
-mod stack_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::stack::*;
+use common::*;
 use obsctl::stack::definition::{Component, Port};
 use serde_json::Value;
-use stack_support::*;
 
 /// Images for every component: the stand-in everywhere but Prometheus, which is real.
 fn local_env(test: &str) -> Option<(StackEnv, BTreeMap<String, String>)> {

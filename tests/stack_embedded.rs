@@ -2,13 +2,14 @@
 //! background, reported by `status`, stopped by `down`; `auto` says in one line why it did not
 //! use Docker.
 
-mod stack_support;
+mod common;
 
 use std::time::Duration;
 
+use common::stack::*;
+use common::*;
 use obsctl::stack::definition::Port;
 use serde_json::Value;
-use stack_support::*;
 
 fn port(env: &StackEnv, p: Port) -> String {
     env.env

@@ -2,16 +2,17 @@
 //! real `promtool`, every dashboard query run against a real Prometheus holding sample data,
 //! datasource uids, and the collector's pipelines parsed into typed structs.
 
-mod stack_support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::stack::*;
+use common::*;
 use obsctl::stack::definition::{Component, Port};
 use obsctl::stack::files;
 use serde::Deserialize;
 use serde_json::Value;
-use stack_support::*;
 
 fn file(path: &str) -> &'static str {
     files::get(path).unwrap_or_else(|| panic!("{path} is embedded"))
@@ -457,14 +458,13 @@ fn expand(expr: &str) -> String {
 fn every_dashboard_query_runs_on_a_real_prometheus_with_sample_data() {
     let (body, trace_ids) = sample_openmetrics();
     let target = serve_openmetrics(body);
-    let dir = tempfile::tempdir().unwrap();
-    let Some((_prom, base)) = start_prometheus(
+    let Some(prometheus) = Prometheus::start_honoring_labels(
         "every_dashboard_query_runs_on_a_real_prometheus_with_sample_data",
         &target,
-        dir.path(),
     ) else {
         return;
     };
+    let base = &prometheus.url;
     let query = |q: &str| get_json(&format!("{base}/api/v1/query"), &[("query", q)]);
     poll("sample data scraped twice", Duration::from_secs(30), || {
         let (_, v) = query("count_over_time(agent_step_duration_ms_count[1m])");

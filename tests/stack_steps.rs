@@ -4,13 +4,14 @@
 //! obsctl, the seed's pod labels, outputs read after exit, every step's span delivered to the
 //! embedded backend on the host, and `obsctl verify` passing against the run.
 
-mod stack_support;
+mod common;
 
 use std::time::Duration;
 
+use common::stack::*;
+use common::*;
 use obsctl::stack::definition::Port;
 use serde_json::Value;
-use stack_support::*;
 
 /// Removes a run's step containers on drop.
 struct StepContainers(String);

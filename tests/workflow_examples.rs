@@ -2,16 +2,16 @@
 //! with the phases, node names, node ids and outputs a real Argo gives them; the one using
 //! artifacts is refused, naming `artifacts`, before anything runs.
 
-mod workflow_support;
+mod common;
 
-use workflow_support::{Sandbox, argo_node_id, expect, repo_root, shared_argo};
+use common::workflow::{Sandbox, argo_node_id, expect, repo_root, shared_argo};
 
 fn example(name: &str) -> std::path::PathBuf {
     shared_argo().join("examples").join(name)
 }
 
 /// Runs `file` and checks the workflow phase, exit code and the full node list.
-fn check(file: &std::path::Path, phase: &str, nodes: &[&str]) -> workflow_support::RunResult {
+fn check(file: &std::path::Path, phase: &str, nodes: &[&str]) -> common::workflow::RunResult {
     let sb = Sandbox::new();
     let run = sb.run(file, &[]);
     assert_eq!(run.phase(), phase, "{}", run.describe());

@@ -2,41 +2,16 @@
 //! are not run again, the interrupted one runs as a new attempt in the same trace, no step
 //! process of the killed run survives, and the backend counts every step exactly once.
 
-#[path = "shim_support/mod.rs"]
-mod shim_support;
-mod workflow_support;
+mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::workflow::{RunResult, Sandbox, repo_root};
+use common::{ChildGuard, Serve, poll};
 use serde_json::Value;
-use shim_support::{Serve, wait_for};
-use workflow_support::{RunResult, Sandbox, repo_root};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Kills the child on drop, so a failing test leaves nothing running.
-struct Guard(Option<std::process::Child>);
-
-impl Guard {
-    fn child(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().unwrap()
-    }
-
-    /// Hands the child over, to wait for its output.
-    fn take(mut self) -> std::process::Child {
-        self.0.take().unwrap()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Live processes of the process group `pgid`.
 fn group_members(pgid: i64) -> Vec<u32> {
@@ -132,16 +107,16 @@ spec:
             .args(["-o", "json", "--state-dir"])
             .arg(sb.state_dir())
             .args(["--otlp-protocol", "grpc", "--otlp-endpoint"])
-            .arg(format!("http://{}", serve.grpc));
+            .arg(&serve.grpc);
         cmd
     };
-    let mut first = Guard(Some(
+    let mut first = ChildGuard::new(
         run_cmd(&[wf.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    ));
+    );
     let record_path = sb.state_dir().join("resume-test.json");
     let read_record =
         || -> Option<Value> { serde_json::from_slice(&std::fs::read(&record_path).ok()?).ok() };
@@ -154,7 +129,7 @@ spec:
     };
     // The long step is running, its span started and the shim's child forked (the shim
     // prints its first line before it forks): kill -9 obsctl now.
-    let before = wait_for("the long step running", WAIT, || {
+    let before = poll("the long step running", WAIT, || {
         let record = read_record()?;
         let long = node(&record, "resume-test[1].long")?;
         let group = long["processGroup"].as_i64()?;
@@ -163,8 +138,8 @@ spec:
             && group_members(group).len() >= 2)
             .then_some(record)
     });
-    first.child().kill().unwrap();
-    first.child().wait().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
     let prepare_before = node(&before, "resume-test[0].prepare").unwrap();
     assert_eq!(prepare_before["phase"], "Succeeded");
     let old_group = node(&before, "resume-test[1].long").unwrap()["processGroup"]
@@ -176,15 +151,15 @@ spec:
         "the orphan should still run"
     );
 
-    let resume = Guard(Some(
+    let resume = ChildGuard::new(
         run_cmd(&["--resume", "resume-test"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    ));
+    );
     // The new attempt runs with a new span; by then the orphan of the killed run is gone.
-    let new_span = wait_for("the new attempt running", WAIT, || {
+    let new_span = poll("the new attempt running", WAIT, || {
         let record = read_record()?;
         let long = node(&record, "resume-test[1].long")?;
         (long["telemetry"]["attempt"] == 1)
@@ -195,7 +170,7 @@ spec:
         "the killed run's step still runs"
     );
     std::fs::write(gate.path().join(&new_span), b"").unwrap();
-    let resumed = RunResult::from(resume.take().wait_with_output().unwrap());
+    let resumed = RunResult::from(resume.into_inner().wait_with_output().unwrap());
     assert_eq!(resumed.code, 0, "{}", resumed.describe());
     assert_eq!(resumed.phase(), "Succeeded");
     let after = read_record().unwrap();
@@ -222,7 +197,7 @@ spec:
         ("long".to_string(), 1.0),
         ("prepare".to_string(), 1.0),
     ];
-    let counted = wait_for("three success counts", WAIT, || {
+    let counted = poll("three success counts", WAIT, || {
         let c = successes(&serve, &repo);
         (c.len() == 3).then_some(c)
     });
@@ -240,7 +215,7 @@ spec:
 
     // One trace: the root, and each step's span as its child.
     let trace = before["traceId"].as_str().unwrap().to_string();
-    let spans = wait_for("root and three step spans", WAIT, || {
+    let spans = poll("root and three step spans", WAIT, || {
         let spans = serve.spans(&trace);
         (spans.len() >= 4).then_some(spans)
     });
@@ -271,8 +246,8 @@ fn sigterm_stops_the_run_and_finishes_the_record() {
         .args(["--otlp-endpoint", &sb.dead_endpoint])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let run = Guard(Some(cmd.spawn().unwrap()));
-    let long = wait_for("the long step running", WAIT, || {
+    let run = ChildGuard::new(cmd.spawn().unwrap());
+    let long = poll("the long step running", WAIT, || {
         let entry = std::fs::read_dir(sb.state_dir())
             .ok()?
             .flatten()
@@ -286,9 +261,9 @@ fn sigterm_stops_the_run_and_finishes_the_record() {
             })
             .cloned()
     });
-    let pid = nix::unistd::Pid::from_raw(run.0.as_ref().unwrap().id() as i32);
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = RunResult::from(run.take().wait_with_output().unwrap());
+    let out = RunResult::from(run.into_inner().wait_with_output().unwrap());
     assert_eq!(out.code, 1, "{}", out.describe());
     assert_eq!(out.phase(), "Failed");
     let stopped = out.node("@[1].long");

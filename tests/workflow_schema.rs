@@ -3,12 +3,12 @@
 //! Validation uses Python's `jsonschema` (tests/python/requirements.txt), fed JSON converted
 //! from the YAML here.
 
-mod workflow_support;
+mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use workflow_support::{repo_root, shared_argo};
+use common::workflow::{repo_root, shared_argo};
 
 const VALIDATE: &str = r##"
 import json, sys

@@ -2,9 +2,9 @@
 //! input, loops, retries, depends, when, exit handlers, timeouts, outputs (with a private
 //! /tmp per step) and the environment a step gets.
 
-mod workflow_support;
+mod common;
 
-use workflow_support::{Sandbox, expect};
+use common::workflow::{Sandbox, expect};
 
 const HEAD: &str =
     "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: t-\nspec:\n";

@@ -2,16 +2,14 @@
 //! arrives as one trace, the root span emitted by obsctl and every step span its child, with
 //! the ids the run record holds.
 
-#[path = "shim_support/mod.rs"]
-mod shim_support;
-mod workflow_support;
+mod common;
 
 use std::time::Duration;
 
+use common::workflow::{RunResult, Sandbox, repo_root};
+use common::{Serve, poll};
 use obsctl::otlp::SpanId;
 use serde_json::Value;
-use shim_support::{Serve, wait_for};
-use workflow_support::{RunResult, Sandbox, repo_root};
 
 fn attr(span: &Value, key: &str) -> Option<String> {
     span["attributes"]
@@ -37,7 +35,7 @@ fn agent_pipeline_is_one_trace_under_the_root_span() {
         .args(["-o", "json", "-p", "repo=test/trace", "--state-dir"])
         .arg(sb.state_dir())
         .args(["--otlp-protocol", "grpc", "--otlp-endpoint"])
-        .arg(format!("http://{}", serve.grpc))
+        .arg(&serve.grpc)
         .output()
         .unwrap();
     let run = RunResult::from(out);
@@ -54,7 +52,7 @@ fn agent_pipeline_is_one_trace_under_the_root_span() {
     let trace_id = record["traceId"].as_str().unwrap().to_string();
     let root = record["rootSpanId"].as_str().unwrap().to_string();
 
-    let spans = wait_for("root and 4 step spans", Duration::from_secs(30), || {
+    let spans = poll("root and 4 step spans", Duration::from_secs(30), || {
         let spans = serve.spans(&trace_id);
         (spans.len() >= 5).then_some(spans)
     });
