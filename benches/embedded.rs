@@ -4,8 +4,7 @@
 //! server's peak resident memory. The server is the release `obsctl serve` in its own process.
 //! Baseline measured in the same run: `GET /ready`, the HTTP round trip every query pays.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use obsctl::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -13,6 +12,11 @@ use obsctl::otlp::proto::collector::trace::v1::trace_service_client::TraceServic
 use obsctl::otlp::proto::resource::v1::Resource;
 use obsctl::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use obsctl::otlp::{TraceId, attrs};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Serve;
 
 const BATCH: usize = 512;
 const SPANS_PER_TRACE: usize = 8;
@@ -118,53 +122,8 @@ fn sender(url: String, first: u64, count: u64) {
     println!("{}", elapsed.as_secs_f64());
 }
 
-struct Server {
-    child: Child,
-    grpc: String,
-    api: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_obsctl"))
-        .args([
-            "serve",
-            "--otlp-grpc",
-            "127.0.0.1:0",
-            "--otlp-http",
-            "127.0.0.1:0",
-        ])
-        .args(["--api", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--endpoints-file")
-        .arg(dir.join("endpoints.json"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn obsctl serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut grpc, mut api) = (String::new(), String::new());
-    while grpc.is_empty() || api.is_empty() {
-        let line = lines.next().expect("banner").unwrap();
-        let (name, addr) = line.split_once(' ').unwrap();
-        match name {
-            "otlp-grpc" => grpc = format!("http://{addr}"),
-            "api" => api = format!("http://{addr}"),
-            _ => {}
-        }
-    }
-    // Keep draining stdout so that the server never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, grpc, api }
-}
-
 /// Spans per second for `count` batches sent by a separate process.
-fn ingest(server: &Server, first: u64, count: u64) -> f64 {
+fn ingest(server: &Serve, first: u64, count: u64) -> f64 {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--sender",
@@ -272,7 +231,7 @@ fn main() {
     }
     let small_spans = (total_spans / 10).max(BATCH as u64);
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path());
+    let server = Serve::start(dir.path());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -332,7 +291,7 @@ fn main() {
         });
     };
 
-    let pid = server.child.id();
+    let pid = server.pid();
     let cpu0 = cpu_seconds(pid);
     let rate_small = ingest(&server, 0, small_batches);
     let cpu1 = cpu_seconds(pid);
@@ -353,7 +312,7 @@ fn main() {
         total_spans.to_string()
     };
     measure(&big_label, total_batches, &mut rows);
-    let hwm = vm_hwm_mib(server.child.id());
+    let hwm = vm_hwm_mib(server.pid());
 
     rows.insert(
         0,

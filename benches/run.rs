@@ -3,21 +3,17 @@
 //! by a shell, in the same run. Two obsctl figures: orchestration alone (`--no-shim`), and
 //! orchestration plus tracing (every step through `obsctl shim`, exporting to `obsctl serve`).
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Serve;
+
 const OBSCTL: &str = env!("CARGO_BIN_EXE_obsctl");
 const ROUNDS: usize = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
@@ -67,45 +63,6 @@ fn obsctl_run(n: usize, state: &Path, endpoint: &str, shim: bool) -> Duration {
     elapsed
 }
 
-/// `obsctl serve` on free loopback ports; killed on drop.
-struct Serve(std::process::Child, String);
-
-impl Serve {
-    fn start(dir: &Path) -> Self {
-        let (grpc, http, api) = (free_port(), free_port(), free_port());
-        let mut child = Command::new(OBSCTL)
-            .arg("serve")
-            .args(["--otlp-grpc", &format!("127.0.0.1:{grpc}")])
-            .args(["--otlp-http", &format!("127.0.0.1:{http}")])
-            .args(["--api", &format!("127.0.0.1:{api}")])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--endpoints-file")
-            .arg(dir.join("endpoints.json"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // serve prints its three addresses once it listens on all of them.
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        for _ in 0..3 {
-            line.clear();
-            out.read_line(&mut line).unwrap();
-            assert!(!line.is_empty(), "obsctl serve exited early");
-        }
-        std::thread::spawn(move || for _ in out.lines() {});
-        Serve(child, format!("http://127.0.0.1:{grpc}"))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path());
@@ -119,8 +76,8 @@ fn main() {
         for round in 0..ROUNDS {
             let state = dir.path().join(format!("s{n}-{round}"));
             base.push(bare(n));
-            orch.push(obsctl_run(n, &state, &serve.1, false));
-            traced.push(obsctl_run(n, &state, &serve.1, true));
+            orch.push(obsctl_run(n, &state, &serve.grpc, false));
+            traced.push(obsctl_run(n, &state, &serve.grpc, true));
         }
         let (b, o, t) = (median(base), median(orch), median(traced));
         let per = |x: Duration| (x.as_secs_f64() - b.as_secs_f64()) * 1000.0 / n as f64;

@@ -11,15 +11,12 @@ use std::time::{Duration, Instant};
 use obsctl::stack::definition::{self, Component, Port};
 use obsctl::stack::ready::{Target, wait_all};
 
-const ROUNDS: usize = 5;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
+
+const ROUNDS: usize = 5;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
