@@ -23,26 +23,43 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// On ports the OS picks.
+    /// On ports the OS picks, with explicit data and endpoints paths under `dir`.
     pub fn start(dir: &Path) -> Self {
-        Self::spawn(dir, ["127.0.0.1:0"; 3].map(String::from))
+        Self::spawn(dir, ["127.0.0.1:0"; 3].map(String::from), true)
     }
 
     /// On fixed ports (to come back where shims expect it).
     pub fn start_on(dir: &Path, grpc: u16, http: u16, api: u16) -> Self {
-        Self::spawn(dir, [grpc, http, api].map(|p| format!("127.0.0.1:{p}")))
+        Self::spawn(
+            dir,
+            [grpc, http, api].map(|p| format!("127.0.0.1:{p}")),
+            true,
+        )
     }
 
-    fn spawn(dir: &Path, [grpc, http, api]: [String; 3]) -> Self {
-        let data_dir = dir.join("data");
-        let endpoints_file = dir.join("endpoints.json");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_obsctl"))
-            .args(["serve", "--otlp-grpc", &grpc, "--otlp-http", &http])
-            .args(["--api", &api, "--data-dir"])
-            .arg(&data_dir)
-            .arg("--endpoints-file")
-            .arg(&endpoints_file)
-            .env("XDG_STATE_HOME", dir.join("state"))
+    /// As a user's running stack: `XDG_STATE_HOME` is `home` and serve picks its default data
+    /// dir and endpoints file there, where other obsctl commands with that home find it.
+    pub fn start_in_home(home: &Path) -> Self {
+        Self::spawn(home, ["127.0.0.1:0"; 3].map(String::from), false)
+    }
+
+    fn spawn(dir: &Path, [grpc, http, api]: [String; 3], explicit_paths: bool) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
+        cmd.args(["serve", "--otlp-grpc", &grpc, "--otlp-http", &http])
+            .args(["--api", &api]);
+        let (data_dir, endpoints_file) = if explicit_paths {
+            let paths = (dir.join("data"), dir.join("endpoints.json"));
+            cmd.arg("--data-dir")
+                .arg(&paths.0)
+                .arg("--endpoints-file")
+                .arg(&paths.1)
+                .env("XDG_STATE_HOME", dir.join("state"));
+            paths
+        } else {
+            cmd.env("XDG_STATE_HOME", dir);
+            (dir.join("obsctl/data"), dir.join("obsctl/endpoints.json"))
+        };
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -84,6 +101,12 @@ impl Serve {
         poll("obsctl serve /ready", STARTUP, || {
             serve.get("/ready").filter(|(s, _)| *s == 200)
         });
+        // Other obsctl commands find the backend through this file.
+        poll(
+            &format!("obsctl serve to write {}", serve.endpoints_file.display()),
+            STARTUP,
+            || obsctl::stack::endpoints::Endpoints::load(&serve.endpoints_file),
+        );
         serve
     }
 

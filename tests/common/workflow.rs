@@ -189,3 +189,16 @@ pub fn argo_node_id(workflow: &str, node_name: &str) -> String {
     }
     format!("{workflow}-{h}")
 }
+
+/// Whether steps can get their private /tmp (mount namespaces need root); see
+/// [`super::missing`].
+pub fn require_private_tmp(test: &str) -> bool {
+    let ok = obsctl::workflow::runner::private_tmp_available();
+    if !ok {
+        super::missing(
+            test,
+            "a private /tmp per step is unavailable (obsctl run needs root here)",
+        );
+    }
+    ok
+}
