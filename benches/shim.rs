@@ -262,10 +262,14 @@ fn main() {
     let added = |i: usize| ms(rows[i].median) - ms(bare.median);
     let check = |ok: bool| if ok { "PASS" } else { "FAIL" };
     println!(
-        "target: <=3 ms median added, backend up: http {:.2} ms, grpc {:.2} ms  [{}]",
+        "target: <=3 ms median added, backend up, http/protobuf: {:.2} ms  [{}]",
         added(0),
+        check(added(0) <= 3.0)
+    );
+    println!(
+        "target: <=3 ms median added, backend up, grpc: {:.2} ms  [{}]",
         added(1),
-        check(added(0) <= 3.0 && added(1) <= 3.0)
+        check(added(1) <= 3.0)
     );
     println!(
         "target: <=3 ms median added, refused port: {:.2} ms  [{}]",
