@@ -11,9 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const OBSCTL: &str = env!("CARGO_BIN_EXE_obsctl");
-const RUNS: usize = 200;
-const SLOW_RUNS: usize = 5;
-const PYTHON_RUNS: usize = 15;
+/// Runs per scenario under `cargo bench`: (fast scenarios, black hole, Python peer).
+const BENCH_RUNS: (usize, usize, usize) = (200, 5, 15);
+/// Under `cargo test --all-targets` (no `--bench` argument) one smoke pass proves the bench
+/// still works without spending minutes; its figures are not judged.
+const SMOKE_RUNS: (usize, usize, usize) = (3, 1, 1);
 
 struct Sample {
     wall: Duration,
@@ -160,7 +162,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; this harness takes no options.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (runs, slow_runs, python_runs) = if full { BENCH_RUNS } else { SMOKE_RUNS };
     let dir = tempfile::tempdir().unwrap();
     let backend = serve(dir.path());
     let spool = |name: &str| dir.path().join(format!("spool-{name}"));
@@ -194,18 +197,18 @@ fn main() {
         format!("http://{}", hole.local_addr().unwrap()),
     )];
 
-    let bare = run("bare `true`", RUNS, || Command::new("true"));
+    let bare = run("bare `true`", runs, || Command::new("true"));
     let mut rows = vec![
-        run("shim, backend up (http/protobuf)", RUNS, || {
+        run("shim, backend up (http/protobuf)", runs, || {
             shim(&spool("http"), &http_env)
         }),
-        run("shim, backend up (grpc)", RUNS, || {
+        run("shim, backend up (grpc)", runs, || {
             shim(&spool("grpc"), &grpc_env)
         }),
-        run("shim, refused port (spools)", RUNS, || {
+        run("shim, refused port (spools)", runs, || {
             shim(&spool("refused"), &refused_env)
         }),
-        run("shim, black-holed endpoint (1 s budget)", SLOW_RUNS, || {
+        run("shim, black-holed endpoint (1 s budget)", slow_runs, || {
             shim(&spool("hole"), &hole_env)
         }),
     ];
@@ -213,7 +216,7 @@ fn main() {
         Ok(()) => {
             let script =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/otel_wrapper.py");
-            let stats = run("python OTel SDK peer, backend up", PYTHON_RUNS, || {
+            let stats = run("python OTel SDK peer, backend up", python_runs, || {
                 let mut cmd = Command::new("python3");
                 clean_env(&mut cmd, &spool("python"));
                 cmd.envs(http_env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
@@ -259,13 +262,21 @@ fn main() {
             .join(" ")
     );
     println!();
+    if !full {
+        println!("smoke run (cargo test): figures not judged; run `cargo bench --bench shim`");
+        return;
+    }
     let added = |i: usize| ms(rows[i].median) - ms(bare.median);
     let check = |ok: bool| if ok { "PASS" } else { "FAIL" };
     println!(
-        "target: <=3 ms median added, backend up: http {:.2} ms, grpc {:.2} ms  [{}]",
+        "target: <=3 ms median added, backend up, http/protobuf: {:.2} ms  [{}]",
         added(0),
+        check(added(0) <= 3.0)
+    );
+    println!(
+        "target: <=3 ms median added, backend up, grpc: {:.2} ms  [{}]",
         added(1),
-        check(added(0) <= 3.0 && added(1) <= 3.0)
+        check(added(1) <= 3.0)
     );
     println!(
         "target: <=3 ms median added, refused port: {:.2} ms  [{}]",

@@ -5,6 +5,7 @@ pub mod backends;
 pub mod checks;
 pub mod commands;
 pub mod conventions;
+pub mod demo;
 pub mod embedded;
 pub mod otlp;
 pub mod paths;

@@ -3,9 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = obsctl::commands::Cli::parse();
+    let cli = obsctl::commands::parse_or_exit();
     obsctl::commands::dispatch(cli)
 }

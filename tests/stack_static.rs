@@ -156,7 +156,21 @@ fn collector_pipelines_reference_only_defined_components() {
     let metrics = &cfg.service.pipelines["metrics"];
     assert_eq!(
         metrics.processors,
-        ["memory_limiter", "deltatocumulative", "batch"]
+        [
+            "memory_limiter",
+            "transform/prometheus_names",
+            "deltatocumulative",
+            "batch"
+        ]
+    );
+    // The exporter would append the unit (agent_step_duration_ms_milliseconds) unless cleared.
+    let statements = format!(
+        "{:?}",
+        cfg.processors["transform/prometheus_names"]["metric_statements"]
+    );
+    assert!(
+        statements.contains(r#"set(unit, \"\") where name == \"agent_step_duration_ms\""#),
+        "{statements}"
     );
     assert_eq!(metrics.exporters, ["prometheus"]);
     let prom = &cfg.exporters["prometheus"];

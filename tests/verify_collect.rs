@@ -157,3 +157,39 @@ async fn an_unreachable_backend_stops_collection_with_an_error() {
     assert!(err.to_string().contains("Tempo"), "{err}");
     assert!(err.to_string().contains("unreachable"), "{err}");
 }
+
+#[tokio::test]
+async fn a_backend_answering_503_is_polled_again_and_a_persistent_one_is_an_error() {
+    let s = Scenario::clean("wf");
+    let fake = FakeBackend::start();
+    s.serve(&fake);
+    let trace_path = format!("/api/traces/{}", s.trace_id());
+    fake.script(
+        &trace_path,
+        vec![
+            Canned::status(503, "Tempo is starting"),
+            Canned::status(503, "Tempo is starting"),
+            Canned::ok(s.tempo_json()),
+        ],
+    );
+    let (_, wait) = collect(
+        &backends(&fake),
+        &s.expectation(),
+        &options(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    assert!(wait.complete, "{wait:?}");
+    assert_eq!(wait.polls, 3);
+
+    fake.script(&trace_path, vec![Canned::status(503, "Tempo is starting")]);
+    let err = collect(
+        &backends(&fake),
+        &s.expectation(),
+        &options(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("HTTP 503"), "{err}");
+    assert!(err.to_string().contains("Tempo is starting"), "{err}");
+}

@@ -105,34 +105,53 @@ pub async fn collect(
     let mut progress;
     let (mut traces_done, mut counters_done, mut exemplars_done, mut logs_done) =
         (false, false, false, false);
+    let mut last_transient: Option<BackendError>;
     loop {
         polls += 1;
         progress = Progress::default();
+        last_transient = None;
         if !traces_done {
-            fetch_traces(backends, expectation, &mut observed).await?;
-            progress.traces = missing_spans(expectation, &observed);
-            traces_done = progress.traces.is_none();
+            match settle(fetch_traces(backends, expectation, &mut observed).await)? {
+                Some(e) => (progress.traces, last_transient) = (Some(e.to_string()), Some(e)),
+                None => {
+                    progress.traces = missing_spans(expectation, &observed);
+                    traces_done = progress.traces.is_none();
+                }
+            }
         }
         if !counters_done {
-            fetch_counters(backends, expectation, &mut observed).await?;
-            progress.counters = missing_counts(expectation, &observed);
-            counters_done = progress.counters.is_none();
+            match settle(fetch_counters(backends, expectation, &mut observed).await)? {
+                Some(e) => (progress.counters, last_transient) = (Some(e.to_string()), Some(e)),
+                None => {
+                    progress.counters = missing_counts(expectation, &observed);
+                    counters_done = progress.counters.is_none();
+                }
+            }
         }
         if !exemplars_done {
-            fetch_exemplars(backends, expectation, &mut observed).await?;
-            exemplars_done = !observed.exemplars.is_empty() || expectation.attempts.is_empty();
-            if !exemplars_done {
-                progress.exemplars = Some(format!(
-                    "Prometheus: no exemplar yet on {} for task(s) {}",
-                    metric::STEP_DURATION,
-                    join(&expectation.task_ids)
-                ));
+            match settle(fetch_exemplars(backends, expectation, &mut observed).await)? {
+                Some(e) => (progress.exemplars, last_transient) = (Some(e.to_string()), Some(e)),
+                None => {
+                    exemplars_done =
+                        !observed.exemplars.is_empty() || expectation.attempts.is_empty();
+                    if !exemplars_done {
+                        progress.exemplars = Some(format!(
+                            "Prometheus: no exemplar yet on {} for task(s) {}",
+                            metric::STEP_DURATION,
+                            join(&expectation.task_ids)
+                        ));
+                    }
+                }
             }
         }
         if !logs_done {
-            fetch_task_logs(backends, expectation, options, &mut observed).await?;
-            progress.logs = missing_logs(expectation, &observed);
-            logs_done = progress.logs.is_none();
+            match settle(fetch_task_logs(backends, expectation, options, &mut observed).await)? {
+                Some(e) => (progress.logs, last_transient) = (Some(e.to_string()), Some(e)),
+                None => {
+                    progress.logs = missing_logs(expectation, &observed);
+                    logs_done = progress.logs.is_none();
+                }
+            }
         }
         let now = Instant::now();
         if (traces_done && counters_done && exemplars_done && logs_done) || now >= deadline {
@@ -148,6 +167,11 @@ pub async fn collect(
         tokio::time::sleep(interval.min(deadline - now)).await;
         interval = (interval * 2).min(MAX_POLL_INTERVAL);
     }
+    // A backend still failing when time ran out could not be read: that is "could not run",
+    // not a failed check.
+    if let Some(e) = last_transient {
+        return Err(e);
+    }
     // Once the wait is over: the pivots (logs and exemplars to traces), label selections and
     // series counts, read once.
     fetch_referenced_traces(backends, &mut observed).await?;
@@ -161,6 +185,18 @@ pub async fn collect(
         outstanding,
     };
     Ok((observed, report))
+}
+
+/// A server error (5xx, 429) while waiting is a backend not ready yet: poll again. Anything
+/// else (unreachable, a rejected query, a malformed answer) stops at once.
+fn settle(result: Result<(), BackendError>) -> Result<Option<BackendError>, BackendError> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(e @ BackendError::Status { status, .. }) if status >= 500 || status == 429 => {
+            Ok(Some(e))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {

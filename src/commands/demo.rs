@@ -1,35 +1,16 @@
-//! `obsctl demo`: the whole product in one go. Uses the running stack when there is one, else
-//! starts the embedded backend in-process; runs the bundled agent pipeline through the workflow
-//! engine with every step wrapped by the shim; verifies it; shows the task's trace; stops what it
-//! started. Exit codes as `verify`: 0 passed, 1 could not run, 2 a check failed.
+//! `obsctl demo`: argument handling and output. The demo itself is `crate::demo`.
+//! Exit codes as `verify`: 0 passed, 1 could not run, 2 a check failed.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::verify::EXIT_CHECK_FAILED;
-use crate::backends::{BackendUrls, Backends, Http, redact};
-use crate::checks::collect::CollectOptions;
-use crate::checks::expect::Expectation;
 use crate::checks::time::parse_duration;
-use crate::checks::{Thresholds, verify};
-use crate::conventions::resource::DEFAULT_SERVICE_NAME;
-use crate::embedded::{Config, Server};
-use crate::report::task::{TaskQuery, load as load_task, render_task};
-use crate::report::verify::{BackendsUsed, VerifyReport, table};
-use crate::stack::endpoints::Endpoints;
-use crate::workflow::engine::{self, RunConfig};
-use crate::workflow::load;
-use crate::workflow::record::RecordStore;
-use crate::workflow::runner::ProcessRunner;
-use crate::workflow::telemetry::OtelConfig;
-
-/// The sample pipeline, bundled so that `obsctl demo` works from any directory.
-const PIPELINE: &str = include_str!("../../workflows/agent-pipeline.yaml");
-const PIPELINE_PATH: &str = "workflows/agent-pipeline.yaml";
+use crate::report::task::render_task;
+use crate::report::verify::table;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,185 +26,40 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
 }
 
-/// A stack recorded in the endpoints file that accepts connections on its query API.
-fn running_stack() -> Option<Endpoints> {
-    let endpoints = Endpoints::load(&Endpoints::default_path())?;
-    let url = reqwest::Url::parse(&endpoints.tempo).ok()?;
-    let addr: SocketAddr = (url.host_str()?, url.port_or_known_default()?)
-        .to_socket_addrs()
-        .ok()?
-        .next()?;
-    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    Some(endpoints)
-}
-
-/// Sample parameters that make this run's series its own: a fresh task id and PR number, so
-/// counter parity holds even against a stack that has seen earlier demos.
-fn sample_parameters(declared: &[(String, String)]) -> Vec<(String, String)> {
-    let n: u32 = rand::random_range(1000..100_000);
-    let mut out = vec![];
-    for (name, _) in declared {
-        match name.as_str() {
-            "taskId" => out.push((name.clone(), format!("demo-{n}"))),
-            "pr" | "prNumber" => out.push((name.clone(), n.to_string())),
-            "ref" => out.push((name.clone(), format!("refs/pull/{n}/head"))),
-            _ => {}
-        }
-    }
-    out
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(demo(args))
-}
-
-async fn demo(args: Args) -> anyhow::Result<ExitCode> {
-    let stack = if args.embedded { None } else { running_stack() };
-    let scratch = scratch_dir()?;
-    let (server, endpoints) = match stack {
-        Some(endpoints) => {
-            eprintln!(
-                "obsctl demo: using the running {:?} stack ({})",
-                endpoints.runtime, endpoints.tempo
-            );
-            (None, endpoints)
-        }
-        None => {
-            let server = Server::start(Config::ephemeral(scratch.join("data")))
-                .await
-                .context("starting the embedded backend")?;
-            let endpoints = Endpoints::embedded(
-                &server.otlp_grpc.to_string(),
-                &server.otlp_http.to_string(),
-                &server.api.to_string(),
-            );
-            eprintln!(
-                "obsctl demo: embedded backend on {} (OTLP gRPC {})",
-                endpoints.tempo, endpoints.otlp_grpc
-            );
-            (Some(server), endpoints)
-        }
+    let options = crate::demo::Options {
+        embedded: args.embedded,
+        timeout: args.timeout,
+        state_dir: args.state_dir,
     };
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| match server {
-        Some(_) => scratch.join("runs"),
-        None => crate::paths::default_state_dir(),
-    });
-    let outcome = pipeline_and_report(&endpoints, &state_dir, args.timeout).await;
-    if let Some(server) = server {
-        server
-            .shutdown()
-            .await
-            .context("stopping the embedded backend")?;
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    outcome
-}
-
-/// A private scratch directory under the state home (the in-process backend's data, run
-/// records); removed when the demo ends.
-fn scratch_dir() -> anyhow::Result<PathBuf> {
-    let dir = crate::paths::state_home().join(format!(
-        "demo-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-async fn pipeline_and_report(
-    endpoints: &Endpoints,
-    state_dir: &Path,
-    timeout: Duration,
-) -> anyhow::Result<ExitCode> {
-    let path = Path::new(PIPELINE_PATH);
-    let declared = load::parse(path, PIPELINE, &[]).context("the bundled pipeline")?;
-    let overrides = sample_parameters(&declared.parameters);
-    let loaded = load::parse(path, PIPELINE, &overrides).context("the bundled pipeline")?;
-    let shim = std::env::current_exe().context("cannot find the obsctl executable for the shim")?;
-    let runner = ProcessRunner::new(Some(shim));
-    if !runner.private_tmp() {
-        anyhow::bail!(
-            "the demo pipeline's steps write output files, which needs a private /tmp per step \
-             (mount namespaces: run as root or with CAP_SYS_ADMIN)"
-        );
-    }
-    let store = RecordStore::new(state_dir);
-    let config = RunConfig {
-        store: store.clone(),
-        otel: OtelConfig {
-            endpoint: endpoints.otlp_grpc.clone(),
-            protocol: "grpc".into(),
-            sampler: "parentbased_traceidratio".into(),
-            sampler_arg: "1.0".into(),
-            environment: "demo".into(),
-        },
-        namespace: "default".into(),
-    };
-    let record = engine::new_record(&loaded, "default");
-    println!("running {PIPELINE_PATH} as {}", record.name);
-    let outcome = engine::run(loaded, record, runner, config, Box::new(|_| {}))
-        .await
-        .context("running the demo pipeline")?;
-    let record = outcome.record;
+    let outcome = runtime.block_on(crate::demo::run(options))?;
+    eprintln!("obsctl demo: {}", outcome.backend);
+    println!(
+        "running {} as {}",
+        crate::demo::PIPELINE_PATH,
+        outcome.run_name
+    );
     println!(
         "run {} {:?} (trace {})\n",
-        record.name, record.status.phase, record.trace_id
-    );
-
-    let urls = BackendUrls {
-        tempo: endpoints.tempo.clone(),
-        prometheus: endpoints.prometheus.clone(),
-        loki: endpoints.loki.clone(),
-        grafana: endpoints.grafana.clone(),
-    };
-    let backends = Backends::new(urls, Http::default())?;
-    let all = store.list().context("reading run records")?;
-    let expectation = Expectation::new(vec![record.clone()], &all);
-    let thresholds = Thresholds::default();
-    let options = CollectOptions {
-        timeout,
-        service_name: DEFAULT_SERVICE_NAME.into(),
-    };
-    let (wait, results) = verify(&backends, &expectation, &options, &thresholds)
-        .await
-        .context("querying the backends")?;
-    let report = VerifyReport::new(
-        &expectation.runs,
-        BackendsUsed {
-            tempo: redact(&endpoints.tempo),
-            prometheus: redact(&endpoints.prometheus),
-            loki: redact(&endpoints.loki),
-        },
-        &thresholds,
-        wait,
-        results,
+        outcome.run_name, outcome.phase, outcome.trace_id
     );
     let color = crate::ui::color_enabled();
-    print!("{}", table(&report, color));
-
-    if let Some(task) = crate::checks::expect::task_of(&record) {
-        let query = TaskQuery {
-            task_id: task,
-            with_logs: true,
-            service_name: DEFAULT_SERVICE_NAME,
-            state_dir: state_dir.to_path_buf(),
-        };
-        let view = load_task(&backends, &all, &query).await?;
+    print!("{}", table(&outcome.report, color));
+    if let Some(task) = &outcome.task {
         println!();
-        print!("{}", render_task(&view, color));
+        print!("{}", render_task(task, color));
     }
-    if report.passed {
+    if outcome.report.passed {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
             "obsctl demo: {} of {} checks failed",
-            report.failures(),
-            report.checks.len()
+            outcome.report.failures(),
+            outcome.report.checks.len()
         );
         Ok(ExitCode::from(EXIT_CHECK_FAILED))
     }

@@ -74,6 +74,39 @@ impl CommandError {
     }
 }
 
+/// Parses the command line, exiting on a usage error. Usage errors exit 2, as clap's do, except
+/// for `verify` and `demo`, whose exit code 2 means "a check failed": theirs exit 1 ("could not
+/// run"), so that CI can tell a broken invocation from a failed verification.
+pub fn parse_or_exit() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let code = if !err.use_stderr() {
+                0
+            } else {
+                usage_exit_code(&args)
+            };
+            // Printing can only fail when stderr is gone; the exit code still tells.
+            let _ = err.print();
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The exit code for a usage error, from the subcommand named on the command line (the first
+/// argument that is not a flag: the only global flag, `-v`, takes no value).
+fn usage_exit_code(args: &[String]) -> i32 {
+    match args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str)
+    {
+        Some("verify" | "demo") => 1,
+        _ => 2,
+    }
+}
+
 pub fn dispatch(cli: Cli) -> ExitCode {
     crate::ui::set_verbosity(cli.verbose);
     let result = match cli.command {
@@ -122,6 +155,15 @@ fn render_chain(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_errors_of_verify_and_demo_exit_1_others_2() {
+        let args = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(usage_exit_code(&args("-v verify --bogus")), 1);
+        assert_eq!(usage_exit_code(&args("demo --timeout x")), 1);
+        assert_eq!(usage_exit_code(&args("run --bogus")), 2);
+        assert_eq!(usage_exit_code(&args("--bogus")), 2);
+    }
 
     #[test]
     fn a_cause_quoted_by_its_parent_is_printed_once() {

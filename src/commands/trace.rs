@@ -21,7 +21,7 @@ pub struct Args {
     /// Print the span tree as JSON instead of a waterfall.
     #[arg(long)]
     pub json: bool,
-    /// Where `obsctl run` recorded the runs.
+    /// Where `obsctl run` recorded the runs [default: $XDG_STATE_HOME/obsctl/runs].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]

@@ -83,7 +83,7 @@ pub struct Args {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Where `obsctl run` recorded the runs.
+    /// Where `obsctl run` recorded the runs [default: $XDG_STATE_HOME/obsctl/runs].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]

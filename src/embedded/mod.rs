@@ -155,7 +155,9 @@ impl Server {
             tokio::spawn(async move {
                 router
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(grpc),
+                        // Without TCP_NODELAY each second response on a connection waits ~40 ms
+                        // for the client's delayed ACK (Nagle), which a one-span shim feels.
+                        tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                         stopped(rx),
                     )
                     .await
