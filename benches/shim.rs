@@ -4,13 +4,13 @@
 //! the targets: <=3 ms median added (backend up, refused port), <=10 MB RSS, >=20x faster.
 
 use std::ffi::OsStr;
-use std::io::BufRead;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const OBSCTL: &str = env!("CARGO_BIN_EXE_obsctl");
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 /// Runs per scenario under `cargo bench`: (fast scenarios, black hole, Python peer).
 const BENCH_RUNS: (usize, usize, usize) = (200, 5, 15);
 /// Under `cargo test --all-targets` (no `--bench` argument) one smoke pass proves the bench
@@ -76,70 +76,10 @@ fn run(name: &str, runs: usize, make: impl Fn() -> Command) -> Stats {
     }
 }
 
-fn clean_env(cmd: &mut Command, spool: &Path) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_") || k.starts_with("OBSCTL_") || k == "TRACEPARENT" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("OBSCTL_SPOOL_DIR", spool);
-}
-
 fn shim(spool: &Path, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(OBSCTL);
-    clean_env(&mut cmd, spool);
-    cmd.envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
-    cmd.args(["shim", "--agent", "bench", "--step", "true", "--", "true"]);
+    let mut cmd = common::shim::obsctl("shim", spool, env);
+    cmd.args(["--agent", "bench", "--step", "true", "--", "true"]);
     cmd
-}
-
-struct Serve {
-    child: Child,
-    grpc: String,
-    http: String,
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Serve {
-    let mut child = Command::new(OBSCTL)
-        .args([
-            "serve",
-            "--otlp-grpc",
-            "127.0.0.1:0",
-            "--otlp-http",
-            "127.0.0.1:0",
-        ])
-        .args(["--api", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--endpoints-file")
-        .arg(dir.join("endpoints.json"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("obsctl serve");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut addr = |prefix: &str| {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        line.strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("unexpected serve output {line:?}"))
-            .trim()
-            .to_string()
-    };
-    let grpc = addr("otlp-grpc ");
-    let http = addr("otlp-http ");
-    Serve {
-        child,
-        grpc,
-        http,
-        _stdout: stdout,
-    }
 }
 
 fn python_peer_available() -> Result<(), String> {
@@ -165,36 +105,19 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (runs, slow_runs, python_runs) = if full { BENCH_RUNS } else { SMOKE_RUNS };
     let dir = tempfile::tempdir().unwrap();
-    let backend = serve(dir.path());
+    let backend = common::Serve::start(dir.path());
     let spool = |name: &str| dir.path().join(format!("spool-{name}"));
-    let http_env = vec![
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", backend.http),
-        ),
-    ];
-    let grpc_env = vec![
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", backend.grpc),
-        ),
-    ];
-    let refused_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http_env = backend.env("http/protobuf");
+    let grpc_env = backend.env("grpc");
     let refused_env = vec![(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
-        format!("http://127.0.0.1:{refused_port}"),
+        format!("http://127.0.0.1:{}", common::free_port()),
     )];
     // Accepts nothing and answers nothing: the kernel completes handshakes into the backlog.
-    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = common::shim::BlackHole::start();
     let hole_env = vec![(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
-        format!("http://{}", hole.local_addr().unwrap()),
+        format!("http://{}", hole.addr),
     )];
 
     let bare = run("bare `true`", runs, || Command::new("true"));
@@ -218,7 +141,7 @@ fn main() {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/otel_wrapper.py");
             let stats = run("python OTel SDK peer, backend up", python_runs, || {
                 let mut cmd = Command::new("python3");
-                clean_env(&mut cmd, &spool("python"));
+                common::shim::clean_env(&mut cmd, &spool("python"));
                 cmd.envs(http_env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
                 cmd.env("AGENT", "bench").arg(&script).arg("true");
                 cmd

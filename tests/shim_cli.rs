@@ -3,12 +3,14 @@
 //! line, redaction, sampling and the spool. The same behaviour against `obsctl serve` and a
 //! real Prometheus is in `shim_serve.rs`.
 
-mod shim_support;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::shim::{BlackHole, Receiver, TEST_HEADER, obsctl};
+use common::{ChildGuard, free_port, poll};
 use obsctl::conventions::{attr, metric};
 use obsctl::otlp::attrs;
 use obsctl::otlp::export::Signal;
@@ -16,32 +18,12 @@ use obsctl::otlp::proto::metrics::v1::metric::Data;
 use obsctl::otlp::proto::metrics::v1::number_data_point::Value;
 use obsctl::otlp::proto::trace::v1::status::StatusCode;
 use obsctl::otlp::{SpanId, TraceId};
-use shim_support::{BlackHole, ChildGuard, Receiver, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A shim command with a clean OTel environment and its own spool directory.
 fn shim(spool: &std::path::Path, env: &[(&str, String)]) -> Command {
     obsctl("shim", spool, env)
-}
-
-fn obsctl(subcommand: &str, spool: &std::path::Path, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_")
-            || k.starts_with("OBSCTL_")
-            || k == "TRACEPARENT"
-            || k == "TRACESTATE"
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("OBSCTL_SPOOL_DIR", spool);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.arg(subcommand);
-    cmd
 }
 
 #[derive(serde::Deserialize)]
@@ -120,7 +102,7 @@ fn every_protocol_delivers_span_metrics_and_logs_with_the_parent_and_ids() {
         );
         assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n", "{protocol}");
 
-        let span = wait_for("the span", WAIT, || {
+        let span = poll("the span", WAIT, || {
             rx.received
                 .spans()
                 .into_iter()
@@ -146,7 +128,7 @@ fn every_protocol_delivers_span_metrics_and_logs_with_the_parent_and_ids() {
             assert!(a(key).is_some(), "{protocol}: {key} missing");
         }
 
-        let logs = wait_for("two log records", WAIT, || {
+        let logs = poll("two log records", WAIT, || {
             let logs: Vec<_> = rx
                 .received
                 .logs()
@@ -233,7 +215,7 @@ fn exit_codes_126_127_and_signals_are_passed_on_and_each_gets_a_span() {
         assert_eq!(out.status.code(), Some(code), "{command:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(message));
         let id = start_line(&out).span_id;
-        let span = wait_for("the span", WAIT, || {
+        let span = poll("the span", WAIT, || {
             rx.received
                 .spans()
                 .into_iter()
@@ -270,14 +252,14 @@ fn termination_signals_are_forwarded_and_the_span_ends_in_error() {
         Signal::SIGQUIT,
     ];
     for signal in signals {
-        let mut child = ChildGuard(
+        let mut child = ChildGuard::new(
             shim(spool.path(), &rx.env("http/protobuf"))
                 .args(["--", "sh", "-c", "echo ready; exec sleep 30"])
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
-        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
         // "ready" passes through once the step runs: the signal then reaches a live child.
@@ -288,10 +270,10 @@ fn termination_signals_are_forwarded_and_the_span_ends_in_error() {
             .as_str()
             .unwrap()
             .to_string();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), signal).unwrap();
-        let status = child.0.wait().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(128 + signal as i32), "{signal}");
-        let span = wait_for("the span", WAIT, || {
+        let span = poll("the span", WAIT, || {
             rx.received
                 .spans()
                 .into_iter()
@@ -322,7 +304,7 @@ fn secrets_in_the_environment_are_in_no_exported_record() {
     assert!(out.status.success());
     // The step's own output passes through unchanged; only exports are redacted.
     assert!(String::from_utf8_lossy(&out.stdout).contains("token=ghp_s3cr3t-v4lue"));
-    wait_for("span, metrics and logs", WAIT, || {
+    poll("span, metrics and logs", WAIT, || {
         (rx.received.all().len() == 3).then_some(())
     });
     for request in rx.received.all() {
@@ -351,7 +333,7 @@ fn sampling_off_drops_only_the_span_and_the_counters_still_count() {
             .unwrap();
         assert!(start_line(&out).traceparent.ends_with("-00"));
     }
-    wait_for("three metric requests", WAIT, || {
+    poll("three metric requests", WAIT, || {
         (rx.received.count(Signal::Metrics) == 3).then_some(())
     });
     assert_eq!(counter(&rx, metric::STEP_SUCCESS), 2);
@@ -378,7 +360,7 @@ fn an_invalid_traceparent_warns_once_and_starts_a_new_trace() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("TRACEPARENT").count(), 1, "{stderr}");
     let id = start_line(&out).span_id;
-    let span = wait_for("the span", WAIT, || {
+    let span = poll("the span", WAIT, || {
         rx.received
             .spans()
             .into_iter()
@@ -534,7 +516,7 @@ fn output_passes_through_byte_for_byte_including_binary_and_very_long_lines() {
     let after_first = out.stdout.splitn(2, |b| *b == b'\n').nth(1).unwrap();
     assert_eq!(after_first, bare.stdout.as_slice());
     assert_eq!(out.stderr, bare.stderr);
-    let logs = wait_for("four records", WAIT, || {
+    let logs = poll("four records", WAIT, || {
         let logs = rx.received.logs();
         (logs.len() == 4).then_some(logs)
     });
@@ -597,7 +579,7 @@ fn configured_headers_reach_the_collector_over_every_protocol() {
         let mut env = rx.env(protocol);
         env.push((
             "OTEL_EXPORTER_OTLP_HEADERS",
-            format!("{}=tenant%20a,other=x", shim_support::TEST_HEADER),
+            format!("{}=tenant%20a,other=x", TEST_HEADER),
         ));
         let out = shim(spool.path(), &env)
             .args(["--", "true"])
@@ -606,7 +588,7 @@ fn configured_headers_reach_the_collector_over_every_protocol() {
         assert!(out.status.success());
     }
     // Span and metrics per step, three steps.
-    let seen = wait_for("six requests with the header", WAIT, || {
+    let seen = poll("six requests with the header", WAIT, || {
         let seen = rx.received.headers();
         (seen.len() == 6).then_some(seen)
     });

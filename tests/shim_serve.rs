@@ -2,35 +2,17 @@
 //! and Prometheus-shaped APIs, with a real Prometheus scraping the backend's `/metrics` for
 //! counter parity and exemplars. Prometheus tests fail when CI=true and prometheus is missing.
 
-mod shim_support;
+mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::shim::obsctl;
+use common::{ChildGuard, Prometheus, Serve, free_port, poll};
 use obsctl::conventions::{attr, metric};
 use obsctl::otlp::{SpanId, TraceId};
-use shim_support::{Prometheus, Serve, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn obsctl(subcommand: &str, spool: &std::path::Path, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_")
-            || k.starts_with("OBSCTL_")
-            || k == "TRACEPARENT"
-            || k == "TRACESTATE"
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("OBSCTL_SPOOL_DIR", spool);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.arg(subcommand);
-    cmd
-}
 
 fn first_line(out: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -97,7 +79,7 @@ fn spans_logs_status_and_parentage_arrive_in_obsctl_serve() {
             format!("00-{}-{}-01", id(&line, "trace_id"), id(&line, "span_id"))
         );
         let span_id = id(&line, "span_id");
-        let span = wait_for("the span in obsctl serve", WAIT, || {
+        let span = poll("the span in obsctl serve", WAIT, || {
             serve
                 .spans(&parent_trace.to_hex())
                 .into_iter()
@@ -128,7 +110,7 @@ fn spans_logs_status_and_parentage_arrive_in_obsctl_serve() {
             attr_of(&span, attr::PROCESS_EXIT_CODE),
             Some(code.to_string())
         );
-        let logs = wait_for("both log lines in obsctl serve", WAIT, || {
+        let logs = poll("both log lines in obsctl serve", WAIT, || {
             let logs: Vec<_> = serve
                 .logs(&parent_trace.to_hex())
                 .into_iter()
@@ -165,7 +147,7 @@ fn exit_codes_and_forwarded_sigterm_are_recorded_in_obsctl_serve() {
             .unwrap();
         assert_eq!(out.status.code(), Some(code), "{command:?}");
         let line = first_line(&out);
-        let span = wait_for("the span", WAIT, || {
+        let span = poll("the span", WAIT, || {
             serve.spans(&id(&line, "trace_id")).into_iter().next()
         });
         assert_eq!(
@@ -174,27 +156,27 @@ fn exit_codes_and_forwarded_sigterm_are_recorded_in_obsctl_serve() {
         );
     }
 
-    let mut child = shim_support::ChildGuard(
+    let mut child = ChildGuard::new(
         obsctl("shim", spool.path(), &env)
             .args(["--", "sh", "-c", "echo ready; exec sleep 60"])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
     let mut ready = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
     assert_eq!(ready, "ready\n");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert_eq!(child.0.wait().unwrap().code(), Some(143));
+    assert_eq!(child.wait().unwrap().code(), Some(143));
     let line: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let span = wait_for("the SIGTERM span", WAIT, || {
+    let span = poll("the SIGTERM span", WAIT, || {
         serve.spans(&id(&line, "trace_id")).into_iter().next()
     });
     assert_eq!(span["status"]["code"], "STATUS_CODE_ERROR");
@@ -210,7 +192,10 @@ fn exit_codes_and_forwarded_sigterm_are_recorded_in_obsctl_serve() {
 fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() {
     let data = tempfile::tempdir().unwrap();
     let serve = Serve::start(data.path());
-    let Some(prometheus) = Prometheus::start(serve.api) else {
+    let Some(prometheus) = Prometheus::start(
+        "counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars",
+        serve.api_addr(),
+    ) else {
         return;
     };
     let spool = tempfile::tempdir().unwrap();
@@ -241,7 +226,7 @@ fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() 
         children.push((
             unsampled,
             fail,
-            shim_support::ChildGuard(
+            ChildGuard::new(
                 obsctl("shim", spool.path(), &env)
                     .args(["--", "sh", "-c", if fail { "exit 1" } else { "exit 0" }])
                     .stdout(Stdio::piped())
@@ -254,11 +239,11 @@ fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() 
             for (unsampled, fail, mut child) in children.drain(..) {
                 let mut line = String::new();
                 std::io::BufRead::read_line(
-                    &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+                    &mut std::io::BufReader::new(child.stdout.take().unwrap()),
                     &mut line,
                 )
                 .unwrap();
-                let status = child.0.wait().unwrap();
+                let status = child.wait().unwrap();
                 assert_eq!(status.code(), Some(i32::from(fail)));
                 if unsampled {
                     let line: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -268,13 +253,13 @@ fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() 
         }
     }
     let selector = format!("{{agent=\"{agent}\"}}");
-    let ok = wait_for("success count in prometheus", WAIT, || {
+    let ok = poll("success count in prometheus", WAIT, || {
         prometheus
             .value(&format!("sum({}{selector})", metric::STEP_SUCCESS_TOTAL))
             .filter(|v| *v == expected_ok as f64)
     });
     assert_eq!(ok, expected_ok as f64);
-    let fail = wait_for("fail count in prometheus", WAIT, || {
+    let fail = poll("fail count in prometheus", WAIT, || {
         prometheus
             .value(&format!("sum({}{selector})", metric::STEP_FAIL_TOTAL))
             .filter(|v| *v == expected_fail as f64)
@@ -292,7 +277,7 @@ fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() 
         .unwrap();
     assert_eq!(failures, expected_fail as f64);
 
-    let exemplars = wait_for("exemplars in prometheus", WAIT, || {
+    let exemplars = poll("exemplars in prometheus", WAIT, || {
         let ids =
             prometheus.exemplar_trace_ids(&format!("{}_bucket{selector}", metric::STEP_DURATION));
         (!ids.is_empty()).then_some(ids)
@@ -319,7 +304,7 @@ fn collector_down_then_back_delivers_spooled_items_exactly_once() {
     let agent = format!("outage-{}", &TraceId::random().to_hex()[..8]);
     let mut env = env.clone();
     env.push(("AGENT", agent.clone()));
-    serve.stop();
+    serve.terminate();
 
     let mut traces = Vec::new();
     for code in [0, 0, 2] {
@@ -383,7 +368,7 @@ fn a_secret_a_step_prints_is_in_no_record_the_backend_stored() {
         .unwrap();
     assert!(out.status.success());
     let trace = id(&first_line(&out), "trace_id");
-    let logs = wait_for("the log lines", WAIT, || {
+    let logs = poll("the log lines", WAIT, || {
         let logs = serve.logs(&trace);
         (logs.len() == 2).then_some(logs)
     });

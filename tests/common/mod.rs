@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod http;
 pub mod prometheus;
 pub mod serve;
+pub mod shim;
 pub mod stack;
 pub mod workflow;
 
