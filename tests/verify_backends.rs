@@ -3,15 +3,15 @@
 //! stands in for them; the Prometheus client also runs against the real Debian Prometheus in
 //! `verify_prometheus_real.rs`.
 
-mod verify_support;
+mod common;
 
 use std::time::Duration;
 
+use common::verify::{Canned, FakeBackend, fixture};
 use obsctl::backends::loki::Direction;
 use obsctl::backends::tempo::StatusCode;
 use obsctl::backends::{BackendError, Http, LokiClient, PrometheusClient, TempoClient};
 use obsctl::otlp::{SpanId, TraceId};
-use verify_support::{Canned, FakeBackend, fixture};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const ROOT: &str = "00f067aa0ba902b7";

@@ -2,14 +2,14 @@
 //! numbers). The run record is hand-built as `obsctl run` writes it; the backend data is what
 //! Tempo, Prometheus and Loki would return, as typed by obsctl's clients.
 
-mod verify_support;
+mod common;
 
+use common::verify::scenario::Scenario;
 use obsctl::backends::prometheus::Sample;
 use obsctl::checks::collect::SeriesCount;
 use obsctl::checks::expect::Expectation;
 use obsctl::checks::{CheckId, CheckResult, Thresholds, run_all};
 use obsctl::otlp::TraceId;
-use verify_support::scenario::Scenario;
 
 fn check(results: &[CheckResult], id: CheckId) -> &CheckResult {
     results.iter().find(|r| r.check == id).unwrap()

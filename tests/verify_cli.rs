@@ -3,11 +3,11 @@
 //! answering with bodies shaped exactly like theirs. Outputs are parsed back (JSON, JUnit XML) or
 //! compared line by line (the waterfall).
 
-mod verify_support;
+mod common;
 
 use assert_cmd::Command;
-use verify_support::scenario::Scenario;
-use verify_support::{Canned, FakeBackend};
+use common::verify::scenario::Scenario;
+use common::verify::{Canned, FakeBackend};
 
 struct Env {
     fake: FakeBackend,

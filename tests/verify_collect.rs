@@ -3,15 +3,15 @@
 //! Prometheus cannot run here; a scripted server answers with their JSON shapes, empty at first
 //! and complete later, advancing by request count (no clock involved).
 
-mod verify_support;
+mod common;
 
 use std::time::Duration;
 
+use common::verify::scenario::{Scenario, TASK};
+use common::verify::{Canned, FakeBackend};
 use obsctl::backends::{BackendUrls, Backends, Http};
 use obsctl::checks::collect::{CollectOptions, collect};
 use obsctl::checks::{Thresholds, run_all};
-use verify_support::scenario::{Scenario, TASK};
-use verify_support::{Canned, FakeBackend};
 
 fn backends(fake: &FakeBackend) -> Backends {
     let url = fake.url();

@@ -2,20 +2,14 @@
 //! backend in-process (or using a running `obsctl serve`), running the bundled pipeline through
 //! the shim, verifying it and printing its trace. No mocks.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn can_run_workflows() -> bool {
-    if obsctl::workflow::runner::private_tmp_available() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but private /tmp per step is unavailable (obsctl demo needs root here)");
-    }
-    eprintln!("SKIPPING: obsctl demo needs a private /tmp per step (run the tests as root)");
-    false
-}
+use common::Serve;
+use common::workflow::require_private_tmp;
 
 fn demo(home: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_obsctl"))
@@ -75,7 +69,9 @@ fn assert_full_story(stdout: &str) {
 
 #[test]
 fn demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind() {
-    if !can_run_workflows() {
+    if !require_private_tmp(
+        "demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind",
+    ) {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -104,46 +100,14 @@ fn demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind() {
     eprintln!("obsctl demo took {:?}", started.elapsed());
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
-    if !can_run_workflows() {
+    if !require_private_tmp("demo_uses_a_running_stack_and_repeats_cleanly_on_it") {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    let _serve = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_obsctl"))
-            .args([
-                "serve",
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-            ])
-            .args(["--api", "127.0.0.1:0"])
-            .env("XDG_STATE_HOME", home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _serve = Serve::start_in_home(home.path());
     let endpoints = home.path().join("obsctl/endpoints.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while obsctl::stack::endpoints::Endpoints::load(&endpoints).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "obsctl serve never wrote {endpoints:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // Twice against the same backend: the second demo's counters must not be confused with the
     // first's.
     for round in 1..=2 {

@@ -3,57 +3,33 @@
 //! verify` and `obsctl trace` reading it all back through the Tempo-, Prometheus- and Loki-shaped
 //! APIs. No mocks.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use common::Serve;
+use common::workflow::require_private_tmp;
 
 const WORKFLOW: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/workflows/verify-pipeline.yaml"
 );
 
-/// `obsctl serve` on free ports, killed when the test ends however it ends.
-struct Serve {
-    child: Child,
+/// `obsctl serve` as the user's running stack in a scratch home, killed when the test ends
+/// however it ends.
+struct Stack {
+    _serve: Serve,
     home: tempfile::TempDir,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
+impl Stack {
     fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_obsctl"))
-            .args([
-                "serve",
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
-            .env("XDG_STATE_HOME", home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let serve = Self { child, home };
-        let endpoints = serve.home.path().join("obsctl/endpoints.json");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while obsctl::stack::endpoints::Endpoints::load(&endpoints).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "obsctl serve never wrote {endpoints:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        Self {
+            _serve: Serve::start_in_home(home.path()),
+            home,
         }
-        serve
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -84,18 +60,6 @@ impl Serve {
     }
 }
 
-/// Steps write output files to a private /tmp, which needs mount namespaces (root).
-fn can_run_workflows() -> bool {
-    if obsctl::workflow::runner::private_tmp_available() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but private /tmp per step is unavailable (obsctl run needs root here)");
-    }
-    eprintln!("SKIPPING: obsctl run needs a private /tmp per step (run the tests as root)");
-    false
-}
-
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -121,10 +85,10 @@ fn state_arg(dir: &Path) -> String {
 
 #[test]
 fn a_real_run_through_serve_and_the_shim_verifies_clean() {
-    if !can_run_workflows() {
+    if !require_private_tmp("a_real_run_through_serve_and_the_shim_verifies_clean") {
         return;
     }
-    let serve = Serve::start();
+    let serve = Stack::start();
     serve.run_workflow(&[]);
     let state = state_arg(&serve.state_dir());
     let out = serve
@@ -192,10 +156,10 @@ fn a_real_run_through_serve_and_the_shim_verifies_clean() {
 
 #[test]
 fn a_run_without_the_shim_fails_span_coverage_for_every_step() {
-    if !can_run_workflows() {
+    if !require_private_tmp("a_run_without_the_shim_fails_span_coverage_for_every_step") {
         return;
     }
-    let serve = Serve::start();
+    let serve = Stack::start();
     serve.run_workflow(&["--no-shim"]);
     let state = state_arg(&serve.state_dir());
     let out = serve

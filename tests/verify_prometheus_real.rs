@@ -2,46 +2,17 @@
 //! small static OpenMetrics endpoint that carries exemplars. Fails when CI=true and Prometheus is
 //! missing; skips loudly otherwise.
 
-mod verify_support;
+mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Prometheus;
+use common::verify::{Canned, FakeBackend};
 use obsctl::backends::{Http, PrometheusClient};
 use obsctl::otlp::{SpanId, TraceId};
-use verify_support::{Canned, FakeBackend};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "1111111111111111";
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prometheus_binary() -> Option<std::path::PathBuf> {
-    let path = std::path::PathBuf::from("/usr/bin/prometheus");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but /usr/bin/prometheus is missing: scripts/test.sh installs it");
-    }
-    eprintln!("SKIPPING: /usr/bin/prometheus is not installed (apt-get install prometheus)");
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn openmetrics() -> String {
     let labels = r#"agent="clippy",repo="acme/widgets",prNumber="42",stepName="verify""#;
@@ -62,9 +33,6 @@ fn openmetrics() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reads_raw_counters_and_exemplars_from_real_prometheus() {
-    let Some(binary) = prometheus_binary() else {
-        return;
-    };
     let target = FakeBackend::start();
     target.script(
         "/metrics",
@@ -73,33 +41,16 @@ async fn client_reads_raw_counters_and_exemplars_from_real_prometheus() {
             openmetrics(),
         )],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n\
-             scrape_configs:\n  - job_name: obsctl\n    static_configs:\n      - targets: ['{}']\n",
-            target.addr
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let _prometheus = KillOnDrop(
-        Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let prom = PrometheusClient::new(&format!("http://127.0.0.1:{port}"), Http::default()).unwrap();
+    // Starting it blocks (polling for readiness) on a runtime of its own.
+    let Some(prometheus) = tokio::task::block_in_place(|| {
+        Prometheus::start(
+            "client_reads_raw_counters_and_exemplars_from_real_prometheus",
+            &target.addr.to_string(),
+        )
+    }) else {
+        return;
+    };
+    let prom = PrometheusClient::new(&prometheus.url, Http::default()).unwrap();
 
     // Poll until the first scrape has landed; Prometheus needs a moment to start.
     let deadline = Instant::now() + Duration::from_secs(60);

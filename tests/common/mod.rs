@@ -12,6 +12,7 @@ pub mod prometheus;
 pub mod serve;
 pub mod shim;
 pub mod stack;
+pub mod verify;
 pub mod workflow;
 
 use std::net::TcpListener;

@@ -1,7 +1,6 @@
-//! A scripted HTTP server standing in for Tempo, Loki and Prometheus, which cannot run here: it
+//! Fixtures for the verify tests. A scripted HTTP server standing in for Tempo, Loki and Prometheus, which cannot run here: it
 //! answers each path with bodies shaped exactly like theirs (tests/fixtures, reference §2), in
 //! order, repeating the last one, and records every request so tests can assert on queries.
-#![allow(dead_code)]
 
 pub mod scenario;
 
