@@ -64,7 +64,7 @@ fn kill_dash_nine_then_resume_counts_each_step_once() {
     let sb = Sandbox::new();
     let serve = Serve::start(sb.dir.path());
     // Outside /tmp: every step has a private /tmp.
-    let gate = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let gate = common::dir_visible_to_steps();
     let repo = format!("test/resume-{}", std::process::id());
     let wf = sb.write(
         "resume.yaml",
@@ -170,6 +170,8 @@ spec:
         "the killed run's step still runs"
     );
     std::fs::write(gate.path().join(&new_span), b"").unwrap();
+    let mut resume = resume;
+    common::wait_with_deadline(&mut resume, WAIT);
     let resumed = RunResult::from(resume.into_inner().wait_with_output().unwrap());
     assert_eq!(resumed.code, 0, "{}", resumed.describe());
     assert_eq!(resumed.phase(), "Succeeded");

@@ -285,7 +285,7 @@ fn own_tmp_with(isolation: &str) {
     let sb = Sandbox::new();
     // A barrier outside /tmp: both steps write /tmp/v, then wait until both have written,
     // so a shared /tmp would hand one of them the other's value.
-    let barrier = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let barrier = common::dir_visible_to_steps();
     let run = sb.run(
         &wf(
             &sb,

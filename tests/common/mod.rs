@@ -91,6 +91,19 @@ pub fn poll<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
+/// A scratch directory that workflow steps can see. Each step gets a private /tmp, which hides
+/// everything under the host's /tmp, including CARGO_TARGET_TMPDIR when the checkout itself
+/// lives under /tmp (as CI clones may); /var/tmp is never covered.
+pub fn dir_visible_to_steps() -> tempfile::TempDir {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = if target.starts_with("/tmp") {
+        std::path::Path::new("/var/tmp")
+    } else {
+        target
+    };
+    tempfile::tempdir_in(base).unwrap()
+}
+
 /// Waits for `child` to exit, failing the test past `limit`.
 pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
     poll("the process to exit", limit, || {
