@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::conventions::env;
 use crate::workflow::runner::{
-    MAX_RESULT, Runner, RunnerError, ShimStart, StepExit, StepHandle, StepSpec,
+    Runner, RunnerError, ShimStart, StdoutLines, StepExit, StepHandle, StepSpec,
 };
 
 /// Label naming the run a step container belongs to (`docker container prune --filter
@@ -281,8 +281,8 @@ impl Runner for DockerRunner {
         );
         let shared = Arc::new(Shared::default());
         let (tel_tx, tel_rx) = oneshot::channel();
+        let mut sink = StdoutLines::new(&spec.node_name, self.shim.is_some(), tel_tx);
         let docker = self.docker.clone();
-        let expect_shim = self.shim.is_some();
         let task_shared = shared.clone();
         let label = spec.node_name.clone();
         let task = tokio::spawn(async move {
@@ -326,11 +326,7 @@ impl Runner for DockerRunner {
                 }),
             );
             let mut log = tokio::fs::File::from_std(log);
-            let mut tel_tx = Some(tel_tx);
             let mut pending = String::new();
-            let mut captured = String::new();
-            let mut first = true;
-            let echo = crate::ui::verbosity() >= 2;
             while let Some(Ok(chunk)) = logs.next().await {
                 match chunk {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
@@ -338,26 +334,9 @@ impl Runner for DockerRunner {
                         while let Some(nl) = pending.find('\n') {
                             let line: String = pending.drain(..=nl).collect();
                             let line = line.trim_end_matches('\n');
-                            if first {
-                                first = false;
-                                if expect_shim && let Some(start) = ShimStart::parse(line) {
-                                    if let Some(tx) = tel_tx.take() {
-                                        let _ = tx.send(Some(start));
-                                    }
-                                    continue;
-                                }
-                            }
-                            if let Some(tx) = tel_tx.take() {
-                                let _ = tx.send(None);
-                            }
-                            if echo {
-                                eprintln!("{label}: {line}");
-                            }
-                            let _ = log.write_all(line.as_bytes()).await;
-                            let _ = log.write_all(b"\n").await;
-                            if captured.len() + line.len() < MAX_RESULT {
-                                captured.push_str(line);
-                                captured.push('\n');
+                            if sink.line(line) {
+                                let _ = log.write_all(line.as_bytes()).await;
+                                let _ = log.write_all(b"\n").await;
                             }
                         }
                     }
@@ -367,12 +346,7 @@ impl Runner for DockerRunner {
                     LogOutput::StdIn { .. } => {}
                 }
             }
-            if !pending.is_empty() && captured.len() + pending.len() < MAX_RESULT {
-                captured.push_str(&pending);
-            }
-            if let Some(tx) = tel_tx.take() {
-                let _ = tx.send(None);
-            }
+            let captured = sink.finish(&pending);
             let _ = log.flush().await;
             let mut wait = docker.wait_container(&id, None);
             let code = match wait.next().await {

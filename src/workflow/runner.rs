@@ -80,6 +80,75 @@ pub struct StepExit {
 /// Argo caps `outputs.result` too; a chatty step must not grow obsctl's memory without bound.
 pub const MAX_RESULT: usize = 256 * 1024;
 
+/// What every runner does with the lines a step prints on stdout: the shim's first line becomes
+/// the step's telemetry (sent once, `None` when the step did not start with one), every other
+/// line is for the step's log and, up to [`MAX_RESULT`] bytes, its captured `outputs.result`.
+pub struct StdoutLines {
+    telemetry: Option<tokio::sync::oneshot::Sender<Option<ShimStart>>>,
+    expect_shim: bool,
+    first: bool,
+    /// `-vv` echoes each line on stderr, prefixed with the node's name.
+    echo_label: Option<String>,
+    captured: String,
+}
+
+impl StdoutLines {
+    pub fn new(
+        label: &str,
+        expect_shim: bool,
+        telemetry: tokio::sync::oneshot::Sender<Option<ShimStart>>,
+    ) -> Self {
+        Self {
+            telemetry: Some(telemetry),
+            expect_shim,
+            first: true,
+            echo_label: (crate::ui::verbosity() >= 2).then(|| label.to_string()),
+            captured: String::new(),
+        }
+    }
+
+    /// Takes one line (without its newline); `true` when the caller should write it to the log.
+    pub fn line(&mut self, line: &str) -> bool {
+        if std::mem::take(&mut self.first)
+            && self.expect_shim
+            && let Some(start) = ShimStart::parse(line)
+        {
+            if let Some(tx) = self.telemetry.take() {
+                let _ = tx.send(Some(start));
+            }
+            return false;
+        }
+        if let Some(tx) = self.telemetry.take() {
+            let _ = tx.send(None);
+        }
+        if let Some(label) = &self.echo_label {
+            eprintln!("{label}: {line}");
+        }
+        self.capture(line, true);
+        true
+    }
+
+    /// Ends the stream; `rest` is a last line without a newline. Returns the captured stdout.
+    pub fn finish(mut self, rest: &str) -> String {
+        if !rest.is_empty() {
+            self.capture(rest, false);
+        }
+        if let Some(tx) = self.telemetry.take() {
+            let _ = tx.send(None);
+        }
+        self.captured
+    }
+
+    fn capture(&mut self, text: &str, newline: bool) {
+        if self.captured.len() + text.len() < MAX_RESULT {
+            self.captured.push_str(text);
+            if newline {
+                self.captured.push('\n');
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("cannot prepare {path}: {source}")]
@@ -483,39 +552,17 @@ impl Runner for ProcessRunner {
         let pgid = child.id().map(|p| p as i32);
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tel_tx, tel_rx) = tokio::sync::oneshot::channel();
-        let expect_shim = self.shim.is_some();
-        let echo = crate::ui::verbosity() >= 2;
-        let label = spec.node_name.clone();
+        let mut sink = StdoutLines::new(&spec.node_name, self.shim.is_some(), tel_tx);
         let reader = tokio::spawn(async move {
             // Appends to the page cache are quick; tokio::fs would pay a thread hop per line.
             let mut log = log;
             let mut lines = BufReader::new(stdout).lines();
-            let mut captured = String::new();
-            let mut tel_tx = Some(tel_tx);
-            let mut first = true;
             while let Ok(Some(line)) = lines.next_line().await {
-                if first {
-                    first = false;
-                    if expect_shim && let Some(start) = ShimStart::parse(&line) {
-                        if let Some(tx) = tel_tx.take() {
-                            let _ = tx.send(Some(start));
-                        }
-                        continue;
-                    }
-                }
-                if let Some(tx) = tel_tx.take() {
-                    let _ = tx.send(None);
-                }
-                if echo {
-                    eprintln!("{label}: {line}");
-                }
-                let _ = writeln!(log, "{line}");
-                if captured.len() + line.len() < MAX_RESULT {
-                    captured.push_str(&line);
-                    captured.push('\n');
+                if sink.line(&line) {
+                    let _ = writeln!(log, "{line}");
                 }
             }
-            captured
+            sink.finish("")
         });
         Ok(ProcessHandle {
             child,
