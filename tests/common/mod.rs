@@ -37,6 +37,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct ports that were free a moment ago: every one is held until all are picked, so
+/// the OS cannot hand out the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// Any child process, killed and reaped on drop so a failing test leaves nothing running.
 /// Derefs to the `Child`; `into_inner` hands it over (to wait for its output).
 pub struct ChildGuard(Option<Child>);

@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::process::Command;
 
-use super::free_port;
+use super::free_ports;
 
 /// Serves `body` as OpenMetrics text to every request, from a background thread, until the
 /// process ends; returns `host:port`.
@@ -126,9 +126,9 @@ impl StackEnv {
 
     /// Free host ports for every published port.
     pub fn free_ports(&mut self) {
-        for p in obsctl::stack::definition::Port::ALL {
-            let port = free_port().to_string();
-            self.set(&p.env(), &port);
+        let all = obsctl::stack::definition::Port::ALL;
+        for (p, port) in all.iter().zip(free_ports(all.len())) {
+            self.set(&p.env(), &port.to_string());
         }
     }
 
