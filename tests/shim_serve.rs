@@ -8,7 +8,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::shim::obsctl;
-use common::{ChildGuard, Prometheus, Serve, free_port, poll};
+use common::{ChildGuard, Prometheus, Serve, free_ports, poll};
 use obsctl::conventions::{attr, metric};
 use obsctl::otlp::{SpanId, TraceId};
 
@@ -298,7 +298,8 @@ fn counters_over_many_processes_are_exact_in_a_real_prometheus_with_exemplars() 
 fn collector_down_then_back_delivers_spooled_items_exactly_once() {
     let data = tempfile::tempdir().unwrap();
     let spool = tempfile::tempdir().unwrap();
-    let (grpc, http, api) = (free_port(), free_port(), free_port());
+    let ports = free_ports(3);
+    let (grpc, http, api) = (ports[0], ports[1], ports[2]);
     let mut serve = Serve::start_on(data.path(), grpc, http, api);
     let env = serve.env("http/protobuf");
     let agent = format!("outage-{}", &TraceId::random().to_hex()[..8]);
