@@ -652,6 +652,37 @@ impl<R: Runner> Inner<R> {
         self.saver.dirty();
     }
 
+    /// The start of a steps or DAG node: its node, then its parameter scope. A scope that cannot
+    /// be formed (an input not supplied) ends the node in Error, which the caller returns.
+    fn open_group(
+        &self,
+        call: &Call,
+        tmpl: &Template,
+        node_type: NodeType,
+    ) -> Result<(String, HashMap<String, String>), Box<NodeResult>> {
+        let id = match self.begin(
+            &call.name,
+            &call.display,
+            node_type,
+            Some(&tmpl.name),
+            call.boundary.as_deref(),
+            false,
+        ) {
+            Begin::Run { id, .. } => id,
+            Begin::Done(node) => node.id,
+        };
+        match self.scope_for(tmpl, &call.args) {
+            Ok(scope) => Ok((id, scope)),
+            Err(message) => Err(Box::new(self.finish(
+                &id,
+                Phase::Error,
+                Some(message),
+                Outputs::default(),
+                vec![id.clone()],
+            ))),
+        }
+    }
+
     fn scope_for(
         &self,
         tmpl: &Template,
@@ -1228,28 +1259,9 @@ impl<R: Runner> Inner<R> {
     }
 
     async fn run_steps(self: Arc<Self>, call: Call, tmpl: Template) -> NodeResult {
-        let id = match self.begin(
-            &call.name,
-            &call.display,
-            NodeType::Steps,
-            Some(&tmpl.name),
-            call.boundary.as_deref(),
-            false,
-        ) {
-            Begin::Run { id, .. } => id,
-            Begin::Done(node) => node.id,
-        };
-        let mut scope = match self.scope_for(&tmpl, &call.args) {
-            Ok(scope) => scope,
-            Err(message) => {
-                return self.finish(
-                    &id,
-                    Phase::Error,
-                    Some(message),
-                    Outputs::default(),
-                    vec![id.clone()],
-                );
-            }
+        let (id, mut scope) = match self.open_group(&call, &tmpl, NodeType::Steps) {
+            Ok(opened) => opened,
+            Err(failed) => return *failed,
         };
         let pool = tmpl
             .parallelism
@@ -1388,28 +1400,9 @@ impl<R: Runner> Inner<R> {
     }
 
     async fn run_dag(self: Arc<Self>, call: Call, tmpl: Template) -> NodeResult {
-        let id = match self.begin(
-            &call.name,
-            &call.display,
-            NodeType::DAG,
-            Some(&tmpl.name),
-            call.boundary.as_deref(),
-            false,
-        ) {
-            Begin::Run { id, .. } => id,
-            Begin::Done(node) => node.id,
-        };
-        let mut scope = match self.scope_for(&tmpl, &call.args) {
-            Ok(scope) => scope,
-            Err(message) => {
-                return self.finish(
-                    &id,
-                    Phase::Error,
-                    Some(message),
-                    Outputs::default(),
-                    vec![id.clone()],
-                );
-            }
+        let (id, mut scope) = match self.open_group(&call, &tmpl, NodeType::DAG) {
+            Ok(opened) => opened,
+            Err(failed) => return *failed,
         };
         let dag = tmpl.dag.clone().expect("dag template");
         let pool = tmpl
