@@ -21,6 +21,9 @@ pub mod attr {
     pub const LOGS_DROPPED: &str = "obsctl.logs.dropped";
     /// Log record attribute: which stream a line came from, `stdout` or `stderr` (semconv).
     pub const LOG_IOSTREAM: &str = "log.iostream";
+    /// Set on a span (and its logs) that the runner recorded on the shim's behalf, because the
+    /// shim was killed before it could export; the value says why (for example `SIGKILL`).
+    pub const RECORDED_BY_RUNNER: &str = "obsctl.recorded_by_runner";
 
     /// The attributes `obsctl verify` requires on every step span.
     pub const REQUIRED: [&str; 8] = [
@@ -98,6 +101,9 @@ pub mod env {
     pub const TRACESTATE: &str = "TRACESTATE";
     pub const TRACE_ID: &str = "TRACE_ID";
     pub const SPAN_ID: &str = "SPAN_ID";
+    /// The `traceparent` of the attempt this step attempt replaces (a retry, or the attempt a
+    /// resumed run starts again): the shim links its span to it.
+    pub const OBSCTL_REPLACES: &str = "OBSCTL_REPLACES";
     pub const OBSCTL_SPOOL_DIR: &str = "OBSCTL_SPOOL_DIR";
     /// Upper bound of the spool directory in bytes; oldest items are dropped beyond it.
     pub const OBSCTL_SPOOL_MAX_BYTES: &str = "OBSCTL_SPOOL_MAX_BYTES";

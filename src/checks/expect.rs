@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::time::parse_rfc3339;
 use crate::conventions::attr;
 use crate::otlp::{SpanId, TraceId};
-use crate::workflow::record::{NodeType, Phase, RunRecord};
+use crate::workflow::record::{NodeStatus, NodeType, Phase, RunRecord, StepTelemetry};
 
 /// How a step attempt ended, in the terms of the metric `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -80,50 +80,66 @@ pub fn task_of(record: &RunRecord) -> Option<&str> {
         .or_else(|| record.parameter("task"))
 }
 
+/// Every attempt a finished Pod node made: the one the node ended with, and before it those a
+/// dead controller interrupted (recorded from outside, each a failure).
 pub fn attempts_of(record: &RunRecord) -> Vec<StepAttempt> {
     let mut attempts: Vec<StepAttempt> = record
         .status
         .nodes
         .values()
         .filter(|n| n.node_type == NodeType::Pod)
-        .filter_map(|node| {
-            let telemetry = node.telemetry.as_ref()?;
+        .flat_map(|node| {
             let outcome = match node.phase {
-                Phase::Succeeded => Outcome::Success,
-                Phase::Failed | Phase::Error => Outcome::Failure,
-                _ => return None,
+                Phase::Succeeded => Some(Outcome::Success),
+                Phase::Failed | Phase::Error => Some(Outcome::Failure),
+                _ => None,
             };
-            let mut expected = BTreeMap::new();
-            expected.insert(attr::AGENT.to_string(), telemetry.agent.clone());
-            expected.insert(attr::STEP_NAME.to_string(), telemetry.step.clone());
-            expected.insert(attr::NODE_ID.to_string(), node.id.clone());
-            expected.insert(attr::WORKFLOW_NAME.to_string(), record.name.clone());
-            for (key, value) in [
-                (attr::REPO, repo_of(record)),
-                (attr::PR_NUMBER, pr_of(record)),
-                (attr::TASK_ID, task_of(record)),
-            ] {
-                if let Some(value) = value {
-                    expected.insert(key.to_string(), value.to_string());
-                }
-            }
-            Some(StepAttempt {
-                run: record.name.clone(),
-                node_id: node.id.clone(),
-                node_name: node.name.clone(),
-                agent: telemetry.agent.clone(),
-                step: telemetry.step.clone(),
-                attempt: telemetry.attempt,
-                trace_id: telemetry.trace_id,
-                span_id: telemetry.span_id,
-                outcome,
-                expected_attributes: expected,
-            })
+            let last = outcome.and_then(|o| Some((node.telemetry.as_ref()?, o)));
+            node.interrupted
+                .iter()
+                .map(|t| (t, Outcome::Failure))
+                .chain(last)
+                .map(|(telemetry, outcome)| attempt(record, node, telemetry, outcome))
+                .collect::<Vec<_>>()
         })
         .collect();
     attempts
         .sort_by(|a, b| (&a.run, &a.node_name, a.attempt).cmp(&(&b.run, &b.node_name, b.attempt)));
     attempts
+}
+
+fn attempt(
+    record: &RunRecord,
+    node: &NodeStatus,
+    telemetry: &StepTelemetry,
+    outcome: Outcome,
+) -> StepAttempt {
+    let mut expected = BTreeMap::new();
+    expected.insert(attr::AGENT.to_string(), telemetry.agent.clone());
+    expected.insert(attr::STEP_NAME.to_string(), telemetry.step.clone());
+    expected.insert(attr::NODE_ID.to_string(), node.id.clone());
+    expected.insert(attr::WORKFLOW_NAME.to_string(), record.name.clone());
+    for (key, value) in [
+        (attr::REPO, repo_of(record)),
+        (attr::PR_NUMBER, pr_of(record)),
+        (attr::TASK_ID, task_of(record)),
+    ] {
+        if let Some(value) = value {
+            expected.insert(key.to_string(), value.to_string());
+        }
+    }
+    StepAttempt {
+        run: record.name.clone(),
+        node_id: node.id.clone(),
+        node_name: node.name.clone(),
+        agent: telemetry.agent.clone(),
+        step: telemetry.step.clone(),
+        attempt: telemetry.attempt,
+        trace_id: telemetry.trace_id,
+        span_id: telemetry.span_id,
+        outcome,
+        expected_attributes: expected,
+    }
 }
 
 /// Everything the checks need to know from the records.

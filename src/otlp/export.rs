@@ -576,7 +576,13 @@ mod http1 {
         Ok((host.to_string(), port, path))
     }
 
-    /// Sends the request and answers the status code once the response head arrived.
+    /// Sends the request and answers the status code once the final response head arrived.
+    ///
+    /// The body goes out only after the server's `100 Continue`: a collector that is frozen
+    /// (SIGSTOP, a hung process, a black-holed path) never sees a body it could still commit
+    /// after this client gave up and spooled the request, so a later replay cannot duplicate
+    /// it. Both hyper (obsctl's backend) and Go's net/http (the Collector) answer 100 when the
+    /// handler starts reading, so the cost is one round trip.
     pub async fn post(
         url: &str,
         content_type: &str,
@@ -593,7 +599,7 @@ mod http1 {
         };
         let mut head = format!(
             "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n",
+             Content-Length: {}\r\nConnection: close\r\nExpect: 100-continue\r\n",
             body.len()
         );
         // A CR or LF in a configured header would split the request: such headers are skipped.
@@ -603,24 +609,39 @@ mod http1 {
             }
         }
         head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        stream.write_all(&request).await?;
-        let mut answer = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 || answer.len() + n > MAX_HEAD {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
+        stream.write_all(head.as_bytes()).await?;
+        let mut pending = Vec::with_capacity(1024);
+        let mut status = read_head(&mut stream, &mut pending).await?;
+        if status == 100 {
+            stream.write_all(body).await?;
+            status = read_head(&mut stream, &mut pending).await?;
         }
-        parse_status(&answer).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the answer is not an HTTP/1.x response",
-            )
-        })
+        Ok(status)
+    }
+
+    /// Reads one response head and answers its status; bytes after it stay in `pending` (a
+    /// server may send the final head right behind its `100 Continue`).
+    async fn read_head(stream: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<u16> {
+        let mut buf = [0u8; 1024];
+        loop {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let status = parse_status(&pending[..end]);
+                pending.drain(..end + 4);
+                return status.ok_or_else(not_http);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || pending.len() + n > MAX_HEAD {
+                return Err(not_http());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn not_http() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the answer is not an HTTP/1.x response",
+        )
     }
 
     fn parse_status(answer: &[u8]) -> Option<u16> {

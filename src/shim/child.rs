@@ -71,7 +71,7 @@ pub struct LogBuffer {
 }
 
 impl LogBuffer {
-    fn push(&mut self, line: Line) {
+    pub(crate) fn push(&mut self, line: Line) {
         if line.bytes.iter().all(u8::is_ascii_whitespace) && line.truncated == 0 {
             return;
         }

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod child;
 pub mod context;
+pub mod outside;
 pub mod redact;
 pub mod sampler;
 pub mod telemetry;
@@ -150,6 +151,9 @@ pub fn run(options: Options) -> u8 {
             command: command_line(&options.command),
             run: &run,
             redactor: &redactor,
+            replaces: lookup(env::OBSCTL_REPLACES)
+                .and_then(|tp| TraceContext::parse_traceparent(&tp).ok()),
+            recorded_by_runner: None,
         };
         let mut requests = Vec::with_capacity(3);
         if span.sampled {
@@ -207,6 +211,16 @@ fn signal_enabled(signal: Signal) -> bool {
 /// Sends within the budget, spools what did not go through, replays older spooled requests
 /// when the collector is back, and says on stderr what could not be delivered.
 async fn export(requests: &[ExportRequest], budget: Duration) {
+    export_with(requests, budget, ExportConfig::from_env()).await
+}
+
+/// [`export`] with the OTLP settings given rather than read from this process's environment
+/// (the runner records a killed step with the step's own settings).
+pub(crate) async fn export_with(
+    requests: &[ExportRequest],
+    budget: Duration,
+    config: Result<ExportConfig, crate::otlp::export::ConfigError>,
+) {
     if requests.is_empty() {
         return;
     }
@@ -214,7 +228,7 @@ async fn export(requests: &[ExportRequest], budget: Duration) {
         warn(e);
         spool
     });
-    let config = match ExportConfig::from_env() {
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             // A configuration fix later lets `obsctl flush` deliver what is spooled now.

@@ -56,6 +56,10 @@ pub struct StepRecord<'a> {
     pub command: String,
     pub run: &'a ChildRun,
     pub redactor: &'a Redactor,
+    /// The attempt this one replaces: the span gets a link to it.
+    pub replaces: Option<TraceContext>,
+    /// Set when the runner records the step because the shim died first: why it did.
+    pub recorded_by_runner: Option<&'a str>,
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -171,6 +175,9 @@ impl StepRecord<'_> {
         if self.run.logs.dropped > 0 {
             attributes.push(attrs::int(attr::LOGS_DROPPED, self.run.logs.dropped as i64));
         }
+        if let Some(why) = self.recorded_by_runner {
+            attributes.push(attrs::string(attr::RECORDED_BY_RUNNER, why));
+        }
         let status = if self.failed() {
             let message = self.run.exit.describe().unwrap_or_else(|| {
                 format!(
@@ -203,6 +210,16 @@ impl StepRecord<'_> {
             end_time_unix_nano: nanos(self.end),
             attributes,
             status: Some(status),
+            links: self
+                .replaces
+                .iter()
+                .map(|r| span::Link {
+                    trace_id: r.trace_id.as_bytes().to_vec(),
+                    span_id: r.span_id.as_bytes().to_vec(),
+                    flags: 0x100 | u32::from(r.sampled),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         };
         ExportRequest::spans(resource.clone(), scope(), vec![span])
@@ -334,6 +351,9 @@ impl StepRecord<'_> {
         }
         let mut attributes = correlation.to_vec();
         attributes.push(attrs::string(attr::LOG_IOSTREAM, line.stream.as_str()));
+        if let Some(why) = self.recorded_by_runner {
+            attributes.push(attrs::string(attr::RECORDED_BY_RUNNER, why));
+        }
         let time = nanos(line.time);
         LogRecord {
             time_unix_nano: time,
@@ -384,6 +404,8 @@ mod tests {
             command: "echo s3cretvalue".into(),
             run,
             redactor,
+            replaces: None,
+            recorded_by_runner: None,
         }
     }
 

@@ -418,6 +418,9 @@ impl StepHandle for DockerHandle {
                 exit_code,
                 stdout,
                 files,
+                // Docker reports only the container's exit code, and 137 is both "the shim was
+                // killed" and "the shim reported its step killed": not told apart yet.
+                shim_killed_by: None,
             });
         }
         Ok(self.done.clone().expect("set above"))

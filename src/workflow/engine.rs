@@ -20,11 +20,12 @@ use super::record::{
     NodeStatus, NodeType, Outputs, Parameter, Phase, RecordError, RecordStore, RunRecord,
     StepTelemetry, WorkflowStatus,
 };
-use super::runner::{Runner, StepHandle, StepSpec};
+use super::runner::{Runner, StepExit, StepHandle, StepSpec};
 use super::spec::{ContinueOn, Step, Template, TemplateKind, Workflow};
 use super::telemetry::{self, Correlation, OtelConfig, StepIdentity};
 use super::vars;
-use crate::otlp::{SpanId, TraceId};
+use crate::otlp::{SpanId, TraceContext, TraceId};
+use crate::shim::outside::KilledAttempt;
 
 /// One expanded invocation of a step or task: node name, display name, item variables.
 type Invocation = (String, String, HashMap<String, String>);
@@ -283,6 +284,7 @@ pub async fn run_stoppable<R: Runner>(
             args: entry_args,
             boundary: None,
             retry_index: None,
+            replaces: None,
         })
         .await;
     let mut phase = entry.phase;
@@ -316,6 +318,7 @@ pub async fn run_stoppable<R: Runner>(
                 args: Vec::new(),
                 boundary: None,
                 retry_index: None,
+                replaces: None,
             })
             .await;
         if phase == Phase::Succeeded && matches!(handler.phase, Phase::Failed | Phase::Error) {
@@ -358,6 +361,9 @@ pub async fn run_stoppable<R: Runner>(
         pods_run,
     })
 }
+
+/// `obsctl.recorded_by_runner` of an attempt that died with an interrupted `obsctl run`.
+pub const INTERRUPTED_BY_RESTART: &str = "controller-restart";
 
 /// The message of steps stopped because obsctl was asked to stop.
 pub const STOPPED: &str = "Stopped: obsctl received SIGINT or SIGTERM";
@@ -451,6 +457,8 @@ struct Call {
     boundary: Option<String>,
     /// Set for the children of a Retry node.
     retry_index: Option<u32>,
+    /// The attempt this call replaces (the previous child of a Retry node): its span is linked.
+    replaces: Option<TraceContext>,
 }
 
 #[derive(Debug, Clone)]
@@ -469,7 +477,9 @@ enum Begin {
     Done(Box<NodeStatus>),
     Run {
         id: String,
-        prev_attempt: Option<u32>,
+        /// The same Pod node as an interrupted run left it (still Running): its attempt died
+        /// with that run's controller.
+        interrupted: Option<Box<NodeStatus>>,
     },
 }
 
@@ -508,10 +518,10 @@ impl<R: Runner> Inner<R> {
             self.saver.dirty();
             return Begin::Done(Box::new(prev.clone()));
         }
-        let prev_attempt = previous
+        let interrupted = previous
             .as_ref()
             .filter(|p| p.node_type == NodeType::Pod && p.phase == Phase::Running)
-            .map(|p| p.telemetry.as_ref().map_or(0, |t| t.attempt));
+            .cloned();
         let node = NodeStatus {
             id: id.clone(),
             name: name.to_string(),
@@ -535,12 +545,18 @@ impl<R: Runner> Inner<R> {
             finished_at: None,
             outputs: None,
             telemetry: None,
+            interrupted: interrupted.as_ref().map_or_else(Vec::new, |p| {
+                p.interrupted.iter().chain(&p.telemetry).cloned().collect()
+            }),
             process_group: None,
         };
         st.record.status.nodes.insert(id.clone(), node);
         drop(st);
         self.saver.dirty();
-        Begin::Run { id, prev_attempt }
+        Begin::Run {
+            id,
+            interrupted: interrupted.map(Box::new),
+        }
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut NodeStatus)) {
@@ -771,6 +787,7 @@ impl<R: Runner> Inner<R> {
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut message_override = None;
+        let mut replaces = None;
         let last = loop {
             let child = self
                 .clone()
@@ -781,9 +798,11 @@ impl<R: Runner> Inner<R> {
                     args: call.args.clone(),
                     boundary: call.boundary.clone(),
                     retry_index: Some(attempt),
+                    replaces,
                 })
                 .await;
             self.add_child(&id, &child.id);
+            replaces = self.span_of(&child.id);
             let retry = match child.phase {
                 Phase::Failed => matches!(policy, "Always" | "OnFailure"),
                 Phase::Error => matches!(policy, "Always" | "OnError"),
@@ -832,7 +851,7 @@ impl<R: Runner> Inner<R> {
     }
 
     async fn run_pod(self: Arc<Self>, call: Call, tmpl: Template) -> NodeResult {
-        let (id, prev_attempt) = match self.begin(
+        let (id, interrupted) = match self.begin(
             &call.name,
             &call.display,
             NodeType::Pod,
@@ -841,7 +860,7 @@ impl<R: Runner> Inner<R> {
             true,
         ) {
             Begin::Done(node) => return Self::reused(*node),
-            Begin::Run { id, prev_attempt } => (id, prev_attempt),
+            Begin::Run { id, interrupted } => (id, interrupted),
         };
         let fail = |this: &Self, phase: Phase, message: String| {
             this.finish(
@@ -899,6 +918,9 @@ impl<R: Runner> Inner<R> {
             Err(e) => return fail(&self, Phase::Error, e.to_string()),
         };
         let (agent, step) = self.agent_and_step(&tmpl);
+        let prev_attempt = interrupted
+            .as_ref()
+            .map(|n| n.telemetry.as_ref().map_or(0, |t| t.attempt));
         let attempt = prev_attempt.map_or(call.retry_index.unwrap_or(0), |a| a + 1);
         let _permit = match &self.pod_permits {
             Some(permits) => Some(permits.clone().acquire_owned().await.expect("never closed")),
@@ -932,12 +954,27 @@ impl<R: Runner> Inner<R> {
             root_span,
         );
         step_env.extend(template_env);
+        if let Some(prev) = &interrupted {
+            self.record_interrupted(prev, &step_env, &argv).await;
+        }
+        let replaces = call
+            .replaces
+            .or_else(|| interrupted.as_ref().and_then(|n| self.span_of(&n.id)));
+        if let Some(replaces) = replaces {
+            step_env.push((
+                crate::conventions::env::OBSCTL_REPLACES.into(),
+                replaces.to_traceparent(),
+            ));
+        }
+        let command = argv.clone();
+        let env_for_outside = step_env.clone();
         let output_paths: Vec<String> = tmpl
             .outputs
             .parameters
             .iter()
             .filter_map(|p| p.value_from.as_ref()?.path.clone())
             .collect();
+        let work_dir = self.work_root.join(format!("{id}.{attempt}"));
         let spec = StepSpec {
             node_id: id.clone(),
             node_name: call.name.clone(),
@@ -951,8 +988,9 @@ impl<R: Runner> Inner<R> {
             script: source,
             output_paths,
             // Flat: few directories to create per step, which matters in a burst.
-            work_dir: self.work_root.join(format!("{id}.{attempt}")),
+            work_dir: work_dir.clone(),
         };
+        let pod_started = SystemTime::now();
         self.update(&id, |n| {
             n.phase = Phase::Running;
             n.started_at = Some(clock::now());
@@ -1024,6 +1062,28 @@ impl<R: Runner> Inner<R> {
         if let Some(Ok(Some(start))) = telemetry.as_mut().map(|rx| rx.try_recv()) {
             record_telemetry(start);
         }
+        if let Ok(StepExit {
+            shim_killed_by: Some(signal),
+            ..
+        }) = &waited
+            && let Some(t) = self.telemetry_of(&id)
+        {
+            KilledAttempt {
+                env: &env_for_outside,
+                agent: &t.agent,
+                step: &t.step,
+                trace_id: t.trace_id,
+                span_id: t.span_id,
+                start: pod_started,
+                end: SystemTime::now(),
+                command: &command,
+                signal: *signal,
+                why: signal.as_str(),
+                log_file: Some(&work_dir.join("log")),
+            }
+            .record()
+            .await;
+        }
         let result = match waited {
             Err(e) => fail(&self, Phase::Error, e.to_string()),
             Ok(exit) => {
@@ -1082,6 +1142,57 @@ impl<R: Runner> Inner<R> {
         };
         self.pod_finished(&result, &call.display);
         result
+    }
+
+    fn telemetry_of(&self, id: &str) -> Option<StepTelemetry> {
+        self.lock().record.status.nodes.get(id)?.telemetry.clone()
+    }
+
+    /// The span of a Pod node's attempt, for the link from the attempt that replaces it.
+    fn span_of(&self, id: &str) -> Option<TraceContext> {
+        let prev = self.lock().previous.get(id).and_then(|n| n.telemetry.clone());
+        let t = self.telemetry_of(id).or(prev)?;
+        Some(TraceContext {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            sampled: true,
+        })
+    }
+
+    /// Records from outside the attempt that a dead controller left running: its shim died with
+    /// that `obsctl run` (PDEATHSIG) before it could export. It ended when its log was last
+    /// written, the closest trace of its death on disk.
+    async fn record_interrupted(&self, prev: &NodeStatus, env: &[(String, String)], argv: &[String]) {
+        let Some(t) = &prev.telemetry else {
+            return;
+        };
+        let log = self
+            .work_root
+            .join(format!("{}.{}", prev.id, t.attempt))
+            .join("log");
+        let start = prev
+            .started_at
+            .as_deref()
+            .and_then(clock::parse)
+            .unwrap_or_else(SystemTime::now);
+        let end = std::fs::metadata(&log)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        KilledAttempt {
+            env,
+            agent: &t.agent,
+            step: &t.step,
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            start,
+            end,
+            command: argv,
+            signal: nix::sys::signal::Signal::SIGKILL,
+            why: INTERRUPTED_BY_RESTART,
+            log_file: Some(&log),
+        }
+        .record()
+        .await;
     }
 
     fn pod_finished(&self, result: &NodeResult, display: &str) {
@@ -1223,6 +1334,7 @@ impl<R: Runner> Inner<R> {
                 args,
                 boundary: Some(boundary),
                 retry_index: None,
+                replaces: None,
             })
             .await
         })

@@ -104,6 +104,11 @@ pub struct NodeStatus {
     /// obsctl's addition: the step's span, for Pod nodes that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<StepTelemetry>,
+    /// obsctl's addition: earlier attempts of this Pod node that a dead controller (a
+    /// `kill -9` of `obsctl run`) interrupted; a resumed run recorded each from outside, as a
+    /// failed attempt, and started the node again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<StepTelemetry>,
     /// obsctl's addition: the OS process group of a running Pod node, so that a resumed run
     /// can stop what an interrupted one left behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]

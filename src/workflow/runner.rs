@@ -75,6 +75,10 @@ pub struct StepExit {
     pub stdout: String,
     /// Content of each requested output path, `None` when the step did not write it.
     pub files: HashMap<String, Option<String>>,
+    /// The signal that ended the shim itself (not its step): a shim killed this way exported
+    /// nothing, so the executor records the attempt from outside. `None` when the shim exited
+    /// on its own, when the step ran without a shim, or when the runner cannot tell.
+    pub shim_killed_by: Option<Signal>,
 }
 
 /// Argo caps `outputs.result` too; a chatty step must not grow obsctl's memory without bound.
@@ -570,6 +574,7 @@ impl Runner for ProcessRunner {
             reader: Some(reader),
             telemetry: Some(tel_rx),
             exit: None,
+            shimmed: self.shim.is_some(),
             stdout: String::new(),
             output_paths: spec.output_paths,
             tmp,
@@ -582,7 +587,8 @@ pub struct ProcessHandle {
     pgid: Option<i32>,
     reader: Option<tokio::task::JoinHandle<String>>,
     telemetry: Option<tokio::sync::oneshot::Receiver<Option<ShimStart>>>,
-    exit: Option<i32>,
+    exit: Option<(i32, Option<Signal>)>,
+    shimmed: bool,
     stdout: String,
     output_paths: Vec<String>,
     tmp: PathBuf,
@@ -613,19 +619,23 @@ impl StepHandle for ProcessHandle {
 
     async fn wait(&mut self) -> Result<StepExit, RunnerError> {
         use std::os::unix::process::ExitStatusExt;
-        let code = match self.exit {
-            Some(code) => code,
+        let (code, killed_by) = match self.exit {
+            Some(exit) => exit,
             None => {
                 let status = self.child.wait().await.map_err(RunnerError::Wait)?;
                 let code = status
                     .code()
                     .or_else(|| status.signal().map(|s| 128 + s))
                     .unwrap_or(1);
-                self.exit = Some(code);
+                let killed_by = status
+                    .signal()
+                    .filter(|_| self.shimmed)
+                    .and_then(|s| Signal::try_from(s).ok());
+                self.exit = Some((code, killed_by));
                 // Whatever the shim left behind in its group goes with it, as a pod's
                 // containers go with the pod.
                 self.signal(Signal::SIGKILL);
-                code
+                (code, killed_by)
             }
         };
         if let Some(reader) = &mut self.reader {
@@ -636,6 +646,7 @@ impl StepHandle for ProcessHandle {
             exit_code: code,
             stdout: std::mem::take(&mut self.stdout),
             files: self.read_outputs(),
+            shim_killed_by: killed_by,
         })
     }
 

@@ -112,6 +112,7 @@ impl Scenario {
                     finished_at: None,
                     outputs: None,
                     process_group: None,
+                    interrupted: Vec::new(),
                     telemetry: Some(StepTelemetry {
                         agent: s.agent.into(),
                         step: s.step.into(),
@@ -139,6 +140,7 @@ impl Scenario {
                 outputs: None,
                 process_group: None,
                 telemetry: None,
+                interrupted: Vec::new(),
             },
         );
         let param = |n: &str, v: &str| Parameter {
