@@ -2,6 +2,7 @@
 //! and proves it. `docs/architecture.md` maps these modules and the data flowing between them.
 
 pub mod backends;
+pub mod chaos;
 pub mod checks;
 pub mod commands;
 pub mod conventions;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod chaos;
 pub mod demo;
 pub mod down;
 pub mod flush;
@@ -44,6 +45,9 @@ pub enum Command {
     Verify(verify::Args),
     /// Show one task's trace as a waterfall, with its logs and links.
     Trace(trace::Args),
+    /// Break things on purpose (pod kill, collector outage, burst, controller restart) and
+    /// prove that no telemetry was lost or duplicated.
+    Chaos(chaos::Args),
     /// Start a backend, run the sample agent pipeline, verify it and show its trace.
     Demo(demo::Args),
     /// Start the observability stack (Docker, or the embedded backend without Docker).
@@ -102,7 +106,7 @@ fn usage_exit_code(args: &[String]) -> i32 {
         .find(|a| !a.starts_with('-'))
         .map(String::as_str)
     {
-        Some("verify" | "demo") => 1,
+        Some("verify" | "demo" | "chaos") => 1,
         _ => 2,
     }
 }
@@ -117,6 +121,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Runs(args) => runs::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Up(args) => up::run(args),
         Command::Down(args) => down::run(args),

@@ -181,6 +181,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(e) = &outcome.export_error {
         eprintln!("obsctl: warning: root span not delivered: {e}");
     }
+    if let Some(drained) = &outcome.drained {
+        if drained.delivered > 0 {
+            crate::ui::debug(
+                1,
+                format!(
+                    "delivered {} spooled request(s) ({} items) at the end of the run",
+                    drained.delivered, drained.delivered_items
+                ),
+            );
+        }
+        if drained.remaining > 0 {
+            eprintln!(
+                "obsctl: warning: {} telemetry request(s) still spooled in {} ({}); \
+                 `obsctl flush` delivers them once the collector answers",
+                drained.remaining,
+                crate::otlp::spool::Spool::env_dir().display(),
+                drained
+                    .stopped_by
+                    .as_ref()
+                    .map_or_else(|| "deadline reached".to_string(), ToString::to_string)
+            );
+        }
+    }
     Ok(report(&outcome.record, args.output))
 }
 

@@ -204,7 +204,7 @@ pub fn json(report: &VerifyReport) -> String {
 }
 
 /// Escapes text for XML attributes and content, dropping characters XML 1.0 forbids.
-fn xml_escape(text: &str) -> String {
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

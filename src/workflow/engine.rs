@@ -79,6 +79,8 @@ pub struct RunOutcome {
     pub export_error: Option<telemetry::RootSpanError>,
     /// Pod nodes that actually ran in this invocation (not reused from a resumed record).
     pub pods_run: usize,
+    /// The spool replayed at the end of the run, when it held anything.
+    pub drained: Option<crate::otlp::spool::ReplayReport>,
 }
 
 /// Argo's 5-character suffix alphabet for `generateName` (no vowels, no look-alikes).
@@ -355,10 +357,12 @@ pub async fn run_stoppable<R: Runner>(
     )
     .await
     .err();
+    let drained = telemetry::drain_spool(&inner.config.otel).await;
     Ok(RunOutcome {
         record,
         export_error,
         pods_run,
+        drained,
     })
 }
 

@@ -263,6 +263,28 @@ pub async fn emit_root_span(otel: &OtelConfig, root: &RootSpan<'_>) -> Result<()
     }
 }
 
+/// How long the end of a run spends replaying the spool to a collector that answers.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// At the end of a run, delivers what its steps (or earlier ones) spooled while the collector
+/// was away, so that recovering from an outage needs no manual `obsctl flush`. Stops at once
+/// when the collector still does not answer; `None` when there was nothing to replay.
+pub async fn drain_spool(otel: &OtelConfig) -> Option<crate::otlp::spool::ReplayReport> {
+    let spool = Spool::from_env();
+    if spool.entries().ok()?.is_empty() {
+        return None;
+    }
+    let config = ExportConfig::from_lookup(|name| match name {
+        env::OTEL_EXPORTER_OTLP_ENDPOINT => Some(otel.endpoint.clone()),
+        env::OTEL_EXPORTER_OTLP_PROTOCOL => Some(otel.protocol.clone()),
+        _ => std::env::var(name).ok(),
+    })
+    .ok()?;
+    let exporter = Exporter::new(config);
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    spool.replay(&exporter, deadline, None).await.ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,172 @@
+//! `obsctl chaos`: resiliency scenarios (seed 000, subtask 7), each injected, recovered and
+//! proven with a loss account. A scenario runs a workflow through `obsctl run` (a child process,
+//! as the Argo controller is one), breaks something real while steps run (a step's pod, the
+//! backend, the controller itself), undoes it, and then compares what was sent with what the
+//! backends hold: `obsctl verify`'s checks plus a line-by-line account of the step logs.
+//! `target` is what the faults hit; `scenarios` the four scenarios; `account` the judging.
+
+pub mod account;
+pub mod scenarios;
+pub mod target;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use account::Row;
+
+/// How the backend goes away in the collector-outage scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutageMode {
+    /// SIGTERM, then started again: a graceful stop (scaled to 0 and back).
+    Stop,
+    /// SIGKILL, then started again on the same data.
+    Kill,
+    /// SIGSTOP, then SIGCONT: connections hang (the black-hole case).
+    Pause,
+    /// Egress blocked: a relay in front of the backend holds every connection unanswered.
+    Partition,
+}
+
+impl OutageMode {
+    pub const ALL: [OutageMode; 4] = [Self::Stop, Self::Kill, Self::Pause, Self::Partition];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Kill => "kill",
+            Self::Pause => "pause",
+            Self::Partition => "partition",
+        }
+    }
+}
+
+/// A scenario as users name it on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScenarioName {
+    /// Every scenario in turn.
+    All,
+    PodKill,
+    /// Every outage mode in turn (see --mode).
+    CollectorOutage,
+    Burst,
+    ControllerRestart,
+}
+
+/// One scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    PodKill,
+    Outage(OutageMode),
+    Burst,
+    ControllerRestart,
+}
+
+impl Scenario {
+    pub fn name(self) -> String {
+        match self {
+            Self::PodKill => "pod-kill".into(),
+            Self::Outage(mode) => format!("collector-outage/{}", mode.as_str()),
+            Self::Burst => "burst".into(),
+            Self::ControllerRestart => "controller-restart".into(),
+        }
+    }
+
+    /// The scenarios `names` ask for, in the order `all` runs them, each once.
+    pub fn expand(names: &[ScenarioName], modes: &[OutageMode]) -> Vec<Scenario> {
+        let wants = |n: ScenarioName| names.is_empty() || names.contains(&ScenarioName::All) || names.contains(&n);
+        let mut out = Vec::new();
+        if wants(ScenarioName::PodKill) {
+            out.push(Self::PodKill);
+        }
+        if wants(ScenarioName::CollectorOutage) {
+            let modes = if modes.is_empty() { &OutageMode::ALL[..] } else { modes };
+            out.extend(modes.iter().map(|m| Self::Outage(*m)));
+        }
+        if wants(ScenarioName::Burst) {
+            out.push(Self::Burst);
+        }
+        if wants(ScenarioName::ControllerRestart) {
+            out.push(Self::ControllerRestart);
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The obsctl executable: `run`, `serve` and the shim.
+    pub exe: PathBuf,
+    /// Scratch space; each scenario gets a directory of its own in it.
+    pub work_dir: PathBuf,
+    /// Steps of the burst.
+    pub steps: u32,
+    /// How long the backend stays away in collector-outage.
+    pub outage: Duration,
+    /// How long verification waits for the data after a scenario.
+    pub timeout: Duration,
+}
+
+/// A phase change, for the live view.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Phase { scenario: String, phase: String },
+}
+
+/// The fault window and each step attempt on one time axis (milliseconds from the start of
+/// the scenario's run), for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    pub fault: Option<(u64, u64)>,
+    pub steps: Vec<TimelineStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineStep {
+    pub node: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub phase: String,
+}
+
+/// What one scenario found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: String,
+    pub passed: bool,
+    pub runs: Vec<String>,
+    pub rows: Vec<Row>,
+    /// Named measurements: durations, sizes, ratios.
+    pub timings: Vec<(String, String)>,
+    pub timeline: Timeline,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("embedded backend: {0}")]
+    Backend(String),
+    #[error("obsctl run: {0}")]
+    Run(String),
+    #[error("querying the backend: {0}")]
+    Query(#[from] crate::backends::BackendError),
+    #[error("reading run records: {0}")]
+    Records(#[from] crate::workflow::record::RecordError),
+    #[error("{0} did not happen within {1:?}")]
+    Deadline(String, Duration),
+}
+
+impl ChaosError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The four scenarios. Each starts its own embedded backend and state directory (so its account
+//! holds only what it sent), drives `obsctl run` as a child process, injects its fault from
+//! outside as Kubernetes or a network would, undoes it, and judges.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use super::account::{Row, log_lines, printed_lines};
+use super::target::EmbeddedTarget;
+use super::{ChaosError, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline, TimelineStep};
+use crate::backends::{BackendUrls, Backends, Http};
+use crate::checks::collect::{CollectOptions, WaitReport, collect};
+use crate::checks::expect::Expectation;
+use crate::checks::{CheckId, Thresholds, run_all};
+use crate::conventions::{attr, env, resource::DEFAULT_SERVICE_NAME};
+use crate::otlp::SpanId;
+use crate::workflow::clock;
+use crate::workflow::record::{NodeStatus, NodeType, Phase, RecordStore, RunRecord};
+
+const POD_KILL: &str = include_str!("../../workflows/chaos-pod-kill.yaml");
+const STEADY: &str = include_str!("../../workflows/chaos-steady.yaml");
+const BURST: &str = include_str!("../../workflows/burst.yaml");
+
+/// Kubernetes' default `terminationGracePeriodSeconds` is 30 s; chaos keeps the same shape
+/// with a shorter grace so the scenario stays quick.
+const GRACE: Duration = Duration::from_secs(2);
+/// Longest a scenario's workflow may run.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+/// How far a step may be slowed by an outage beyond the shim's export budget: process start
+/// and scheduling on a loaded machine.
+const DELAY_SLACK: Duration = Duration::from_millis(750);
+const POLL: Duration = Duration::from_millis(50);
+
+/// One scenario's scratch: its backend, state directory and spool.
+struct Stage<'a> {
+    options: &'a Options,
+    dir: PathBuf,
+    target: EmbeddedTarget,
+    store: RecordStore,
+}
+
+impl<'a> Stage<'a> {
+    async fn new(options: &'a Options, scenario: Scenario) -> Result<Self, ChaosError> {
+        let dir = options.work_dir.join(scenario.name().replace('/', "-"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| ChaosError::io(&dir, e))?;
+        let target = EmbeddedTarget::start(&options.exe, &dir).await?;
+        Ok(Self {
+            options,
+            store: RecordStore::new(dir.join("runs")),
+            dir,
+            target,
+        })
+    }
+
+    fn workflow(&self, name: &str, text: &str) -> Result<PathBuf, ChaosError> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).map_err(|e| ChaosError::io(&path, e))?;
+        Ok(path)
+    }
+
+    /// `obsctl run` as the controller: steps through the shim, telemetry to the relay over
+    /// OTLP/HTTP, spooling in the scenario's own spool.
+    fn run(&self, args: &[String]) -> Result<Child, ChaosError> {
+        let out = self.dir.join(format!("run-{}.log", rand::random::<u32>()));
+        let log = std::fs::File::create(&out).map_err(|e| ChaosError::io(&out, e))?;
+        Command::new(&self.options.exe)
+            .arg("run")
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.store.dir())
+            .args(["--otlp-endpoint", &self.target.otlp_endpoint()])
+            .args(["--otlp-protocol", "http/protobuf", "--runner", "process", "-o", "json"])
+            .env(env::OBSCTL_SPOOL_DIR, self.dir.join("spool"))
+            .env_remove(env::OBSCTL_EXPORT_BUDGET_MS)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| ChaosError::io(&self.options.exe, e))
+    }
+
+    /// Polls the run records until `found` picks something out of them.
+    async fn wait_for<T>(
+        &self,
+        what: &str,
+        mut found: impl FnMut(&[RunRecord]) -> Option<T>,
+    ) -> Result<T, ChaosError> {
+        let started = Instant::now();
+        loop {
+            let records = self.store.list().unwrap_or_default();
+            if let Some(t) = found(&records) {
+                return Ok(t);
+            }
+            if started.elapsed() > RUN_DEADLINE {
+                return Err(ChaosError::Deadline(what.into(), RUN_DEADLINE));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn backends(&self) -> Result<Backends, ChaosError> {
+        let api = self.target.api_url();
+        let urls = BackendUrls {
+            tempo: api.clone(),
+            prometheus: api.clone(),
+            loki: api,
+            grafana: None,
+        };
+        Ok(Backends::new(urls, Http::default())?)
+    }
+
+    /// Every run of the scenario against what the backend holds: verify's checks (but the
+    /// outputs check: chaos workflows publish no links) and the line-by-line log account.
+    async fn judge(&self) -> Result<(Vec<Row>, WaitReport, Vec<RunRecord>), ChaosError> {
+        let records = self.store.list()?;
+        let expectation = Expectation::new(records.clone(), &records);
+        let options = CollectOptions {
+            timeout: self.options.timeout,
+            service_name: DEFAULT_SERVICE_NAME.into(),
+        };
+        let backends = self.backends()?;
+        let (observed, wait) = collect(&backends, &expectation, &options).await?;
+        let mut rows: Vec<Row> = run_all(&expectation, &observed, &Thresholds::default())
+            .iter()
+            .filter(|r| r.check != CheckId::WorkflowOutputs)
+            .map(Row::from)
+            .collect();
+        let printed = printed_lines(self.store.dir(), &expectation);
+        rows.push(log_lines(&printed, &observed.logs));
+        Ok((rows, wait, records))
+    }
+}
+
+fn wait_exit(child: &mut Child) -> Result<std::process::ExitStatus, ChaosError> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| ChaosError::Run(e.to_string()))? {
+            return Ok(status);
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            return Err(ChaosError::Deadline("the workflow's end".into(), RUN_DEADLINE));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+async fn wait_exit_async(child: Child) -> Result<std::process::ExitStatus, ChaosError> {
+    let mut child = child;
+    tokio::task::spawn_blocking(move || wait_exit(&mut child))
+        .await
+        .map_err(|e| ChaosError::Run(e.to_string()))?
+}
+
+fn pods(record: &RunRecord) -> impl Iterator<Item = &NodeStatus> {
+    record
+        .status
+        .nodes
+        .values()
+        .filter(|n| n.node_type == NodeType::Pod)
+}
+
+fn succeeded_pods(records: &[RunRecord]) -> usize {
+    records
+        .iter()
+        .flat_map(pods)
+        .filter(|n| n.phase == Phase::Succeeded)
+        .count()
+}
+
+fn condition_phase(records: &[RunRecord]) -> Row {
+    let ok = records.iter().filter(|r| r.status.phase == Phase::Succeeded).count();
+    let detail = records
+        .iter()
+        .filter(|r| r.status.phase != Phase::Succeeded)
+        .map(|r| format!("run {} ended {:?}: {}", r.name, r.status.phase, r.status.message.clone().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Row::condition("workflow-succeeded", ok == records.len() && !records.is_empty(), records.len() as u64, ok as u64, detail)
+}
+
+fn ms_since(origin: SystemTime, t: SystemTime) -> u64 {
+    t.duration_since(origin).unwrap_or_default().as_millis() as u64
+}
+
+fn timeline(records: &[RunRecord], fault: Option<(SystemTime, SystemTime)>) -> Timeline {
+    let origin = records
+        .iter()
+        .filter_map(|r| r.status.started_at.as_deref().and_then(clock::parse))
+        .min()
+        .unwrap_or_else(SystemTime::now);
+    let steps = records
+        .iter()
+        .flat_map(pods)
+        .filter_map(|n| {
+            let start = clock::parse(n.started_at.as_deref()?)?;
+            let end = clock::parse(n.finished_at.as_deref()?)?;
+            Some(TimelineStep {
+                node: n.name.clone(),
+                start_ms: ms_since(origin, start),
+                end_ms: ms_since(origin, end),
+                phase: format!("{:?}", n.phase),
+            })
+        })
+        .collect();
+    Timeline {
+        fault: fault.map(|(a, b)| (ms_since(origin, a), ms_since(origin, b))),
+        steps,
+    }
+}
+
+fn report(scenario: Scenario, rows: Vec<Row>, records: &[RunRecord], timings: Vec<(String, String)>, fault: Option<(SystemTime, SystemTime)>) -> ScenarioReport {
+    ScenarioReport {
+        scenario: scenario.name(),
+        passed: rows.iter().all(|r| r.passed),
+        runs: records.iter().map(|r| r.name.clone()).collect(),
+        timeline: timeline(records, fault),
+        rows,
+        timings,
+    }
+}
+
+/// Runs one scenario.
+pub async fn run(
+    options: &Options,
+    scenario: Scenario,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<ScenarioReport, ChaosError> {
+    let phase = |p: &str| {
+        progress(Progress::Phase {
+            scenario: scenario.name(),
+            phase: p.to_string(),
+        })
+    };
+    phase("starting the embedded backend");
+    let mut stage = Stage::new(options, scenario).await?;
+    match scenario {
+        Scenario::PodKill => pod_kill(&stage, &phase).await,
+        Scenario::Outage(mode) => outage(&mut stage, mode, &phase).await,
+        Scenario::Burst => burst(&stage, &phase).await,
+        Scenario::ControllerRestart => controller_restart(&stage, &phase).await,
+    }
+}
+
+/// A running Pod node that has printed at least `lines` lines: its process group and span.
+fn running_step(record: &RunRecord, store: &Path, lines: usize, skip: &[String]) -> Option<(String, i32, SpanId)> {
+    pods(record).find_map(|n| {
+        let t = n.telemetry.as_ref()?;
+        let pgid = n.process_group?;
+        if n.phase != Phase::Running || skip.contains(&n.id) {
+            return None;
+        }
+        let log = store.join(&record.name).join(format!("{}.{}", n.id, t.attempt)).join("log");
+        let printed = std::fs::read_to_string(log).map_or(0, |t| t.lines().count());
+        (printed >= lines).then(|| (n.id.clone(), pgid, t.span_id))
+    })
+}
+
+async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
+    let file = stage.workflow("chaos-pod-kill.yaml", POD_KILL)?;
+    let child = stage.run(&[file.display().to_string()])?;
+    phase("waiting for steps to run");
+    let store_dir = stage.store.dir().to_path_buf();
+    let (deleted, deleted_pgid, deleted_span) = stage
+        .wait_for("a running step", |r| r.first().and_then(|r| running_step(r, &store_dir, 5, &[])))
+        .await?;
+    let (oom, oom_pgid, oom_span) = stage
+        .wait_for("a second running step", |r| {
+            r.first().and_then(|r| running_step(r, &store_dir, 5, std::slice::from_ref(&deleted)))
+        })
+        .await?;
+    phase("deleting one pod (SIGTERM, grace, SIGKILL), OOM-killing another (SIGKILL)");
+    let fault_start = SystemTime::now();
+    let _ = killpg(Pid::from_raw(oom_pgid), Signal::SIGKILL);
+    let _ = killpg(Pid::from_raw(deleted_pgid), Signal::SIGTERM);
+    tokio::time::sleep(GRACE).await;
+    let _ = killpg(Pid::from_raw(deleted_pgid), Signal::SIGKILL);
+    let fault_end = SystemTime::now();
+    phase("waiting for the retries");
+    wait_exit_async(child).await?;
+    phase("accounting");
+    let (mut rows, wait, records) = stage.judge().await?;
+    rows.insert(0, condition_phase(&records));
+    let backends = stage.backends()?;
+    let trace = match records.first() {
+        Some(r) => backends.tempo.trace(r.trace_id).await?.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let span = |id: SpanId| trace.spans.iter().find(|s| s.span_id == id);
+    let killed = |id: SpanId, signal: &str, outside: bool| {
+        let s = span(id);
+        let ok = s.is_some_and(|s| {
+            s.status.code == crate::backends::tempo::StatusCode::Error
+                && s.attribute(attr::PROCESS_SIGNAL) == Some(signal)
+                && s.attribute(attr::RECORDED_BY_RUNNER).is_some() == outside
+        });
+        let seen = s.map_or_else(
+            || "no span".to_string(),
+            |s| {
+                format!(
+                    "status {:?}, {}={:?}, {}={:?}",
+                    s.status.code,
+                    attr::PROCESS_SIGNAL,
+                    s.attribute(attr::PROCESS_SIGNAL),
+                    attr::RECORDED_BY_RUNNER,
+                    s.attribute(attr::RECORDED_BY_RUNNER)
+                )
+            },
+        );
+        (ok, seen)
+    };
+    let (ok, seen) = killed(deleted_span, "SIGTERM", false);
+    rows.insert(1, Row::condition("deleted-pod-span", ok, 1, u64::from(ok), format!("node {deleted}: {seen}")));
+    let (ok, seen) = killed(oom_span, "SIGKILL", true);
+    rows.insert(2, Row::condition("killed-pod-recorded-outside", ok, 1, u64::from(ok), format!("node {oom}: {seen}")));
+    let timings = vec![("verify wait".into(), format!("{} ms", wait.elapsed_ms))];
+    Ok(report(Scenario::PodKill, rows, &records, timings, Some((fault_start, fault_end))))
+}
+
+/// Mean step duration inside and outside the fault window, and the worst added delay.
+fn step_delays(records: &[RunRecord], fault: (SystemTime, SystemTime)) -> (f64, f64, Duration) {
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    for n in records.iter().flat_map(pods) {
+        let (Some(start), Some(end)) = (
+            n.started_at.as_deref().and_then(clock::parse),
+            n.finished_at.as_deref().and_then(clock::parse),
+        ) else {
+            continue;
+        };
+        let took = end.duration_since(start).unwrap_or_default();
+        if end >= fault.0 && start <= fault.1 {
+            inside.push(took);
+        } else {
+            outside.push(took);
+        }
+    }
+    let mean = |v: &[Duration]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64
+        }
+    };
+    let baseline = mean(&outside);
+    let worst = inside
+        .iter()
+        .map(|d| d.saturating_sub(Duration::from_secs_f64(baseline)))
+        .max()
+        .unwrap_or_default();
+    (mean(&inside), baseline, worst)
+}
+
+async fn outage(stage: &mut Stage<'_>, mode: OutageMode, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
+    let file = stage.workflow("chaos-steady.yaml", STEADY)?;
+    let step = 0.5;
+    // Two steps at a time for the outage and six seconds more, so the run outlives the fault.
+    let count = (((stage.options.outage.as_secs_f64() + 6.0) / step) * 2.0).ceil() as u32;
+    let child = stage.run(&[
+        file.display().to_string(),
+        "-p".into(),
+        format!("count={count}"),
+        "-p".into(),
+        format!("seconds={step}"),
+        "-p".into(),
+        format!("taskId=chaos-outage-{}", mode.as_str()),
+    ])?;
+    phase("waiting for steps to run");
+    stage.wait_for("four finished steps", |r| (succeeded_pods(r) >= 4).then_some(())).await?;
+    phase(&format!("outage ({}) for {:?}", mode.as_str(), stage.options.outage));
+    let fault_start = SystemTime::now();
+    stage.target.inject(mode).await?;
+    tokio::time::sleep(stage.options.outage).await;
+    stage.target.recover(mode).await?;
+    let fault_end = SystemTime::now();
+    phase("recovered; waiting for the workflow");
+    wait_exit_async(child).await?;
+    phase("accounting");
+    let (mut rows, wait, records) = stage.judge().await?;
+    rows.insert(0, condition_phase(&records));
+    let (inside, outside, worst) = step_delays(&records, (fault_start, fault_end));
+    let budget = crate::shim::DEFAULT_EXPORT_BUDGET;
+    rows.insert(
+        1,
+        Row::condition(
+            "delay-within-budget",
+            worst <= budget + DELAY_SLACK,
+            budget.as_millis() as u64,
+            worst.as_millis() as u64,
+            format!("worst added delay {} ms; budget {} ms + {} ms slack", worst.as_millis(), budget.as_millis(), DELAY_SLACK.as_millis()),
+        ),
+    );
+    let timings = vec![
+        ("steps".into(), count.to_string()),
+        ("mean step during outage".into(), format!("{:.0} ms", inside * 1000.0)),
+        ("mean step otherwise".into(), format!("{:.0} ms", outside * 1000.0)),
+        ("ratio".into(), format!("{:.2}", if outside > 0.0 { inside / outside } else { 0.0 })),
+        ("verify wait".into(), format!("{} ms", wait.elapsed_ms)),
+    ];
+    Ok(report(Scenario::Outage(mode), rows, &records, timings, Some((fault_start, fault_end))))
+}
+
+async fn burst(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
+    let file = stage.workflow("burst.yaml", BURST)?;
+    let steps = stage.options.steps;
+    phase(&format!("{steps} parallel steps"));
+    let started = Instant::now();
+    let child = stage.run(&[file.display().to_string(), "-p".into(), format!("count={steps}")])?;
+    wait_exit_async(child).await?;
+    let run_took = started.elapsed();
+    phase("accounting");
+    let (mut rows, wait, records) = stage.judge().await?;
+    rows.insert(0, condition_phase(&records));
+    let scrape_started = Instant::now();
+    let scrape = reqwest::get(stage.target.metrics_url())
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| ChaosError::Backend(format!("scraping /metrics: {e}")))?
+        .bytes()
+        .await
+        .map_err(|e| ChaosError::Backend(format!("scraping /metrics: {e}")))?;
+    let scrape_took = scrape_started.elapsed();
+    let timings = vec![
+        ("steps".into(), steps.to_string()),
+        ("run wall time".into(), format!("{} ms", run_took.as_millis())),
+        ("per step".into(), format!("{:.2} ms", run_took.as_secs_f64() * 1000.0 / f64::from(steps.max(1)))),
+        ("ingest lag (run end → all visible)".into(), format!("{} ms", wait.elapsed_ms)),
+        ("scrape size".into(), format!("{} bytes", scrape.len())),
+        ("scrape time".into(), format!("{:.1} ms", scrape_took.as_secs_f64() * 1000.0)),
+    ];
+    Ok(report(Scenario::Burst, rows, &records, timings, None))
+}
+
+async fn controller_restart(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
+    let file = stage.workflow("chaos-steady.yaml", STEADY)?;
+    let child = stage.run(&[
+        file.display().to_string(),
+        "-p".into(),
+        "count=12".into(),
+        "-p".into(),
+        "seconds=1".into(),
+        "-p".into(),
+        "taskId=chaos-controller-restart".into(),
+    ])?;
+    phase("waiting for steps to run");
+    let store_dir = stage.store.dir().to_path_buf();
+    let name = stage
+        .wait_for("two finished steps and one running", |records| {
+            let r = records.first()?;
+            (succeeded_pods(records) >= 2 && running_step(r, &store_dir, 1, &[]).is_some()).then(|| r.name.clone())
+        })
+        .await?;
+    phase("kill -9 of obsctl run");
+    let fault_start = SystemTime::now();
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    wait_exit_async(child).await?;
+    let fault_end = SystemTime::now();
+    phase("obsctl run --resume");
+    let resumed = stage.run(&["--resume".into(), name.clone()])?;
+    wait_exit_async(resumed).await?;
+    phase("accounting");
+    let (mut rows, wait, records) = stage.judge().await?;
+    rows.insert(0, condition_phase(&records));
+    let interrupted: Vec<_> = records.iter().flat_map(pods).flat_map(|n| n.interrupted.iter()).collect();
+    let backends = stage.backends()?;
+    let trace = match records.first() {
+        Some(r) => backends.tempo.trace(r.trace_id).await?.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let recorded = interrupted
+        .iter()
+        .filter(|t| {
+            trace.spans.iter().any(|s| {
+                s.span_id == t.span_id
+                    && s.attribute(attr::RECORDED_BY_RUNNER) == Some(crate::workflow::engine::INTERRUPTED_BY_RESTART)
+            })
+        })
+        .count();
+    rows.insert(
+        1,
+        Row::condition(
+            "interrupted-attempts-recorded",
+            !interrupted.is_empty() && recorded == interrupted.len(),
+            interrupted.len() as u64,
+            recorded as u64,
+            if interrupted.is_empty() { "the kill interrupted no attempt that had started".into() } else { String::new() },
+        ),
+    );
+    let roots = trace.spans.iter().filter(|s| s.parent_span_id.is_none()).count();
+    rows.insert(2, Row::condition("one-root", roots == 1, 1, roots as u64, String::new()));
+    let timings = vec![("verify wait".into(), format!("{} ms", wait.elapsed_ms))];
+    Ok(report(Scenario::ControllerRestart, rows, &records, timings, Some((fault_start, fault_end))))
+}

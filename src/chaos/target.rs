@@ -1,0 +1,261 @@
+//! What chaos breaks on the embedded runtime: an `obsctl serve` process that chaos starts
+//! itself (its own ports, data directory and endpoints file, so nothing of the user's is ever
+//! touched) behind a TCP relay that chaos controls. The steps send to the relay; the faults are
+//! real: SIGTERM or SIGKILL of the process and a restart on the same data, SIGSTOP/SIGCONT, and a
+//! partition in which the relay holds every connection without forwarding a byte, as a network
+//! policy that drops egress leaves a client waiting. Dropping the target undoes every fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::{ChaosError, OutageMode};
+
+/// How long a stopped backend may take to exit, and a started one to answer.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct EmbeddedTarget {
+    exe: PathBuf,
+    dir: PathBuf,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    api: SocketAddr,
+    child: Option<Child>,
+    paused: bool,
+    relay: Relay,
+}
+
+impl EmbeddedTarget {
+    /// Starts `obsctl serve` in `dir` on free loopback ports, behind a relay.
+    pub async fn start(exe: &Path, dir: &Path) -> Result<Self, ChaosError> {
+        let ports = free_ports(3)?;
+        let http: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
+        let mut target = Self {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            grpc: ([127, 0, 0, 1], ports[0]).into(),
+            http,
+            api: ([127, 0, 0, 1], ports[2]).into(),
+            child: None,
+            paused: false,
+            relay: Relay::start(http).await?,
+        };
+        target.spawn().await?;
+        Ok(target)
+    }
+
+    /// The OTLP/HTTP endpoint the steps use: the relay in front of the backend.
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://{}", self.relay.addr)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// The backend's own OpenMetrics endpoint, for the scrape measurement.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.api)
+    }
+
+    fn endpoints_file(&self) -> PathBuf {
+        self.dir.join("endpoints.json")
+    }
+
+    async fn spawn(&mut self) -> Result<(), ChaosError> {
+        let _ = std::fs::remove_file(self.endpoints_file());
+        let log = std::fs::File::create(self.dir.join("serve.log"))
+            .map_err(|e| ChaosError::io(&self.dir, e))?;
+        let child = Command::new(&self.exe)
+            .arg("serve")
+            .args(["--otlp-grpc", &self.grpc.to_string()])
+            .args(["--otlp-http", &self.http.to_string()])
+            .args(["--api", &self.api.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--endpoints-file")
+            .arg(self.endpoints_file())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| ChaosError::io(&self.exe, e))?;
+        self.child = Some(child);
+        // serve writes its endpoints file once every listener is bound.
+        let deadline = tokio::time::Instant::now() + PROCESS_DEADLINE;
+        while !self.endpoints_file().exists() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(ChaosError::Backend(format!(
+                    "obsctl serve exited ({status}) before it was ready: {}",
+                    crate::stack::background::tail(&self.dir.join("serve.log"), 5)
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ChaosError::Backend(
+                    "obsctl serve was not ready within 15 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
+    }
+
+    async fn stop_with(&mut self, signal: Signal) -> Result<(), ChaosError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        let deadline = tokio::time::Instant::now() + PROCESS_DEADLINE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Begins the outage.
+    pub async fn inject(&mut self, mode: OutageMode) -> Result<(), ChaosError> {
+        match mode {
+            OutageMode::Stop => self.stop_with(Signal::SIGTERM).await,
+            OutageMode::Kill => self.stop_with(Signal::SIGKILL).await,
+            OutageMode::Pause => {
+                if let Some(pid) = self.pid() {
+                    kill(pid, Signal::SIGSTOP).map_err(|e| ChaosError::Backend(e.to_string()))?;
+                    self.paused = true;
+                }
+                Ok(())
+            }
+            OutageMode::Partition => {
+                self.relay.set_partitioned(true);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the outage: the backend runs again on the same data and ports.
+    pub async fn recover(&mut self, mode: OutageMode) -> Result<(), ChaosError> {
+        match mode {
+            OutageMode::Stop | OutageMode::Kill => self.spawn().await,
+            OutageMode::Pause => {
+                self.resume();
+                Ok(())
+            }
+            OutageMode::Partition => {
+                self.relay.set_partitioned(false);
+                Ok(())
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        if self.paused
+            && let Some(pid) = self.pid()
+        {
+            let _ = kill(pid, Signal::SIGCONT);
+        }
+        self.paused = false;
+    }
+}
+
+impl Drop for EmbeddedTarget {
+    /// Nothing is left paused or partitioned, and the backend chaos started goes with it.
+    fn drop(&mut self) {
+        self.resume();
+        self.relay.set_partitioned(false);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Ports the OS picked, all held until every one is picked so none is handed out twice.
+fn free_ports(n: usize) -> Result<Vec<u16>, ChaosError> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ChaosError::Backend(format!("cannot pick a free port: {e}")))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ChaosError::Backend(format!("cannot pick a free port: {e}")))
+}
+
+/// A loopback TCP relay to the backend that can be partitioned.
+struct Relay {
+    addr: SocketAddr,
+    partitioned: Arc<watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Result<Self, ChaosError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| ChaosError::Backend(format!("cannot start the relay: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ChaosError::Backend(e.to_string()))?;
+        let partitioned = Arc::new(watch::channel(false).0);
+        let state = partitioned.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay_one(client, upstream, state.subscribe()));
+            }
+        });
+        Ok(Self {
+            addr,
+            partitioned,
+            task,
+        })
+    }
+
+    fn set_partitioned(&self, on: bool) {
+        self.partitioned.send_replace(on);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Forwards one connection; during a partition nothing passes in either direction, and a
+/// connection open when the partition begins is cut.
+async fn relay_one(mut client: TcpStream, upstream: SocketAddr, mut partitioned: watch::Receiver<bool>) {
+    if *partitioned.borrow_and_update() {
+        // Held, never answered: the client waits until its own deadline, as behind a drop rule.
+        let _ = partitioned.wait_for(|p| !*p).await;
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return; // the backend is down: the client sees its connection closed
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = partitioned.wait_for(|p| *p) => {}
+    }
+}

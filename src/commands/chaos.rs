@@ -1,0 +1,131 @@
+//! `obsctl chaos`: argument handling and output only. The scenarios live in `chaos`, the
+//! renderings in `report::chaos`. Exit codes: 0 every scenario passed, 1 usage or setup error,
+//! 2 a scenario failed (as `verify`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::CommandError;
+use super::verify::EXIT_CHECK_FAILED;
+use crate::chaos::{self, OutageMode, Progress, Scenario, ScenarioName};
+use crate::checks::time::parse_duration;
+use crate::report::chaos::{ChaosReport, json, junit, table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Junit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// The embedded runtime (chaos on the Docker stack is not available yet).
+    Auto,
+    /// A private `obsctl serve` that chaos starts, breaks and stops.
+    Embedded,
+    /// The Docker stack's collector (not available yet: refused with a clear error).
+    Docker,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Scenarios to run, in this order: pod-kill, collector-outage, burst, controller-restart.
+    #[arg(value_enum, default_value = "all")]
+    pub scenarios: Vec<ScenarioName>,
+    /// Collector-outage modes to run [default: all four].
+    #[arg(long = "mode", value_enum, value_name = "MODE")]
+    pub modes: Vec<OutageMode>,
+    #[arg(long, value_enum, default_value_t = Runtime::Auto)]
+    pub runtime: Runtime,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Also write the whole result, with each scenario's timeline, as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Parallel steps of the burst scenario.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub steps: u32,
+    /// How long the collector stays away in collector-outage (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub outage: Duration,
+    /// How long each scenario's accounting waits for its data (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Run the remaining scenarios after one fails (default: stop at the first failure).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Keep each scenario's scratch directory (backend data, run records, logs) [default: removed when every scenario passed].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.runtime == Runtime::Docker {
+        return Err(CommandError::new(
+            1,
+            anyhow::anyhow!(
+                "chaos on the Docker stack is not available yet; use --runtime embedded \
+                 (a private obsctl serve that chaos starts, breaks and stops)"
+            ),
+        )
+        .into());
+    }
+    let scenarios = Scenario::expand(&args.scenarios, &args.modes);
+    let keep = args.work_dir.is_some();
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
+        crate::paths::state_home().join(format!("chaos-{}", std::process::id()))
+    });
+    let options = chaos::Options {
+        exe: std::env::current_exe().context("cannot find the obsctl executable")?,
+        work_dir: work_dir.clone(),
+        steps: args.steps,
+        outage: args.outage,
+        timeout: args.timeout,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let started = Instant::now();
+    let progress = |p: Progress| match p {
+        Progress::Phase { scenario, phase } => eprintln!("chaos {scenario}: {phase}"),
+    };
+    let mut reports = Vec::new();
+    for scenario in scenarios {
+        // Ctrl-C drops the scenario: its backend is resumed, healed and stopped on the way out.
+        let result = rt.block_on(async {
+            tokio::select! {
+                r = chaos::scenarios::run(&options, scenario, &progress) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let Some(result) = result else {
+            return Err(CommandError::new(130, anyhow::anyhow!("interrupted; every fault was undone")).into());
+        };
+        let report = result.with_context(|| format!("scenario {}", scenario.name()))?;
+        let passed = report.passed;
+        reports.push(report);
+        if !passed && !args.keep_going {
+            break;
+        }
+    }
+    let report = ChaosReport::new("embedded", started.elapsed().as_millis() as u64, reports);
+    if let Some(path) = &args.report {
+        std::fs::write(path, json(&report)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match args.output {
+        Output::Table => print!("{}", table(&report, crate::ui::color_enabled())),
+        Output::Json => println!("{}", json(&report)),
+        Output::Junit => print!("{}", junit(&report)),
+    }
+    if report.passed && !keep {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    } else if !report.passed {
+        eprintln!("obsctl chaos: scratch kept in {}", work_dir.display());
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) })
+}
