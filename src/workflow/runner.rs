@@ -255,7 +255,7 @@ pub fn private_tmp_available() -> bool {
         let Ok(dir) = tempdir_for_probe() else {
             return false;
         };
-        let Ok(isolation) = Isolation::new(Some(&dir), Path::new("/bin/true")) else {
+        let Ok(isolation) = Isolation::new(Some(&dir), Path::new("/bin/true"), None) else {
             return false;
         };
         // A marker in the real /tmp must be hidden from the child once it is isolated.
@@ -296,22 +296,27 @@ fn tempdir_for_probe() -> std::io::Result<PathBuf> {
 /// allocating afterwards is not async-signal-safe.
 struct Isolation {
     tmp: Option<CString>,
-    program: Option<VisibleProgram>,
+    /// The program, then the shim's spool directory: a fixed array, as the child may not
+    /// allocate.
+    keep: [Option<KeptPath>; 2],
     parent: i32,
 }
 
-/// A program that lives under `/tmp` (obsctl built in a checkout there, say): the private `/tmp`
-/// would hide it from the exec that follows, so the child opens it before covering `/tmp` and
-/// binds it back at the same path. The descriptor must be opened inside the new mount namespace:
-/// a bind from a mount of the parent's namespace fails with EINVAL.
-struct VisibleProgram {
+/// A path under `/tmp` that the step must still see behind its private `/tmp`: the program it
+/// execs (obsctl built in a checkout there, say) or the spool the shim writes to (a state
+/// directory there). The child opens it before covering `/tmp` and binds it back at the same
+/// path. The descriptor must be opened inside the new mount namespace: a bind from a mount of
+/// the parent's namespace fails with EINVAL.
+struct KeptPath {
     path: CString,
-    /// The directories between `/tmp` and the program, outermost first, to create as mount points.
+    /// The directories between `/tmp` and the path, outermost first, to create as mount points.
     dirs: Vec<CString>,
+    is_dir: bool,
 }
 
-impl VisibleProgram {
-    fn new(program: &Path) -> std::io::Result<Option<Self>> {
+impl KeptPath {
+    fn new(path: &Path, is_dir: bool) -> std::io::Result<Option<Self>> {
+        let program = path;
         if !program.starts_with("/tmp") || program == Path::new("/tmp") {
             return Ok(None);
         }
@@ -328,6 +333,7 @@ impl VisibleProgram {
         Ok(Some(Self {
             path: c(program)?,
             dirs,
+            is_dir,
         }))
     }
 
@@ -353,12 +359,19 @@ impl VisibleProgram {
                 Err(e) => return Err(e.into()),
             }
         }
-        // The mount point: an empty file, closed at once.
-        drop(open(
-            self.path.as_c_str(),
-            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o555),
-        )?);
+        // The mount point: a directory, or an empty file closed at once.
+        if self.is_dir {
+            match nix::unistd::mkdir(self.path.as_c_str(), Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            drop(open(
+                self.path.as_c_str(),
+                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o555),
+            )?);
+        }
         let mut buf = [0u8; 32];
         let source = proc_fd_path(held.as_raw_fd(), &mut buf);
         mount(
@@ -395,19 +408,27 @@ fn proc_fd_path(fd: i32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
 }
 
 impl Isolation {
-    /// `program` is what the child will exec: kept visible when the private `/tmp` would hide it.
-    fn new(private_tmp: Option<&Path>, program: &Path) -> std::io::Result<Self> {
+    /// `program` is what the child will exec and `spool` the shim's spool directory (if it
+    /// runs one): both kept visible when the private `/tmp` would hide them.
+    fn new(
+        private_tmp: Option<&Path>,
+        program: &Path,
+        spool: Option<&Path>,
+    ) -> std::io::Result<Self> {
         let tmp = private_tmp
             .map(|p| CString::new(p.as_os_str().as_encoded_bytes()))
             .transpose()
             .map_err(std::io::Error::other)?;
-        let program = match tmp {
-            Some(_) => VisibleProgram::new(program)?,
-            None => None,
+        let keep = match (&tmp, spool) {
+            (None, _) => [None, None],
+            (Some(_), spool) => [
+                KeptPath::new(program, false)?,
+                spool.map(|s| KeptPath::new(s, true)).transpose()?.flatten(),
+            ],
         };
         Ok(Self {
             tmp,
-            program,
+            keep,
             parent: std::process::id() as i32,
         })
     }
@@ -430,11 +451,10 @@ impl Isolation {
                 MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                 None::<&str>,
             )?;
-            let held = self
-                .program
-                .as_ref()
-                .map(VisibleProgram::open)
-                .transpose()?;
+            let held = [
+                self.keep[0].as_ref().map(KeptPath::open).transpose()?,
+                self.keep[1].as_ref().map(KeptPath::open).transpose()?,
+            ];
             mount(
                 Some(tmp.as_c_str()),
                 "/tmp",
@@ -442,8 +462,10 @@ impl Isolation {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )?;
-            if let (Some(program), Some(held)) = (&self.program, &held) {
-                program.bind(held)?;
+            for (kept, held) in self.keep.iter().zip(&held) {
+                if let (Some(kept), Some(held)) = (kept, held) {
+                    kept.bind(held)?;
+                }
             }
         }
         Ok(())
@@ -529,9 +551,24 @@ impl Runner for ProcessRunner {
             .append(true)
             .open(&log_path)
             .map_err(prepare(&log_path))?;
+        // The shim spools where its environment says; a spool under /tmp must stay shared
+        // with the run (and `obsctl flush`), not vanish into the step's private /tmp.
+        let spool = match (&self.shim, self.private_tmp) {
+            (Some(_), true) => {
+                let dir = env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == crate::conventions::env::OBSCTL_SPOOL_DIR)
+                    .map_or_else(crate::otlp::spool::Spool::env_dir, |(_, v)| PathBuf::from(v));
+                std::fs::create_dir_all(&dir).map_err(prepare(&dir))?;
+                Some(dir)
+            }
+            _ => None,
+        };
         let isolation = Isolation::new(
             self.private_tmp.then_some(tmp.as_path()),
             Path::new(&full[0]),
+            spool.as_deref(),
         )
         .map_err(prepare(&tmp))?;
         let mut cmd = tokio::process::Command::new(&full[0]);
