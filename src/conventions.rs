@@ -104,6 +104,8 @@ pub mod env {
     /// The `traceparent` of the attempt this step attempt replaces (a retry, or the attempt a
     /// resumed run starts again): the shim links its span to it.
     pub const OBSCTL_REPLACES: &str = "OBSCTL_REPLACES";
+    /// A deliberate defect for obsctl's own chaos tests (`crate::defect`).
+    pub const OBSCTL_DEFECT: &str = "OBSCTL_DEFECT";
     pub const OBSCTL_SPOOL_DIR: &str = "OBSCTL_SPOOL_DIR";
     /// Upper bound of the spool directory in bytes; oldest items are dropped beyond it.
     pub const OBSCTL_SPOOL_MAX_BYTES: &str = "OBSCTL_SPOOL_MAX_BYTES";

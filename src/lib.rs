@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod checks;
 pub mod commands;
 pub mod conventions;
+pub mod defect;
 pub mod demo;
 pub mod embedded;
 pub mod otlp;

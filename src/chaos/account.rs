@@ -39,7 +39,11 @@ impl Row {
             found,
             lost: expected.saturating_sub(found),
             duplicated: 0,
-            items: if detail.is_empty() { Vec::new() } else { vec![detail] },
+            items: if detail.is_empty() {
+                Vec::new()
+            } else {
+                vec![detail]
+            },
         }
     }
 }
@@ -62,7 +66,10 @@ impl From<&CheckResult> for Row {
 }
 
 /// What each attempt printed, from the runner's copy: `<state>/<run>/<node>.<attempt>/log`.
-pub fn printed_lines(state_dir: &Path, expectation: &Expectation) -> BTreeMap<(SpanId, String), u64> {
+pub fn printed_lines(
+    state_dir: &Path,
+    expectation: &Expectation,
+) -> BTreeMap<(SpanId, String), u64> {
     let mut lines = BTreeMap::new();
     for attempt in &expectation.attempts {
         let log = state_dir
@@ -74,7 +81,9 @@ pub fn printed_lines(state_dir: &Path, expectation: &Expectation) -> BTreeMap<(S
             if line.trim().is_empty() || line.starts_with("obsctl shim: ") {
                 continue;
             }
-            *lines.entry((attempt.span_id, line.to_string())).or_insert(0) += 1;
+            *lines
+                .entry((attempt.span_id, line.to_string()))
+                .or_insert(0) += 1;
         }
     }
     lines
@@ -99,7 +108,10 @@ pub fn log_lines(printed: &BTreeMap<(SpanId, String), u64>, held: &[LogEntry]) -
         items: Vec::new(),
     };
     for ((span, line), want) in printed {
-        let got = found_lines.get(&(*span, line.clone())).copied().unwrap_or(0);
+        let got = found_lines
+            .get(&(*span, line.clone()))
+            .copied()
+            .unwrap_or(0);
         row.found += got.min(*want);
         if got < *want {
             row.lost += want - got;
@@ -110,7 +122,10 @@ pub fn log_lines(printed: &BTreeMap<(SpanId, String), u64>, held: &[LogEntry]) -
         if got > *want {
             row.duplicated += got - want;
             if row.items.len() < NAMED {
-                row.items.push(format!("{} extra cop(ies): span {span} {line:?}", got - want));
+                row.items.push(format!(
+                    "{} extra cop(ies): span {span} {line:?}",
+                    got - want
+                ));
             }
         }
     }
@@ -118,7 +133,8 @@ pub fn log_lines(printed: &BTreeMap<(SpanId, String), u64>, held: &[LogEntry]) -
         if spans.contains(span) && !printed.contains_key(&(*span, line.clone())) {
             row.duplicated += got;
             if row.items.len() < NAMED {
-                row.items.push(format!("never printed: span {span} {line:?}"));
+                row.items
+                    .push(format!("never printed: span {span} {line:?}"));
             }
         }
     }
@@ -143,12 +159,19 @@ mod tests {
     #[test]
     fn lines_are_counted_as_multisets() {
         let a = SpanId::random();
-        let printed: BTreeMap<_, _> = [((a, "line 1".to_string()), 1), ((a, "line 2".to_string()), 1)].into();
+        let printed: BTreeMap<_, _> = [
+            ((a, "line 1".to_string()), 1),
+            ((a, "line 2".to_string()), 1),
+        ]
+        .into();
         let exact = log_lines(&printed, &[entry(a, "line 1"), entry(a, "line 2")]);
         assert!(exact.passed, "{exact:?}");
         let short = log_lines(&printed, &[entry(a, "line 1")]);
         assert_eq!((short.lost, short.duplicated, short.passed), (1, 0, false));
-        let twice = log_lines(&printed, &[entry(a, "line 1"), entry(a, "line 1"), entry(a, "line 2")]);
+        let twice = log_lines(
+            &printed,
+            &[entry(a, "line 1"), entry(a, "line 1"), entry(a, "line 2")],
+        );
         assert_eq!((twice.lost, twice.duplicated, twice.found), (0, 1, 2));
     }
 }

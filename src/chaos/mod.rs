@@ -76,13 +76,19 @@ impl Scenario {
 
     /// The scenarios `names` ask for, in the order `all` runs them, each once.
     pub fn expand(names: &[ScenarioName], modes: &[OutageMode]) -> Vec<Scenario> {
-        let wants = |n: ScenarioName| names.is_empty() || names.contains(&ScenarioName::All) || names.contains(&n);
+        let wants = |n: ScenarioName| {
+            names.is_empty() || names.contains(&ScenarioName::All) || names.contains(&n)
+        };
         let mut out = Vec::new();
         if wants(ScenarioName::PodKill) {
             out.push(Self::PodKill);
         }
         if wants(ScenarioName::CollectorOutage) {
-            let modes = if modes.is_empty() { &OutageMode::ALL[..] } else { modes };
+            let modes = if modes.is_empty() {
+                &OutageMode::ALL[..]
+            } else {
+                modes
+            };
             out.extend(modes.iter().map(|m| Self::Outage(*m)));
         }
         if wants(ScenarioName::Burst) {

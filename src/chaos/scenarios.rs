@@ -11,7 +11,9 @@ use nix::unistd::Pid;
 
 use super::account::{Row, log_lines, printed_lines};
 use super::target::EmbeddedTarget;
-use super::{ChaosError, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline, TimelineStep};
+use super::{
+    ChaosError, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline, TimelineStep,
+};
 use crate::backends::{BackendUrls, Backends, Http};
 use crate::checks::collect::{CollectOptions, WaitReport, collect};
 use crate::checks::expect::Expectation;
@@ -65,7 +67,7 @@ impl<'a> Stage<'a> {
 
     /// `obsctl run` as the controller: steps through the shim, telemetry to the relay over
     /// OTLP/HTTP, spooling in the scenario's own spool.
-    fn run(&self, args: &[String]) -> Result<Child, ChaosError> {
+    fn run(&self, args: &[String]) -> Result<RunProcess, ChaosError> {
         let out = self.dir.join(format!("run-{}.log", rand::random::<u32>()));
         let log = std::fs::File::create(&out).map_err(|e| ChaosError::io(&out, e))?;
         Command::new(&self.options.exe)
@@ -74,13 +76,21 @@ impl<'a> Stage<'a> {
             .arg("--state-dir")
             .arg(self.store.dir())
             .args(["--otlp-endpoint", &self.target.otlp_endpoint()])
-            .args(["--otlp-protocol", "http/protobuf", "--runner", "process", "-o", "json"])
+            .args([
+                "--otlp-protocol",
+                "http/protobuf",
+                "--runner",
+                "process",
+                "-o",
+                "json",
+            ])
             .env(env::OBSCTL_SPOOL_DIR, self.dir.join("spool"))
             .env_remove(env::OBSCTL_EXPORT_BUDGET_MS)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(RunProcess)
             .map_err(|e| ChaosError::io(&self.options.exe, e))
     }
 
@@ -136,25 +146,43 @@ impl<'a> Stage<'a> {
     }
 }
 
-fn wait_exit(child: &mut Child) -> Result<std::process::ExitStatus, ChaosError> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| ChaosError::Run(e.to_string()))? {
-            return Ok(status);
+/// An `obsctl run` chaos started: killed if the scenario ends early (Ctrl-C, a failure), so no
+/// controller outlives chaos (its steps die with it, by PDEATHSIG).
+struct RunProcess(Child);
+
+impl RunProcess {
+    async fn wait(&mut self) -> Result<std::process::ExitStatus, ChaosError> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self
+                .0
+                .try_wait()
+                .map_err(|e| ChaosError::Run(e.to_string()))?
+            {
+                return Ok(status);
+            }
+            if started.elapsed() > RUN_DEADLINE {
+                return Err(ChaosError::Deadline(
+                    "the workflow's end".into(),
+                    RUN_DEADLINE,
+                ));
+            }
+            tokio::time::sleep(POLL).await;
         }
-        if started.elapsed() > RUN_DEADLINE {
-            let _ = child.kill();
-            return Err(ChaosError::Deadline("the workflow's end".into(), RUN_DEADLINE));
-        }
-        std::thread::sleep(POLL);
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32)
     }
 }
 
-async fn wait_exit_async(child: Child) -> Result<std::process::ExitStatus, ChaosError> {
-    let mut child = child;
-    tokio::task::spawn_blocking(move || wait_exit(&mut child))
-        .await
-        .map_err(|e| ChaosError::Run(e.to_string()))?
+impl Drop for RunProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn pods(record: &RunRecord) -> impl Iterator<Item = &NodeStatus> {
@@ -174,14 +202,30 @@ fn succeeded_pods(records: &[RunRecord]) -> usize {
 }
 
 fn condition_phase(records: &[RunRecord]) -> Row {
-    let ok = records.iter().filter(|r| r.status.phase == Phase::Succeeded).count();
+    let ok = records
+        .iter()
+        .filter(|r| r.status.phase == Phase::Succeeded)
+        .count();
     let detail = records
         .iter()
         .filter(|r| r.status.phase != Phase::Succeeded)
-        .map(|r| format!("run {} ended {:?}: {}", r.name, r.status.phase, r.status.message.clone().unwrap_or_default()))
+        .map(|r| {
+            format!(
+                "run {} ended {:?}: {}",
+                r.name,
+                r.status.phase,
+                r.status.message.clone().unwrap_or_default()
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ");
-    Row::condition("workflow-succeeded", ok == records.len() && !records.is_empty(), records.len() as u64, ok as u64, detail)
+    Row::condition(
+        "workflow-succeeded",
+        ok == records.len() && !records.is_empty(),
+        records.len() as u64,
+        ok as u64,
+        detail,
+    )
 }
 
 fn ms_since(origin: SystemTime, t: SystemTime) -> u64 {
@@ -214,7 +258,13 @@ fn timeline(records: &[RunRecord], fault: Option<(SystemTime, SystemTime)>) -> T
     }
 }
 
-fn report(scenario: Scenario, rows: Vec<Row>, records: &[RunRecord], timings: Vec<(String, String)>, fault: Option<(SystemTime, SystemTime)>) -> ScenarioReport {
+fn report(
+    scenario: Scenario,
+    rows: Vec<Row>,
+    records: &[RunRecord],
+    timings: Vec<(String, String)>,
+    fault: Option<(SystemTime, SystemTime)>,
+) -> ScenarioReport {
     ScenarioReport {
         scenario: scenario.name(),
         passed: rows.iter().all(|r| r.passed),
@@ -248,14 +298,22 @@ pub async fn run(
 }
 
 /// A running Pod node that has printed at least `lines` lines: its process group and span.
-fn running_step(record: &RunRecord, store: &Path, lines: usize, skip: &[String]) -> Option<(String, i32, SpanId)> {
+fn running_step(
+    record: &RunRecord,
+    store: &Path,
+    lines: usize,
+    skip: &[String],
+) -> Option<(String, i32, SpanId)> {
     pods(record).find_map(|n| {
         let t = n.telemetry.as_ref()?;
         let pgid = n.process_group?;
         if n.phase != Phase::Running || skip.contains(&n.id) {
             return None;
         }
-        let log = store.join(&record.name).join(format!("{}.{}", n.id, t.attempt)).join("log");
+        let log = store
+            .join(&record.name)
+            .join(format!("{}.{}", n.id, t.attempt))
+            .join("log");
         let printed = std::fs::read_to_string(log).map_or(0, |t| t.lines().count());
         (printed >= lines).then(|| (n.id.clone(), pgid, t.span_id))
     })
@@ -263,15 +321,18 @@ fn running_step(record: &RunRecord, store: &Path, lines: usize, skip: &[String])
 
 async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
     let file = stage.workflow("chaos-pod-kill.yaml", POD_KILL)?;
-    let child = stage.run(&[file.display().to_string()])?;
+    let mut child = stage.run(&[file.display().to_string()])?;
     phase("waiting for steps to run");
     let store_dir = stage.store.dir().to_path_buf();
     let (deleted, deleted_pgid, deleted_span) = stage
-        .wait_for("a running step", |r| r.first().and_then(|r| running_step(r, &store_dir, 5, &[])))
+        .wait_for("a running step", |r| {
+            r.first().and_then(|r| running_step(r, &store_dir, 5, &[]))
+        })
         .await?;
     let (oom, oom_pgid, oom_span) = stage
         .wait_for("a second running step", |r| {
-            r.first().and_then(|r| running_step(r, &store_dir, 5, std::slice::from_ref(&deleted)))
+            r.first()
+                .and_then(|r| running_step(r, &store_dir, 5, std::slice::from_ref(&deleted)))
         })
         .await?;
     phase("deleting one pod (SIGTERM, grace, SIGKILL), OOM-killing another (SIGKILL)");
@@ -282,7 +343,7 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
     let _ = killpg(Pid::from_raw(deleted_pgid), Signal::SIGKILL);
     let fault_end = SystemTime::now();
     phase("waiting for the retries");
-    wait_exit_async(child).await?;
+    child.wait().await?;
     phase("accounting");
     let (mut rows, wait, records) = stage.judge().await?;
     rows.insert(0, condition_phase(&records));
@@ -315,11 +376,35 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
         (ok, seen)
     };
     let (ok, seen) = killed(deleted_span, "SIGTERM", false);
-    rows.insert(1, Row::condition("deleted-pod-span", ok, 1, u64::from(ok), format!("node {deleted}: {seen}")));
+    rows.insert(
+        1,
+        Row::condition(
+            "deleted-pod-span",
+            ok,
+            1,
+            u64::from(ok),
+            format!("node {deleted}: {seen}"),
+        ),
+    );
     let (ok, seen) = killed(oom_span, "SIGKILL", true);
-    rows.insert(2, Row::condition("killed-pod-recorded-outside", ok, 1, u64::from(ok), format!("node {oom}: {seen}")));
+    rows.insert(
+        2,
+        Row::condition(
+            "killed-pod-recorded-outside",
+            ok,
+            1,
+            u64::from(ok),
+            format!("node {oom}: {seen}"),
+        ),
+    );
     let timings = vec![("verify wait".into(), format!("{} ms", wait.elapsed_ms))];
-    Ok(report(Scenario::PodKill, rows, &records, timings, Some((fault_start, fault_end))))
+    Ok(report(
+        Scenario::PodKill,
+        rows,
+        &records,
+        timings,
+        Some((fault_start, fault_end)),
+    ))
 }
 
 /// Mean step duration inside and outside the fault window, and the worst added delay.
@@ -356,12 +441,16 @@ fn step_delays(records: &[RunRecord], fault: (SystemTime, SystemTime)) -> (f64, 
     (mean(&inside), baseline, worst)
 }
 
-async fn outage(stage: &mut Stage<'_>, mode: OutageMode, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
+async fn outage(
+    stage: &mut Stage<'_>,
+    mode: OutageMode,
+    phase: &dyn Fn(&str),
+) -> Result<ScenarioReport, ChaosError> {
     let file = stage.workflow("chaos-steady.yaml", STEADY)?;
     let step = 0.5;
-    // Two steps at a time for the outage and six seconds more, so the run outlives the fault.
-    let count = (((stage.options.outage.as_secs_f64() + 6.0) / step) * 2.0).ceil() as u32;
-    let child = stage.run(&[
+    // Two steps at a time for the outage and four seconds more, so the run outlives the fault.
+    let count = (((stage.options.outage.as_secs_f64() + 4.0) / step) * 2.0).ceil() as u32;
+    let mut child = stage.run(&[
         file.display().to_string(),
         "-p".into(),
         format!("count={count}"),
@@ -371,15 +460,23 @@ async fn outage(stage: &mut Stage<'_>, mode: OutageMode, phase: &dyn Fn(&str)) -
         format!("taskId=chaos-outage-{}", mode.as_str()),
     ])?;
     phase("waiting for steps to run");
-    stage.wait_for("four finished steps", |r| (succeeded_pods(r) >= 4).then_some(())).await?;
-    phase(&format!("outage ({}) for {:?}", mode.as_str(), stage.options.outage));
+    stage
+        .wait_for("four finished steps", |r| {
+            (succeeded_pods(r) >= 4).then_some(())
+        })
+        .await?;
+    phase(&format!(
+        "outage ({}) for {:?}",
+        mode.as_str(),
+        stage.options.outage
+    ));
     let fault_start = SystemTime::now();
     stage.target.inject(mode).await?;
     tokio::time::sleep(stage.options.outage).await;
     stage.target.recover(mode).await?;
     let fault_end = SystemTime::now();
     phase("recovered; waiting for the workflow");
-    wait_exit_async(child).await?;
+    child.wait().await?;
     phase("accounting");
     let (mut rows, wait, records) = stage.judge().await?;
     rows.insert(0, condition_phase(&records));
@@ -392,17 +489,37 @@ async fn outage(stage: &mut Stage<'_>, mode: OutageMode, phase: &dyn Fn(&str)) -
             worst <= budget + DELAY_SLACK,
             budget.as_millis() as u64,
             worst.as_millis() as u64,
-            format!("worst added delay {} ms; budget {} ms + {} ms slack", worst.as_millis(), budget.as_millis(), DELAY_SLACK.as_millis()),
+            format!(
+                "worst added delay {} ms; budget {} ms + {} ms slack",
+                worst.as_millis(),
+                budget.as_millis(),
+                DELAY_SLACK.as_millis()
+            ),
         ),
     );
     let timings = vec![
         ("steps".into(), count.to_string()),
-        ("mean step during outage".into(), format!("{:.0} ms", inside * 1000.0)),
-        ("mean step otherwise".into(), format!("{:.0} ms", outside * 1000.0)),
-        ("ratio".into(), format!("{:.2}", if outside > 0.0 { inside / outside } else { 0.0 })),
+        (
+            "mean step during outage".into(),
+            format!("{:.0} ms", inside * 1000.0),
+        ),
+        (
+            "mean step otherwise".into(),
+            format!("{:.0} ms", outside * 1000.0),
+        ),
+        (
+            "ratio".into(),
+            format!("{:.2}", if outside > 0.0 { inside / outside } else { 0.0 }),
+        ),
         ("verify wait".into(), format!("{} ms", wait.elapsed_ms)),
     ];
-    Ok(report(Scenario::Outage(mode), rows, &records, timings, Some((fault_start, fault_end))))
+    Ok(report(
+        Scenario::Outage(mode),
+        rows,
+        &records,
+        timings,
+        Some((fault_start, fault_end)),
+    ))
 }
 
 async fn burst(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
@@ -410,8 +527,12 @@ async fn burst(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport
     let steps = stage.options.steps;
     phase(&format!("{steps} parallel steps"));
     let started = Instant::now();
-    let child = stage.run(&[file.display().to_string(), "-p".into(), format!("count={steps}")])?;
-    wait_exit_async(child).await?;
+    let mut child = stage.run(&[
+        file.display().to_string(),
+        "-p".into(),
+        format!("count={steps}"),
+    ])?;
+    child.wait().await?;
     let run_took = started.elapsed();
     phase("accounting");
     let (mut rows, wait, records) = stage.judge().await?;
@@ -427,18 +548,36 @@ async fn burst(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport
     let scrape_took = scrape_started.elapsed();
     let timings = vec![
         ("steps".into(), steps.to_string()),
-        ("run wall time".into(), format!("{} ms", run_took.as_millis())),
-        ("per step".into(), format!("{:.2} ms", run_took.as_secs_f64() * 1000.0 / f64::from(steps.max(1)))),
-        ("ingest lag (run end → all visible)".into(), format!("{} ms", wait.elapsed_ms)),
+        (
+            "run wall time".into(),
+            format!("{} ms", run_took.as_millis()),
+        ),
+        (
+            "per step".into(),
+            format!(
+                "{:.2} ms",
+                run_took.as_secs_f64() * 1000.0 / f64::from(steps.max(1))
+            ),
+        ),
+        (
+            "ingest lag (run end → all visible)".into(),
+            format!("{} ms", wait.elapsed_ms),
+        ),
         ("scrape size".into(), format!("{} bytes", scrape.len())),
-        ("scrape time".into(), format!("{:.1} ms", scrape_took.as_secs_f64() * 1000.0)),
+        (
+            "scrape time".into(),
+            format!("{:.1} ms", scrape_took.as_secs_f64() * 1000.0),
+        ),
     ];
     Ok(report(Scenario::Burst, rows, &records, timings, None))
 }
 
-async fn controller_restart(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport, ChaosError> {
+async fn controller_restart(
+    stage: &Stage<'_>,
+    phase: &dyn Fn(&str),
+) -> Result<ScenarioReport, ChaosError> {
     let file = stage.workflow("chaos-steady.yaml", STEADY)?;
-    let child = stage.run(&[
+    let mut child = stage.run(&[
         file.display().to_string(),
         "-p".into(),
         "count=12".into(),
@@ -452,21 +591,26 @@ async fn controller_restart(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<S
     let name = stage
         .wait_for("two finished steps and one running", |records| {
             let r = records.first()?;
-            (succeeded_pods(records) >= 2 && running_step(r, &store_dir, 1, &[]).is_some()).then(|| r.name.clone())
+            (succeeded_pods(records) >= 2 && running_step(r, &store_dir, 1, &[]).is_some())
+                .then(|| r.name.clone())
         })
         .await?;
     phase("kill -9 of obsctl run");
     let fault_start = SystemTime::now();
-    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-    wait_exit_async(child).await?;
+    let _ = kill(child.pid(), Signal::SIGKILL);
+    child.wait().await?;
     let fault_end = SystemTime::now();
     phase("obsctl run --resume");
-    let resumed = stage.run(&["--resume".into(), name.clone()])?;
-    wait_exit_async(resumed).await?;
+    let mut resumed = stage.run(&["--resume".into(), name.clone()])?;
+    resumed.wait().await?;
     phase("accounting");
     let (mut rows, wait, records) = stage.judge().await?;
     rows.insert(0, condition_phase(&records));
-    let interrupted: Vec<_> = records.iter().flat_map(pods).flat_map(|n| n.interrupted.iter()).collect();
+    let interrupted: Vec<_> = records
+        .iter()
+        .flat_map(pods)
+        .flat_map(|n| n.interrupted.iter())
+        .collect();
     let backends = stage.backends()?;
     let trace = match records.first() {
         Some(r) => backends.tempo.trace(r.trace_id).await?.unwrap_or_default(),
@@ -477,7 +621,8 @@ async fn controller_restart(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<S
         .filter(|t| {
             trace.spans.iter().any(|s| {
                 s.span_id == t.span_id
-                    && s.attribute(attr::RECORDED_BY_RUNNER) == Some(crate::workflow::engine::INTERRUPTED_BY_RESTART)
+                    && s.attribute(attr::RECORDED_BY_RUNNER)
+                        == Some(crate::workflow::engine::INTERRUPTED_BY_RESTART)
             })
         })
         .count();
@@ -488,11 +633,28 @@ async fn controller_restart(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<S
             !interrupted.is_empty() && recorded == interrupted.len(),
             interrupted.len() as u64,
             recorded as u64,
-            if interrupted.is_empty() { "the kill interrupted no attempt that had started".into() } else { String::new() },
+            if interrupted.is_empty() {
+                "the kill interrupted no attempt that had started".into()
+            } else {
+                String::new()
+            },
         ),
     );
-    let roots = trace.spans.iter().filter(|s| s.parent_span_id.is_none()).count();
-    rows.insert(2, Row::condition("one-root", roots == 1, 1, roots as u64, String::new()));
+    let roots = trace
+        .spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_none())
+        .count();
+    rows.insert(
+        2,
+        Row::condition("one-root", roots == 1, 1, roots as u64, String::new()),
+    );
     let timings = vec![("verify wait".into(), format!("{} ms", wait.elapsed_ms))];
-    Ok(report(Scenario::ControllerRestart, rows, &records, timings, Some((fault_start, fault_end))))
+    Ok(report(
+        Scenario::ControllerRestart,
+        rows,
+        &records,
+        timings,
+        Some((fault_start, fault_end)),
+    ))
 }

@@ -87,11 +87,18 @@ impl EmbeddedTarget {
             .stderr(log)
             .spawn()
             .map_err(|e| ChaosError::io(&self.exe, e))?;
+        // Tests (and a person) can find the backend chaos started.
+        let pid = self.dir.join("serve.pid");
+        std::fs::write(&pid, child.id().to_string()).map_err(|e| ChaosError::io(&pid, e))?;
         self.child = Some(child);
         // serve writes its endpoints file once every listener is bound.
         let deadline = tokio::time::Instant::now() + PROCESS_DEADLINE;
         while !self.endpoints_file().exists() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(ChaosError::Backend(format!(
                     "obsctl serve exited ({status}) before it was ready: {}",
                     crate::stack::background::tail(&self.dir.join("serve.log"), 5)
@@ -243,7 +250,11 @@ impl Drop for Relay {
 
 /// Forwards one connection; during a partition nothing passes in either direction, and a
 /// connection open when the partition begins is cut.
-async fn relay_one(mut client: TcpStream, upstream: SocketAddr, mut partitioned: watch::Receiver<bool>) {
+async fn relay_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut partitioned: watch::Receiver<bool>,
+) {
     if *partitioned.borrow_and_update() {
         // Held, never answered: the client waits until its own deadline, as behind a drop rule.
         let _ = partitioned.wait_for(|p| !*p).await;

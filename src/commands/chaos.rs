@@ -104,7 +104,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
         let Some(result) = result else {
-            return Err(CommandError::new(130, anyhow::anyhow!("interrupted; every fault was undone")).into());
+            return Err(CommandError::new(
+                130,
+                anyhow::anyhow!("interrupted; every fault was undone"),
+            )
+            .into());
         };
         let report = result.with_context(|| format!("scenario {}", scenario.name()))?;
         let passed = report.passed;
@@ -115,7 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let report = ChaosReport::new("embedded", started.elapsed().as_millis() as u64, reports);
     if let Some(path) = &args.report {
-        std::fs::write(path, json(&report)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, json(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     match args.output {
         Output::Table => print!("{}", table(&report, crate::ui::color_enabled())),
@@ -127,5 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else if !report.passed {
         eprintln!("obsctl chaos: scratch kept in {}", work_dir.display());
     }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHECK_FAILED) })
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
 }

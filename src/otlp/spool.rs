@@ -320,6 +320,9 @@ impl Spool {
             };
             match exporter.send(&request, deadline).await {
                 Ok(()) => {
+                    if crate::defect::Defect::ReplayTwice.active() {
+                        let _ = exporter.send(&request, deadline).await;
+                    }
                     fs::remove_file(&claimed).map_err(io_err(&claimed))?;
                     report.delivered += 1;
                     report.delivered_items += entry.items;

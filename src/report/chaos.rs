@@ -42,7 +42,12 @@ fn verdict(passed: bool, color: bool) -> Cell {
 pub fn table(report: &ChaosReport, color: bool) -> String {
     let mut out = String::new();
     for s in &report.scenarios {
-        let _ = writeln!(out, "\n{} ({})", s.scenario, if s.passed { "passed" } else { "FAILED" });
+        let _ = writeln!(
+            out,
+            "\n{} ({})",
+            s.scenario,
+            if s.passed { "passed" } else { "FAILED" }
+        );
         if !s.runs.is_empty() {
             let _ = writeln!(out, "runs: {}", s.runs.join(", "));
         }
@@ -51,7 +56,11 @@ pub fn table(report: &ChaosReport, color: bool) -> String {
         }
         let mut table = Table::new();
         table
-            .load_style(if color { presets::UTF8_FULL_CONDENSED } else { presets::ASCII_FULL_CONDENSED })
+            .load_style(if color {
+                presets::UTF8_FULL_CONDENSED
+            } else {
+                presets::ASCII_FULL_CONDENSED
+            })
             .set_header(["check", "result", "expected", "found", "lost", "dup"]);
         if !color {
             table.force_no_tty();
@@ -94,7 +103,9 @@ pub fn json(report: &ChaosReport) -> String {
 
 /// One testsuite per scenario, one testcase per check.
 pub fn junit(report: &ChaosReport) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"obsctl chaos\">\n");
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"obsctl chaos\">\n",
+    );
     for s in &report.scenarios {
         let failures = s.rows.iter().filter(|r| !r.passed).count();
         let _ = writeln!(

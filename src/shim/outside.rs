@@ -57,14 +57,10 @@ impl KilledAttempt<'_> {
     pub fn requests(&self) -> Vec<ExportRequest> {
         let lookup = |name: &str| self.lookup(name);
         let command_name = self.command.first().map_or("", String::as_str);
-        let context = StepContext::resolve(
-            Some(self.agent),
-            Some(self.step),
-            &[],
-            command_name,
-            lookup,
-        );
-        let parent = lookup(env::TRACEPARENT).and_then(|tp| TraceContext::parse_traceparent(&tp).ok());
+        let context =
+            StepContext::resolve(Some(self.agent), Some(self.step), &[], command_name, lookup);
+        let parent =
+            lookup(env::TRACEPARENT).and_then(|tp| TraceContext::parse_traceparent(&tp).ok());
         let (sampler, _) = Sampler::from_config(
             lookup(env::OTEL_TRACES_SAMPLER).as_deref(),
             lookup(env::OTEL_TRACES_SAMPLER_ARG).as_deref(),

@@ -516,6 +516,7 @@ impl<R: Runner> Inner<R> {
         if reusable
             && let Some(prev) = &previous
             && prev.phase.is_finished()
+            && !crate::defect::Defect::ResumeReruns.active()
         {
             st.record.status.nodes.insert(id, prev.clone());
             drop(st);
@@ -1071,6 +1072,7 @@ impl<R: Runner> Inner<R> {
             ..
         }) = &waited
             && let Some(t) = self.telemetry_of(&id)
+            && !crate::defect::Defect::NoOutsideRecord.active()
         {
             KilledAttempt {
                 env: &env_for_outside,
@@ -1154,7 +1156,11 @@ impl<R: Runner> Inner<R> {
 
     /// The span of a Pod node's attempt, for the link from the attempt that replaces it.
     fn span_of(&self, id: &str) -> Option<TraceContext> {
-        let prev = self.lock().previous.get(id).and_then(|n| n.telemetry.clone());
+        let prev = self
+            .lock()
+            .previous
+            .get(id)
+            .and_then(|n| n.telemetry.clone());
         let t = self.telemetry_of(id).or(prev)?;
         Some(TraceContext {
             trace_id: t.trace_id,
@@ -1166,7 +1172,12 @@ impl<R: Runner> Inner<R> {
     /// Records from outside the attempt that a dead controller left running: its shim died with
     /// that `obsctl run` (PDEATHSIG) before it could export. It ended when its log was last
     /// written, the closest trace of its death on disk.
-    async fn record_interrupted(&self, prev: &NodeStatus, env: &[(String, String)], argv: &[String]) {
+    async fn record_interrupted(
+        &self,
+        prev: &NodeStatus,
+        env: &[(String, String)],
+        argv: &[String],
+    ) {
         let Some(t) = &prev.telemetry else {
             return;
         };

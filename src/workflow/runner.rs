@@ -559,7 +559,9 @@ impl Runner for ProcessRunner {
                     .iter()
                     .rev()
                     .find(|(k, _)| k == crate::conventions::env::OBSCTL_SPOOL_DIR)
-                    .map_or_else(crate::otlp::spool::Spool::env_dir, |(_, v)| PathBuf::from(v));
+                    .map_or_else(crate::otlp::spool::Spool::env_dir, |(_, v)| {
+                        PathBuf::from(v)
+                    });
                 std::fs::create_dir_all(&dir).map_err(prepare(&dir))?;
                 Some(dir)
             }
