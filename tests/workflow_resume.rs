@@ -193,7 +193,8 @@ spec:
         "Succeeded"
     );
 
-    // Every step counted exactly once, the interrupted one included.
+    // Every step succeeded exactly once, the interrupted one included (its interrupted attempt
+    // counts as a failure, as a killed pod does).
     let expected = vec![
         ("finish".to_string(), 1.0),
         ("long".to_string(), 1.0),
@@ -215,18 +216,32 @@ spec:
     );
     assert_eq!(read_record().unwrap(), after);
 
-    // One trace: the root, and each step's span as its child.
+    // One trace: the root, and each step's span as its child, the interrupted attempt's too
+    // (recorded from outside by the resumed run: its shim died with the killed one).
+    let interrupted = long["interrupted"]
+        .as_array()
+        .expect("the interrupted attempt");
+    assert_eq!(interrupted.len(), 1, "{long:#}");
+    assert_eq!(interrupted[0]["attempt"], 0, "{long:#}");
+    let interrupted_span =
+        obsctl::otlp::SpanId::from_hex(interrupted[0]["spanId"].as_str().unwrap()).unwrap();
     let trace = before["traceId"].as_str().unwrap().to_string();
-    let spans = poll("root and three step spans", WAIT, || {
+    let spans = poll("root and four step spans", WAIT, || {
         let spans = serve.spans(&trace);
-        (spans.len() >= 4).then_some(spans)
+        (spans.len() >= 5).then_some(spans)
     });
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["spanId"].as_str() == Some(interrupted_span.to_base64().as_str())),
+        "{spans:#?}"
+    );
     let root = obsctl::otlp::SpanId::from_hex(after["rootSpanId"].as_str().unwrap()).unwrap();
     let children = spans
         .iter()
         .filter(|s| s["parentSpanId"].as_str() == Some(root.to_base64().as_str()))
         .count();
-    assert_eq!(children, 3, "{spans:#?}");
+    assert_eq!(children, 4, "{spans:#?}");
 }
 
 #[test]

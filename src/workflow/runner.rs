@@ -562,8 +562,13 @@ impl Runner for ProcessRunner {
                     .map_or_else(crate::otlp::spool::Spool::env_dir, |(_, v)| {
                         PathBuf::from(v)
                     });
-                std::fs::create_dir_all(&dir).map_err(prepare(&dir))?;
-                Some(dir)
+                // Only a spool under /tmp needs binding; elsewhere nothing is created early.
+                if dir.starts_with("/tmp") {
+                    std::fs::create_dir_all(&dir).map_err(prepare(&dir))?;
+                    Some(dir)
+                } else {
+                    None
+                }
             }
             _ => None,
         };
