@@ -142,6 +142,8 @@ pub struct TimelineStep {
 pub struct ScenarioReport {
     pub scenario: String,
     pub passed: bool,
+    /// Wall time of the whole scenario: backend start, run, fault, accounting.
+    pub elapsed_ms: u64,
     pub runs: Vec<String>,
     pub rows: Vec<Row>,
     /// Named measurements: durations, sizes, ratios.

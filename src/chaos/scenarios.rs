@@ -268,6 +268,7 @@ fn report(
     ScenarioReport {
         scenario: scenario.name(),
         passed: rows.iter().all(|r| r.passed),
+        elapsed_ms: 0,
         runs: records.iter().map(|r| r.name.clone()).collect(),
         timeline: timeline(records, fault),
         rows,
@@ -288,13 +289,16 @@ pub async fn run(
         })
     };
     phase("starting the embedded backend");
+    let started = Instant::now();
     let mut stage = Stage::new(options, scenario).await?;
-    match scenario {
+    let mut report = match scenario {
         Scenario::PodKill => pod_kill(&stage, &phase).await,
         Scenario::Outage(mode) => outage(&mut stage, mode, &phase).await,
         Scenario::Burst => burst(&stage, &phase).await,
         Scenario::ControllerRestart => controller_restart(&stage, &phase).await,
-    }
+    }?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
 }
 
 /// A running Pod node that has printed at least `lines` lines: its process group and span.

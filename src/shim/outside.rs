@@ -143,3 +143,82 @@ impl KilledAttempt<'_> {
         super::export_with(&self.requests(), super::DEFAULT_EXPORT_BUDGET, config).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conventions::{attr, metric};
+    use crate::otlp::attrs;
+    use crate::otlp::proto::metrics::v1::{metric::Data, number_data_point};
+    use crate::otlp::proto::trace::v1::status;
+
+    #[test]
+    fn a_killed_attempt_gets_the_shims_span_failure_count_and_partial_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(&log, "line 1\nline 2\nobsctl shim: warning: x\n").unwrap();
+        let parent = TraceContext {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            sampled: true,
+        };
+        let replaced = TraceContext {
+            span_id: SpanId::random(),
+            ..parent
+        };
+        let env = vec![
+            (env::TRACEPARENT.to_string(), parent.to_traceparent()),
+            (env::OBSCTL_REPLACES.to_string(), replaced.to_traceparent()),
+            (env::OTEL_TRACES_SAMPLER.to_string(), "parentbased_always_on".into()),
+            (env::TASK_ID.to_string(), "42".into()),
+        ];
+        let start = SystemTime::now();
+        let killed = KilledAttempt {
+            env: &env,
+            agent: "coder",
+            step: "edit",
+            trace_id: parent.trace_id,
+            span_id: SpanId::random(),
+            start,
+            end: start + Duration::from_millis(250),
+            command: &["sh".into(), "-c".into(), "sleep 9".into()],
+            signal: Signal::SIGKILL,
+            why: "SIGKILL",
+            log_file: Some(&log),
+        };
+        let requests = killed.requests();
+        let [
+            ExportRequest::Traces(t),
+            ExportRequest::Metrics(m),
+            ExportRequest::Logs(l),
+        ] = requests.as_slice()
+        else {
+            panic!("span, metrics and logs expected: {requests:?}")
+        };
+        let span = &t.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.span_id, killed.span_id.as_bytes());
+        assert_eq!(span.parent_span_id, parent.span_id.as_bytes());
+        assert_eq!(span.name, "coder/edit");
+        assert_eq!(span.status.as_ref().unwrap().code, status::StatusCode::Error as i32);
+        assert_eq!(attrs::get(&span.attributes, attr::PROCESS_SIGNAL).unwrap(), "SIGKILL");
+        assert_eq!(attrs::get(&span.attributes, attr::RECORDED_BY_RUNNER).unwrap(), "SIGKILL");
+        assert_eq!(attrs::get(&span.attributes, attr::TASK_ID).unwrap(), "42");
+        assert_eq!(span.links.len(), 1);
+        assert_eq!(span.links[0].span_id, replaced.span_id.as_bytes());
+        let metrics = &m.resource_metrics[0].scope_metrics[0].metrics;
+        let fail = metrics.iter().find(|x| x.name == metric::STEP_FAIL).unwrap();
+        let Some(Data::Sum(sum)) = &fail.data else {
+            panic!()
+        };
+        assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsInt(1)));
+        let records = &l.resource_logs[0].scope_logs[0].log_records;
+        let bodies: Vec<String> = records
+            .iter()
+            .map(|r| format!("{:?}", r.body.as_ref().unwrap().value))
+            .collect();
+        assert_eq!(records.len(), 2, "{bodies:?}");
+        assert!(bodies[0].contains("line 1") && bodies[1].contains("line 2"));
+        assert!(records.iter().all(|r| r.span_id == killed.span_id.as_bytes()));
+        assert!(records[0].time_unix_nano < records[1].time_unix_nano);
+    }
+}
