@@ -137,6 +137,31 @@ pub struct TimelineStep {
     pub phase: String,
 }
 
+/// One measurement of a scenario, under a stable name (the bench and CI read them).
+#[derive(Debug, Clone, Serialize)]
+pub struct Measure {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+impl Measure {
+    pub fn new(name: &'static str, value: f64, unit: &'static str) -> Self {
+        Self { name, value, unit }
+    }
+}
+
+impl std::fmt::Display for Measure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let precision = if self.value.fract() == 0.0 { 0 } else { 2 };
+        write!(
+            f,
+            "{}: {:.*} {}",
+            self.name, precision, self.value, self.unit
+        )
+    }
+}
+
 /// What one scenario found.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
@@ -147,7 +172,7 @@ pub struct ScenarioReport {
     pub runs: Vec<String>,
     pub rows: Vec<Row>,
     /// Named measurements: durations, sizes, ratios.
-    pub timings: Vec<(String, String)>,
+    pub timings: Vec<Measure>,
     pub timeline: Timeline,
 }
 

@@ -12,7 +12,8 @@ use nix::unistd::Pid;
 use super::account::{Row, log_lines, printed_lines};
 use super::target::EmbeddedTarget;
 use super::{
-    ChaosError, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline, TimelineStep,
+    ChaosError, Measure, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline,
+    TimelineStep,
 };
 use crate::backends::{BackendUrls, Backends, Http};
 use crate::checks::collect::{CollectOptions, WaitReport, collect};
@@ -262,7 +263,7 @@ fn report(
     scenario: Scenario,
     rows: Vec<Row>,
     records: &[RunRecord],
-    timings: Vec<(String, String)>,
+    timings: Vec<Measure>,
     fault: Option<(SystemTime, SystemTime)>,
 ) -> ScenarioReport {
     ScenarioReport {
@@ -401,7 +402,7 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
             format!("node {oom}: {seen}"),
         ),
     );
-    let timings = vec![("verify wait".into(), format!("{} ms", wait.elapsed_ms))];
+    let timings = vec![Measure::new("verify_wait_ms", wait.elapsed_ms as f64, "ms")];
     Ok(report(
         Scenario::PodKill,
         rows,
@@ -502,20 +503,16 @@ async fn outage(
         ),
     );
     let timings = vec![
-        ("steps".into(), count.to_string()),
-        (
-            "mean step during outage".into(),
-            format!("{:.0} ms", inside * 1000.0),
+        Measure::new("steps", f64::from(count), ""),
+        Measure::new("step_ms_during_outage", inside * 1000.0, "ms"),
+        Measure::new("step_ms_otherwise", outside * 1000.0, "ms"),
+        Measure::new(
+            "step_time_ratio",
+            if outside > 0.0 { inside / outside } else { 0.0 },
+            "×",
         ),
-        (
-            "mean step otherwise".into(),
-            format!("{:.0} ms", outside * 1000.0),
-        ),
-        (
-            "ratio".into(),
-            format!("{:.2}", if outside > 0.0 { inside / outside } else { 0.0 }),
-        ),
-        ("verify wait".into(), format!("{} ms", wait.elapsed_ms)),
+        Measure::new("worst_added_delay_ms", worst.as_secs_f64() * 1000.0, "ms"),
+        Measure::new("verify_wait_ms", wait.elapsed_ms as f64, "ms"),
     ];
     Ok(report(
         Scenario::Outage(mode),
@@ -551,27 +548,17 @@ async fn burst(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport
         .map_err(|e| ChaosError::Backend(format!("scraping /metrics: {e}")))?;
     let scrape_took = scrape_started.elapsed();
     let timings = vec![
-        ("steps".into(), steps.to_string()),
-        (
-            "run wall time".into(),
-            format!("{} ms", run_took.as_millis()),
+        Measure::new("steps", f64::from(steps), ""),
+        Measure::new("run_ms", run_took.as_secs_f64() * 1000.0, "ms"),
+        Measure::new(
+            "run_ms_per_step",
+            run_took.as_secs_f64() * 1000.0 / f64::from(steps.max(1)),
+            "ms",
         ),
-        (
-            "per step".into(),
-            format!(
-                "{:.2} ms",
-                run_took.as_secs_f64() * 1000.0 / f64::from(steps.max(1))
-            ),
-        ),
-        (
-            "ingest lag (run end → all visible)".into(),
-            format!("{} ms", wait.elapsed_ms),
-        ),
-        ("scrape size".into(), format!("{} bytes", scrape.len())),
-        (
-            "scrape time".into(),
-            format!("{:.1} ms", scrape_took.as_secs_f64() * 1000.0),
-        ),
+        // collect() starts polling when the run has ended: this is run end → all visible.
+        Measure::new("ingest_lag_ms", wait.elapsed_ms as f64, "ms"),
+        Measure::new("scrape_bytes", scrape.len() as f64, "bytes"),
+        Measure::new("scrape_ms", scrape_took.as_secs_f64() * 1000.0, "ms"),
     ];
     Ok(report(Scenario::Burst, rows, &records, timings, None))
 }
@@ -653,7 +640,7 @@ async fn controller_restart(
         2,
         Row::condition("one-root", roots == 1, 1, roots as u64, String::new()),
     );
-    let timings = vec![("verify wait".into(), format!("{} ms", wait.elapsed_ms))];
+    let timings = vec![Measure::new("verify_wait_ms", wait.elapsed_ms as f64, "ms")];
     Ok(report(
         Scenario::ControllerRestart,
         rows,

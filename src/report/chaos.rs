@@ -76,8 +76,8 @@ pub fn table(report: &ChaosReport, color: bool) -> String {
             ]);
         }
         let _ = writeln!(out, "{table}");
-        for (name, value) in &s.timings {
-            let _ = writeln!(out, "  {name}: {value}");
+        for measure in &s.timings {
+            let _ = writeln!(out, "  {}", measure.to_string().trim_end());
         }
         for row in s.rows.iter().filter(|r| !r.passed) {
             for item in &row.items {

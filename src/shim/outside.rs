@@ -169,7 +169,10 @@ mod tests {
         let env = vec![
             (env::TRACEPARENT.to_string(), parent.to_traceparent()),
             (env::OBSCTL_REPLACES.to_string(), replaced.to_traceparent()),
-            (env::OTEL_TRACES_SAMPLER.to_string(), "parentbased_always_on".into()),
+            (
+                env::OTEL_TRACES_SAMPLER.to_string(),
+                "parentbased_always_on".into(),
+            ),
             (env::TASK_ID.to_string(), "42".into()),
         ];
         let start = SystemTime::now();
@@ -199,18 +202,33 @@ mod tests {
         assert_eq!(span.span_id, killed.span_id.as_bytes());
         assert_eq!(span.parent_span_id, parent.span_id.as_bytes());
         assert_eq!(span.name, "coder/edit");
-        assert_eq!(span.status.as_ref().unwrap().code, status::StatusCode::Error as i32);
-        assert_eq!(attrs::get(&span.attributes, attr::PROCESS_SIGNAL).unwrap(), "SIGKILL");
-        assert_eq!(attrs::get(&span.attributes, attr::RECORDED_BY_RUNNER).unwrap(), "SIGKILL");
+        assert_eq!(
+            span.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
+        assert_eq!(
+            attrs::get(&span.attributes, attr::PROCESS_SIGNAL).unwrap(),
+            "SIGKILL"
+        );
+        assert_eq!(
+            attrs::get(&span.attributes, attr::RECORDED_BY_RUNNER).unwrap(),
+            "SIGKILL"
+        );
         assert_eq!(attrs::get(&span.attributes, attr::TASK_ID).unwrap(), "42");
         assert_eq!(span.links.len(), 1);
         assert_eq!(span.links[0].span_id, replaced.span_id.as_bytes());
         let metrics = &m.resource_metrics[0].scope_metrics[0].metrics;
-        let fail = metrics.iter().find(|x| x.name == metric::STEP_FAIL).unwrap();
+        let fail = metrics
+            .iter()
+            .find(|x| x.name == metric::STEP_FAIL)
+            .unwrap();
         let Some(Data::Sum(sum)) = &fail.data else {
             panic!()
         };
-        assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsInt(1)));
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsInt(1))
+        );
         let records = &l.resource_logs[0].scope_logs[0].log_records;
         let bodies: Vec<String> = records
             .iter()
@@ -218,7 +236,11 @@ mod tests {
             .collect();
         assert_eq!(records.len(), 2, "{bodies:?}");
         assert!(bodies[0].contains("line 1") && bodies[1].contains("line 2"));
-        assert!(records.iter().all(|r| r.span_id == killed.span_id.as_bytes()));
+        assert!(
+            records
+                .iter()
+                .all(|r| r.span_id == killed.span_id.as_bytes())
+        );
         assert!(records[0].time_unix_nano < records[1].time_unix_nano);
     }
 }
