@@ -75,6 +75,7 @@ fn synthetic(n: usize) -> (Expectation, Observed) {
                 finished_at: None,
                 outputs: None,
                 process_group: None,
+                interrupted: Vec::new(),
                 telemetry: Some(StepTelemetry {
                     agent: agent.clone(),
                     step: step.clone(),
