@@ -148,7 +148,7 @@ pub fn run_checks(
         .block_on(verify(backends, expectation, options, thresholds))
         .context("querying the backends")?;
     Ok(VerifyReport::new(
-        &expectation.runs,
+        expectation,
         BackendsUsed {
             tempo: redact(&backends.urls.tempo),
             prometheus: redact(&backends.urls.prometheus),

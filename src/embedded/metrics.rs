@@ -279,6 +279,12 @@ impl<'a> SeriesStore<'a> {
             }
         }
         let state = serde_json::to_string(&series)?;
+        // Every state is kept by time so that queries at a past time see the value then.
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO series_history (key, time_ns, state) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, now_ns(), state])?;
         match existing {
             Some((id, _)) => {
                 self.tx
