@@ -311,7 +311,11 @@ pub fn added(now: &[Sample], baseline: &[Sample]) -> Vec<Sample> {
         .map(|s| {
             let was = before.get(&s.labels).copied().unwrap_or(0.0);
             Sample {
-                value: if s.value >= was { s.value - was } else { s.value },
+                value: if s.value >= was {
+                    s.value - was
+                } else {
+                    s.value
+                },
                 ..s.clone()
             }
         })
@@ -427,10 +431,12 @@ fn task_log_queries(expectation: &Expectation, options: &CollectOptions) -> BTre
     expectation
         .runs
         .iter()
-        .map(|run| match super::expect::task_of(run).filter(|t| !t.is_empty()) {
-            Some(task) => log_stream(options, attr::TASK_ID, task),
-            None => log_stream(options, LOG_TRACE_ID, &run.trace_id.to_hex()),
-        })
+        .map(
+            |run| match super::expect::task_of(run).filter(|t| !t.is_empty()) {
+                Some(task) => log_stream(options, attr::TASK_ID, task),
+                None => log_stream(options, LOG_TRACE_ID, &run.trace_id.to_hex()),
+            },
+        )
         .collect()
 }
 

@@ -175,16 +175,12 @@ pub struct Expectation {
 }
 
 /// The link outputs (`prHtmlUrl`, `actionsRunUrl`, `previewUrl`) a run's workflow declares: an
-/// output parameter with that `globalName`, read from the workflow file the record names with
-/// the run's parameters. When the file cannot be read or loaded any more (moved, edited, a
-/// compiled-in workflow), the links the run set stand for the declaration.
+/// output parameter with that `globalName`, read from the workflow file the record names (the
+/// declarations do not depend on parameter values, so none are given). When the file cannot be
+/// read or loaded any more (moved, edited, a compiled-in workflow), the links the run set stand
+/// for the declaration.
 pub fn declared_links(record: &RunRecord) -> BTreeSet<&'static str> {
-    let params: Vec<(String, String)> = record
-        .parameters
-        .iter()
-        .map(|p| (p.name.clone(), p.value.clone()))
-        .collect();
-    match crate::workflow::load::load(&record.workflow_file, &params) {
+    match crate::workflow::load::load(&record.workflow_file, &[]) {
         Ok(loaded) => {
             let globals: BTreeSet<&str> = loaded
                 .workflow
@@ -281,12 +277,22 @@ impl Expectation {
             .collect();
         let counter_attempts = runs
             .iter()
-            .chain(since_baseline.iter().copied().filter(|r| shares_counters(r)))
+            .chain(
+                since_baseline
+                    .iter()
+                    .copied()
+                    .filter(|r| shares_counters(r)),
+            )
             .flat_map(attempts_of)
             .collect();
         let histogram_attempts = runs
             .iter()
-            .chain(since_baseline.iter().copied().filter(|r| shares_histogram(r)))
+            .chain(
+                since_baseline
+                    .iter()
+                    .copied()
+                    .filter(|r| shares_histogram(r)),
+            )
             .flat_map(attempts_of)
             .collect();
         let mut compared_runs: Vec<String> = runs

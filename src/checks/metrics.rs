@@ -162,7 +162,9 @@ pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult 
     }
     let has_any = !observed.exemplars.is_empty();
     let needed = !expectation.attempts.is_empty();
-    result.set_passed((has_any || !needed) && result.missing.is_empty() && result.problems.is_empty());
+    result.set_passed(
+        (has_any || !needed) && result.missing.is_empty() && result.problems.is_empty(),
+    );
     result.summary = if !has_any && needed {
         format!(
             "no exemplars on {} for {} {}",

@@ -68,9 +68,10 @@ pub fn workflow_outputs(expectation: &Expectation) -> CheckResult {
                     None => result.found += 1,
                     Some(fault) => {
                         failing = true;
-                        result
-                            .missing
-                            .push(format!("run {}: output {name} \"{value}\" {fault}", run.name));
+                        result.missing.push(format!(
+                            "run {}: output {name} \"{value}\" {fault}",
+                            run.name
+                        ));
                     }
                 },
             }

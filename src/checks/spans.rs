@@ -9,8 +9,8 @@ use super::expect::{Expectation, Outcome, StepAttempt};
 use super::{CheckId, CheckResult};
 use crate::backends::tempo::{Span, StatusCode};
 use crate::conventions::attr;
-use crate::ui::quoted;
 use crate::otlp::{SpanId, TraceId};
+use crate::ui::quoted;
 
 /// The spans of one trace, first copy of each span id kept, and the ids seen more than once.
 pub fn dedup(spans: &[Span]) -> (Vec<&Span>, BTreeMap<SpanId, usize>) {

@@ -7,8 +7,8 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use serde::Serialize;
 
 use crate::checks::collect::WaitReport;
-use crate::checks::expect::phase_name;
 use crate::checks::expect::Expectation;
+use crate::checks::expect::phase_name;
 use crate::checks::{CheckResult, CheckStatus, Thresholds};
 use crate::otlp::TraceId;
 use crate::workflow::record::{Phase, RunRecord};
