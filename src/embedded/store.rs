@@ -806,6 +806,48 @@ mod tests {
         }
     }
 
+    /// A time strictly after every write so far: the clock has moved past `now_ns()`.
+    fn after_now() -> i64 {
+        let t = now_ns();
+        while now_ns() <= t {
+            std::hint::spin_loop();
+        }
+        t
+    }
+
+    #[test]
+    fn series_at_a_past_time_hold_their_value_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let value_at = |t: i64| -> Option<f64> {
+            store.series_at(t).unwrap().first().map(|s| match s.value {
+                Value::Number(v) => v,
+                _ => panic!("a counter"),
+            })
+        };
+        let before = after_now();
+        store
+            .apply_metrics(&[counter(1, Temporality::Delta, 0, 10, 2.0)])
+            .unwrap();
+        let between = after_now();
+        store
+            .apply_metrics(&[counter(2, Temporality::Delta, 0, 10, 3.0)])
+            .unwrap();
+        let after = after_now();
+        assert_eq!(value_at(before), None, "the series did not exist yet");
+        assert_eq!(value_at(between), Some(2.0));
+        assert_eq!(value_at(after), Some(5.0));
+        assert_eq!(total(&store), 5.0);
+        // A retention pass within the age limit keeps the history.
+        store
+            .prune(Retention {
+                max_age: std::time::Duration::from_secs(3600),
+                max_bytes: u64::MAX,
+            })
+            .unwrap();
+        assert_eq!(value_at(between), Some(2.0));
+    }
+
     #[test]
     fn deltas_add_and_cumulative_streams_count_increases_across_resets() {
         let dir = tempfile::tempdir().unwrap();
