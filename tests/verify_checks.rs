@@ -429,3 +429,37 @@ fn nothing_in_the_backends_fails_every_telemetry_check() {
     assert_eq!(check(&results, CheckId::SpanCoverage).missing.len(), 4);
     assert_eq!(check(&results, CheckId::CounterParity).found, 0);
 }
+
+#[test]
+fn counts_read_as_whole_numbers_and_never_minus_zero() {
+    use obsctl::checks::collect::count;
+    assert_eq!(count(-0.0), "0");
+    assert_eq!(count(8.0), "8");
+    assert_eq!(count(2.5), "2.5");
+}
+
+#[test]
+fn a_short_counter_is_reported_without_blaming_double_counting() {
+    let s = Scenario::clean("wf");
+    let mut observed = s.observed();
+    observed.success_counters[0].value = -0.0;
+    let results = run_all(&s.expectation(), &observed, &Thresholds::default());
+    let parity = check(&results, CheckId::CounterParity);
+    assert_eq!(
+        parity.summary,
+        "1 series short of the records (compared with 1 run)"
+    );
+    assert_eq!(
+        parity.missing,
+        ["agent_step_success_total clippy/verify: expected 1, found 0"]
+    );
+    let exemplars = {
+        let mut observed = s.observed();
+        observed.exemplars.clear();
+        run_all(&s.expectation(), &observed, &Thresholds::default())
+    };
+    assert_eq!(
+        check(&exemplars, CheckId::Exemplars).summary,
+        "no exemplars on agent_step_duration_ms for run wf"
+    );
+}

@@ -255,20 +255,37 @@ fn missing_spans(expectation: &Expectation, observed: &Observed) -> Option<Strin
     })
 }
 
+/// Which of the parity metrics a selector reads.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Success,
+    Fail,
+    Histogram,
+}
+
 /// The counter and histogram selectors of the runs: counters by repo and PR (empty values
 /// select series without the label, as PromQL defines), the histogram by run name.
-fn metric_selectors(expectation: &Expectation) -> Vec<String> {
+fn metric_selectors(expectation: &Expectation) -> Vec<(Counted, String)> {
     let mut selectors = Vec::new();
     for (repo, pr) in &expectation.scopes {
         let selector = label_selector(&[(attr::REPO, repo), (attr::PR_NUMBER, pr)]);
-        selectors.push(format!("{}{{{selector}}}", metric::STEP_SUCCESS_TOTAL));
-        selectors.push(format!("{}{{{selector}}}", metric::STEP_FAIL_TOTAL));
+        selectors.push((
+            Counted::Success,
+            format!("{}{{{selector}}}", metric::STEP_SUCCESS_TOTAL),
+        ));
+        selectors.push((
+            Counted::Fail,
+            format!("{}{{{selector}}}", metric::STEP_FAIL_TOTAL),
+        ));
     }
     for run in &expectation.runs {
-        selectors.push(format!(
-            "{}_count{{{}}}",
-            metric::STEP_DURATION,
-            label_selector(&[(attr::WORKFLOW_NAME, &run.name)])
+        selectors.push((
+            Counted::Histogram,
+            format!(
+                "{}_count{{{}}}",
+                metric::STEP_DURATION,
+                label_selector(&[(attr::WORKFLOW_NAME, &run.name)])
+            ),
         ));
     }
     selectors
@@ -284,16 +301,13 @@ async fn fetch_counters(
     observed.histogram_counts.clear();
     observed.baseline.clear();
     let baseline = expectation.baseline as f64 / 1e9;
-    for selector in metric_selectors(expectation) {
+    for (counted, selector) in metric_selectors(expectation) {
         let now = backends.prometheus.query(&selector, None).await?;
-        let target = if selector.starts_with(metric::STEP_SUCCESS_TOTAL) {
-            &mut observed.success_counters
-        } else if selector.starts_with(metric::STEP_FAIL_TOTAL) {
-            &mut observed.fail_counters
-        } else {
-            &mut observed.histogram_counts
-        };
-        target.extend(now);
+        match counted {
+            Counted::Success => observed.success_counters.extend(now),
+            Counted::Fail => observed.fail_counters.extend(now),
+            Counted::Histogram => observed.histogram_counts.extend(now),
+        }
         observed
             .baseline
             .extend(backends.prometheus.query(&selector, Some(baseline)).await?);
@@ -335,6 +349,18 @@ pub fn counter_totals(samples: &[Sample]) -> BTreeMap<(String, String), f64> {
     totals
 }
 
+/// A metric count as people read it: whole numbers without a fraction, and never `-0` (a sum
+/// of negative zeros, or a backend answering "-0", is still nothing).
+pub fn count(value: f64) -> String {
+    if value == 0.0 {
+        "0".to_string()
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        value.to_string()
+    }
+}
+
 /// Expected successes and failures by (agent, step).
 pub fn expected_counts(
     attempts: &[super::expect::StepAttempt],
@@ -361,8 +387,11 @@ fn missing_counts(expectation: &Expectation, observed: &Observed) -> Option<Stri
         let found_f = fail.get(&key).copied().unwrap_or(0.0);
         if found_s < s as f64 || found_f < f as f64 {
             short.push(format!(
-                "{}/{} success {found_s}/{s}, fail {found_f}/{f}",
-                key.0, key.1
+                "{}/{} success {}/{s}, fail {}/{f}",
+                key.0,
+                key.1,
+                count(found_s),
+                count(found_f)
             ));
         }
     }
@@ -370,11 +399,12 @@ fn missing_counts(expectation: &Expectation, observed: &Observed) -> Option<Stri
         .iter()
         .map(|s| s.value)
         .sum();
-    let expected_histogram = expectation.histogram_attempts.len() as f64;
-    if histogram < expected_histogram {
+    if histogram < expectation.histogram_attempts.len() as f64 {
         short.push(format!(
-            "{}_count {histogram}/{expected_histogram}",
-            metric::STEP_DURATION
+            "{}_count {}/{}",
+            metric::STEP_DURATION,
+            count(histogram),
+            expectation.histogram_attempts.len()
         ));
     }
     (!short.is_empty()).then(|| format!("Prometheus: counts short: {}", short.join("; ")))

@@ -163,7 +163,6 @@ pub struct Expectation {
     /// Repo and PR pairs the runs belong to; empty strings for a run without the parameter,
     /// which is what the shim's labels then hold.
     pub scopes: BTreeSet<(String, String)>,
-    pub task_ids: BTreeSet<String>,
     /// Unix nanoseconds: metrics are compared by what they added since then. The start of the
     /// earliest verified run, moved earlier to the start of any recorded run sharing its series
     /// that was still going then.
@@ -241,10 +240,6 @@ impl Expectation {
             .iter()
             .map(|r| (r.name.clone(), declared_links(r)))
             .collect();
-        let task_ids: BTreeSet<String> = runs
-            .iter()
-            .filter_map(|r| task_of(r).map(str::to_string))
-            .collect();
         let verified: BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         // The verified runs themselves always count, even if `all` was read before they finished.
         let others: Vec<&RunRecord> = all
@@ -317,7 +312,6 @@ impl Expectation {
             histogram_attempts,
             compared_runs,
             scopes,
-            task_ids,
             baseline,
             window: (baseline, end.max(baseline)),
             declared_links,

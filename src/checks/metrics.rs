@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::collect::{Observed, added, counter_totals, expected_counts};
+use super::collect::{Observed, added, count, counter_totals, expected_counts};
 use super::expect::Expectation;
 use super::{CheckId, CheckResult};
 use crate::conventions::{attr, metric};
@@ -19,13 +19,15 @@ fn compare(result: &mut CheckResult, what: &str, key: &str, expected: u64, found
     result.expected += expected;
     result.found += found.max(0.0) as u64;
     if found < expected as f64 {
-        result
-            .missing
-            .push(format!("{what} {key}: expected {expected}, found {found}"));
+        result.missing.push(format!(
+            "{what} {key}: expected {expected}, found {}",
+            count(found)
+        ));
     } else if found > expected as f64 {
-        result
-            .duplicated
-            .push(format!("{what} {key}: expected {expected}, found {found}"));
+        result.duplicated.push(format!(
+            "{what} {key}: expected {expected}, found {}",
+            count(found)
+        ));
     }
 }
 
