@@ -573,15 +573,21 @@ fn a_pipeline_run_that_lost_every_link_output_still_fails() {
 }
 
 #[test]
-fn trace_refuses_an_empty_task_id() {
+fn trace_and_verify_refuse_an_empty_task_id() {
     let env = Env::new(&Scenario::clean("wf"));
-    let out = env.obsctl(&["trace", ""]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "clap's usage error");
-    assert!(
-        stderr(&out).contains("the task id must not be empty"),
-        "{}",
-        stderr(&out)
-    );
+    // Usage errors exit 2, except verify's, which are "could not run" (1) like its others.
+    for (args, code) in [
+        (&["trace", ""][..], 2),
+        (&["verify", "--task-id", " "][..], 1),
+    ] {
+        let out = env.obsctl(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "usage error for {args:?}");
+        assert!(
+            stderr(&out).contains("the task id must not be empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::verify::BackendArgs;
+use super::verify::{BackendArgs, non_empty_task_id};
 use crate::report::task::{TaskQuery, load, render_task};
 use crate::workflow::record::RecordStore;
 
@@ -27,15 +27,6 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub backends: BackendArgs,
-}
-
-/// An empty id would select every run without a task, not one task.
-fn non_empty_task_id(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
-        Err("the task id must not be empty".to_string())
-    } else {
-        Ok(text.to_string())
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
