@@ -19,7 +19,7 @@ const WORKFLOW: &str = concat!(
 /// `obsctl serve` as the user's running stack in a scratch home, killed when the test ends
 /// however it ends.
 struct Stack {
-    _serve: Serve,
+    serve: Serve,
     home: tempfile::TempDir,
 }
 
@@ -27,7 +27,7 @@ impl Stack {
     fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
         Self {
-            _serve: Serve::start_in_home(home.path()),
+            serve: Serve::start_in_home(home.path()),
             home,
         }
     }
@@ -202,6 +202,10 @@ fn the_same_pipeline_twice_against_one_backend_verifies_both_times() {
     }
     let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/agent-pipeline.yaml");
     let serve = Stack::start();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let mut task_id = String::new();
     for (round, state) in [serve.state_dir(), serve.home.path().join("runs-2")]
         .iter()
@@ -234,6 +238,20 @@ fn the_same_pipeline_twice_against_one_backend_verifies_both_times() {
             .unwrap()
             .to_string();
         if round == 0 {
+            // The backend answers a query at a past time with the values then: nothing before
+            // the first run, its counts now.
+            let series = |time: Option<f64>| {
+                let at = time.map_or(String::new(), |t| format!("&time={t:.3}"));
+                let (status, body) = serve
+                    .serve
+                    .get(&format!("/api/v1/query?query=agent_step_success_total{at}"))
+                    .unwrap();
+                assert_eq!(status, 200, "{body}");
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                body["data"]["result"].as_array().unwrap().len()
+            };
+            assert_eq!(series(Some(before)), 0);
+            assert_eq!(series(None), 4, "implement, clippy, tests, deploy");
             // The sample declares taskId empty: the run got a fresh one.
             assert!(this_task.starts_with("task-"), "{this_task}");
             task_id = this_task;
