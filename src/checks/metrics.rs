@@ -103,8 +103,8 @@ pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckRe
     let runs = plural(expectation.compared_runs.len(), "run");
     result.summary = if result.passed {
         format!(
-            "what the metrics added since the first run started matches the {} recorded step \
-             attempts of {runs}",
+            "the {} recorded step attempts of {runs} are counted once in the counters and the \
+             histogram since the baseline",
             expectation.counter_attempts.len()
         )
     } else {

@@ -130,10 +130,17 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
         })
         .collect();
     let _ = writeln!(out, "verifying {}", runs.join(", "));
+    let since = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(report.baseline_unix_nano);
     let _ = writeln!(
         out,
-        "metrics compared with what these runs added: {}",
-        report.compared_runs.join(", ")
+        "metrics: what {} {} added since {}",
+        if report.compared_runs.len() == 1 {
+            "run"
+        } else {
+            "runs"
+        },
+        report.compared_runs.join(", "),
+        crate::workflow::clock::rfc3339(since)
     );
 
     let mut table = Table::new();
