@@ -223,6 +223,7 @@ fn synthetic(n: usize) -> (Expectation, Observed) {
             metric: "agent_step_success_total".into(),
             series,
         }],
+        baseline: vec![],
     };
     (expectation, observed)
 }

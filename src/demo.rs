@@ -188,7 +188,7 @@ async fn pipeline_and_report(
         .await
         .context("querying the backends")?;
     let report = VerifyReport::new(
-        &expectation.runs,
+        &expectation,
         BackendsUsed {
             tempo: redact(&endpoints.tempo),
             prometheus: redact(&endpoints.prometheus),

@@ -32,3 +32,9 @@ pub fn color_enabled() -> bool {
 pub fn progress_enabled() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
 }
+
+/// `text` in double quotes with JSON escapes, for quoting values in messages: control characters
+/// and quotes stay visible and unambiguous.
+pub fn quoted(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}

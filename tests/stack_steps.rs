@@ -112,7 +112,11 @@ fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
         assert_eq!(labels["workflows.argoproj.io/workflow"], name.as_str());
         assert_eq!(labels["repo"], "5dlabs/demo");
         assert_eq!(labels["pr"], "42");
-        assert_eq!(labels["taskId"], "9");
+        // The sample declares taskId empty: `obsctl run` gave the run a fresh one.
+        assert!(
+            labels["taskId"].as_str().unwrap().starts_with("task-"),
+            "{labels:#}"
+        );
         assert!(!labels["stepName"].as_str().unwrap().is_empty());
         // The shim is the entrypoint, run through the bundled loader.
         let entrypoint = c["Config"]["Entrypoint"].to_string();

@@ -180,8 +180,9 @@ async fn loki_bad_query_is_reported_with_its_reason() {
 #[tokio::test]
 async fn prometheus_vector_scalar_error_and_exemplars() {
     let fake = FakeBackend::start();
+    // An instant query at a past time is scripted apart (see `FakeBackend`).
     fake.script(
-        "/api/v1/query?agent_step_success_total",
+        "/api/v1/query?agent_step_success_total@1763900010.000",
         vec![Canned::ok(fixture("prometheus/query_vector.json"))],
     );
     fake.script(

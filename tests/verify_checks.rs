@@ -18,7 +18,7 @@ fn check(results: &[CheckResult], id: CheckId) -> &CheckResult {
 fn failing(results: &[CheckResult]) -> Vec<CheckId> {
     results
         .iter()
-        .filter(|r| !r.passed)
+        .filter(|r| r.failed())
         .map(|r| r.check)
         .collect()
 }
@@ -95,9 +95,37 @@ fn wrong_status_and_missing_attribute_are_faults_with_reasons() {
     let results = run_all(&s.expectation(), &s.observed(), &Thresholds::default());
     let coverage = check(&results, CheckId::SpanCoverage);
     assert_eq!((coverage.expected, coverage.found), (4, 2));
-    let problems = coverage.problems.join("\n");
-    assert!(problems.contains("missing attributes nodeId"), "{problems}");
-    assert!(problems.contains("but the step failed"), "{problems}");
+    let missing = coverage.missing.join("\n");
+    assert!(
+        missing.contains(r#"span present but attribute nodeId missing, expected "wf-1000""#),
+        "{missing}"
+    );
+    assert!(
+        missing.contains("status is OK, expected ERROR since the step failed"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn a_wrong_attribute_value_names_expected_and_found() {
+    let mut s = Scenario::clean("wf");
+    let clippy = s.steps[0].span_id;
+    for span in &mut s.spans {
+        if span.span_id == clippy {
+            span.attributes.insert("repo".into(), "acme/other".into());
+        }
+    }
+    let results = run_all(&s.expectation(), &s.observed(), &Thresholds::default());
+    let coverage = check(&results, CheckId::SpanCoverage);
+    assert_eq!(coverage.found, 3);
+    assert_eq!(coverage.missing.len(), 1, "{:?}", coverage.missing);
+    assert!(
+        coverage.missing[0].ends_with(
+            r#"span present but attribute repo is "acme/other", expected "acme/widgets""#
+        ),
+        "{}",
+        coverage.missing[0]
+    );
 }
 
 #[test]
@@ -167,12 +195,93 @@ fn a_lost_failure_count_and_histogram_count_are_missing() {
     );
 }
 
+/// The lifetime totals of a backend that also holds an earlier run of the same PR (another CI
+/// job, another state directory): doubled counters and histogram.
+fn with_history(s: &Scenario) -> obsctl::checks::collect::Observed {
+    let mut observed = s.observed();
+    let mut baseline = Vec::new();
+    for c in observed
+        .success_counters
+        .iter_mut()
+        .chain(observed.fail_counters.iter_mut())
+    {
+        baseline.push(c.clone());
+        c.value *= 2.0;
+    }
+    observed.baseline = baseline;
+    observed
+}
+
 #[test]
-fn counters_of_other_recorded_runs_of_the_same_pr_are_expected_too() {
+fn counters_compare_what_the_runs_added_not_lifetime_totals() {
+    let s = Scenario::clean("wf-2");
+    let observed = with_history(&s);
+    let results = run_all(&s.expectation(), &observed, &Thresholds::default());
+    let parity = check(&results, CheckId::CounterParity);
+    assert!(
+        parity.passed,
+        "{:?} {:?}",
+        parity.missing, parity.duplicated
+    );
+    assert_eq!((parity.expected, parity.found), (8, 8));
+
+    // Without the baseline the earlier run's counts are this run's: over by one each.
+    let mut raw = observed.clone();
+    raw.baseline.clear();
+    let results = run_all(&s.expectation(), &raw, &Thresholds::default());
+    let parity = check(&results, CheckId::CounterParity);
+    assert!(!parity.passed);
+    assert_eq!(parity.duplicated.len(), 4, "{:?}", parity.duplicated);
+    assert!(parity.missing.is_empty());
+    assert!(
+        parity.summary.starts_with("4 series over") && !parity.summary.contains("short"),
+        "{}",
+        parity.summary
+    );
+}
+
+#[test]
+fn a_counter_reset_since_the_baseline_counts_the_whole_value() {
+    let s = Scenario::clean("wf");
+    let mut observed = s.observed();
+    // The backend restarted: its value then was higher than now.
+    observed.baseline = observed
+        .success_counters
+        .iter()
+        .map(|c| Sample {
+            value: 10.0,
+            ..c.clone()
+        })
+        .collect();
+    let results = run_all(&s.expectation(), &observed, &Thresholds::default());
+    assert!(check(&results, CheckId::CounterParity).passed);
+}
+
+#[test]
+fn recorded_runs_that_finished_before_the_baseline_are_not_expected() {
     let s = Scenario::clean("wf-2");
     let mut earlier = Scenario::clean("wf-1").record;
     earlier.status.started_at = Some("2026-11-23T17:30:00Z".into());
-    // Counters carry repo and PR but no run label: both runs' counts are in the raw values.
+    earlier.status.finished_at = Some("2026-11-23T17:35:00Z".into());
+    let expectation = Expectation::new(vec![s.record.clone()], &[earlier, s.record.clone()]);
+    assert_eq!(expectation.counter_attempts.len(), 4);
+    assert_eq!(expectation.compared_runs, ["wf-2"]);
+    assert_eq!(expectation.baseline, 1_795_455_600_000_000_000);
+    let results = run_all(&expectation, &with_history(&s), &Thresholds::default());
+    assert!(check(&results, CheckId::CounterParity).passed);
+}
+
+#[test]
+fn a_recorded_run_going_on_at_the_baseline_moves_it_and_is_expected() {
+    let s = Scenario::clean("wf-2");
+    let mut earlier = Scenario::clean("wf-1").record;
+    earlier.status.started_at = Some("2026-11-23T17:30:00Z".into());
+    let expectation = Expectation::new(vec![s.record.clone()], &[earlier, s.record.clone()]);
+    assert_eq!(expectation.baseline, 1_795_455_000_000_000_000);
+    assert_eq!(expectation.compared_runs, ["wf-1", "wf-2"]);
+    assert_eq!(expectation.counter_attempts.len(), 8);
+    // The histogram carries the run name: only wf-2's attempts are expected in its series.
+    assert_eq!(expectation.histogram_attempts.len(), 4);
     let mut observed = s.observed();
     for c in observed
         .success_counters
@@ -181,20 +290,10 @@ fn counters_of_other_recorded_runs_of_the_same_pr_are_expected_too() {
     {
         c.value *= 2.0;
     }
-    let expectation = Expectation::new(vec![s.record.clone()], &[earlier, s.record.clone()]);
-    assert_eq!(expectation.attempts.len(), 4);
-    assert_eq!(expectation.counter_attempts.len(), 8);
     let results = run_all(&expectation, &observed, &Thresholds::default());
     let parity = check(&results, CheckId::CounterParity);
-    // The histogram `_count` has taskId: both runs share T-1, so it expects 8 as well.
-    assert_eq!(parity.missing.len(), 4, "{:?}", parity.missing);
-    assert!(parity.duplicated.is_empty());
-    assert!(
-        parity
-            .missing
-            .iter()
-            .all(|m| m.starts_with("agent_step_duration_ms_count"))
-    );
+    assert!(parity.passed, "{:?}", parity.missing);
+    assert!(parity.summary.contains("of 2 runs"), "{}", parity.summary);
 }
 
 #[test]
@@ -329,4 +428,38 @@ fn nothing_in_the_backends_fails_every_telemetry_check() {
     );
     assert_eq!(check(&results, CheckId::SpanCoverage).missing.len(), 4);
     assert_eq!(check(&results, CheckId::CounterParity).found, 0);
+}
+
+#[test]
+fn counts_read_as_whole_numbers_and_never_minus_zero() {
+    use obsctl::checks::collect::count;
+    assert_eq!(count(-0.0), "0");
+    assert_eq!(count(8.0), "8");
+    assert_eq!(count(2.5), "2.5");
+}
+
+#[test]
+fn a_short_counter_is_reported_without_blaming_double_counting() {
+    let s = Scenario::clean("wf");
+    let mut observed = s.observed();
+    observed.success_counters[0].value = -0.0;
+    let results = run_all(&s.expectation(), &observed, &Thresholds::default());
+    let parity = check(&results, CheckId::CounterParity);
+    assert_eq!(
+        parity.summary,
+        "1 series short of the records (compared with 1 run)"
+    );
+    assert_eq!(
+        parity.missing,
+        ["agent_step_success_total clippy/verify: expected 1, found 0"]
+    );
+    let exemplars = {
+        let mut observed = s.observed();
+        observed.exemplars.clear();
+        run_all(&s.expectation(), &observed, &Thresholds::default())
+    };
+    assert_eq!(
+        check(&exemplars, CheckId::Exemplars).summary,
+        "no exemplars on agent_step_duration_ms for run wf"
+    );
 }

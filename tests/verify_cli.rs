@@ -485,3 +485,124 @@ fn credentials_in_backend_urls_are_used_but_never_printed() {
     assert!(err.contains("unreachable"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// A run of a workflow that declares no link outputs (burst.yaml) and set none.
+fn without_links(name: &str) -> Scenario {
+    let mut s = Scenario::clean(name);
+    s.record.workflow_file = "workflows/burst.yaml".into();
+    s.record.status.outputs = None;
+    s
+}
+
+#[test]
+fn workflow_outputs_is_not_applicable_without_declared_links_in_every_format() {
+    let env = Env::new(&without_links("burst-abc12"));
+    let out = env.obsctl(&["verify", "--timeout", "5s"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let row = text
+        .lines()
+        .find(|l| l.contains("| workflow-outputs "))
+        .unwrap_or_else(|| panic!("no workflow-outputs row:\n{text}"));
+    assert!(row.contains("| N/A "), "{row}");
+    assert!(
+        text.ends_with("verify: 6 checks passed, 1 not applicable\n"),
+        "{text}"
+    );
+
+    let out = env
+        .obsctl(&["verify", "--output", "json", "--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    let outputs = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "workflow-outputs")
+        .unwrap();
+    assert_eq!(outputs["status"], "not-applicable");
+    assert_eq!(outputs["passed"], false);
+
+    let out = env
+        .obsctl(&["verify", "--output", "junit", "--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let xml = stdout(&out);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let case = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("workflow-outputs"))
+        .unwrap();
+    let skipped = case
+        .children()
+        .find(|n| n.has_tag_name("skipped"))
+        .unwrap_or_else(|| panic!("no <skipped> in {xml}"));
+    assert!(
+        skipped
+            .attribute("message")
+            .unwrap()
+            .contains("declare no link outputs")
+    );
+    assert!(!case.children().any(|n| n.has_tag_name("failure")));
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("skipped"), Some("1"));
+    assert_eq!(suite.attribute("failures"), Some("0"));
+}
+
+#[test]
+fn a_pipeline_run_that_lost_every_link_output_still_fails() {
+    // agent-pipeline.yaml declares the three links: missing all of them is not "not applicable".
+    let mut s = Scenario::clean("agent-pipeline-nolinks");
+    s.record.status.outputs = None;
+    let env = Env::new(&s);
+    let out = env.obsctl(&["verify", "--timeout", "5s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("| workflow-outputs "))
+        .unwrap();
+    assert!(row.contains("| FAIL "), "{row}");
+}
+
+#[test]
+fn trace_and_verify_refuse_an_empty_task_id() {
+    let env = Env::new(&Scenario::clean("wf"));
+    // Usage errors exit 2, except verify's, which are "could not run" (1) like its others.
+    for (args, code) in [
+        (&["trace", ""][..], 2),
+        (&["verify", "--task-id", " "][..], 1),
+    ] {
+        let out = env.obsctl(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "usage error for {args:?}");
+        assert!(
+            stderr(&out).contains("the task id must not be empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn trace_of_a_task_whose_traces_are_nowhere_exits_1_and_says_so() {
+    let s = Scenario::clean("wf");
+    let env = Env::new(&s);
+    env.fake.script(
+        &format!("/api/traces/{}", s.trace_id()),
+        vec![Canned::status(404, "trace not found")],
+    );
+    let out = env.obsctl(&["trace", "T-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(r#"none of the 1 trace(s) of task "T-1" is in the trace backend"#),
+        "{err}"
+    );
+}

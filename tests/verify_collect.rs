@@ -193,3 +193,61 @@ async fn a_backend_answering_503_is_polled_again_and_a_persistent_one_is_an_erro
     assert!(err.to_string().contains("HTTP 503"), "{err}");
     assert!(err.to_string().contains("Tempo is starting"), "{err}");
 }
+
+#[tokio::test]
+async fn a_run_without_repo_pr_or_task_is_selected_by_what_it_has() {
+    let s = Scenario::uncorrelated("wf");
+    let fake = FakeBackend::start();
+    s.serve(&fake);
+    let expectation = s.expectation();
+    let (observed, wait) = collect(
+        &backends(&fake),
+        &expectation,
+        &options(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    assert!(wait.complete, "{wait:?}");
+    let queries: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter_map(|r| r.query.get("query").cloned())
+        .collect();
+    // Nothing selects by an empty taskId (every line of every run without one), and the logs
+    // are read by the run's trace id instead.
+    assert!(
+        queries.iter().all(|q| !q.contains(r#"taskId="""#)),
+        "{queries:#?}"
+    );
+    let by_trace = format!(r#"| trace_id="{}""#, s.trace_id().to_hex());
+    assert!(
+        queries.iter().any(|q| q.ends_with(&by_trace)),
+        "{queries:#?}"
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|q| q == r#"agent_step_duration_ms_count{workflowName="wf"}"#),
+        "{queries:#?}"
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|q| q == r#"agent_step_success_total{repo="",prNumber=""}"#),
+        "{queries:#?}"
+    );
+    let results = run_all(&expectation, &observed, &Thresholds::default());
+    let failed: Vec<_> = results.iter().filter(|r| r.failed()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let logs = results
+        .iter()
+        .find(|r| r.check == obsctl::checks::CheckId::LogCorrelation)
+        .unwrap();
+    assert_eq!((logs.expected, logs.found), (4, 4));
+    let parity = results
+        .iter()
+        .find(|r| r.check == obsctl::checks::CheckId::CounterParity)
+        .unwrap();
+    // Four attempts in the counters, four in the histogram: nothing passes vacuously.
+    assert_eq!((parity.expected, parity.found), (8, 8));
+}

@@ -19,7 +19,7 @@ const WORKFLOW: &str = concat!(
 /// `obsctl serve` as the user's running stack in a scratch home, killed when the test ends
 /// however it ends.
 struct Stack {
-    _serve: Serve,
+    serve: Serve,
     home: tempfile::TempDir,
 }
 
@@ -27,7 +27,7 @@ impl Stack {
     fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
         Self {
-            _serve: Serve::start_in_home(home.path()),
+            serve: Serve::start_in_home(home.path()),
             home,
         }
     }
@@ -189,4 +189,98 @@ fn a_run_without_the_shim_fails_span_coverage_for_every_step() {
             .all(|m| m.as_str().unwrap().contains("ran without telemetry")),
         "{missing:?}"
     );
+}
+
+/// Issue 16: a backend with history. The bundled pipeline runs twice against one `obsctl serve`,
+/// the second time from a fresh state directory (another CI job) and for the same task (a
+/// re-run): the counters then hold both runs, and each verify must compare only what its own
+/// run added.
+#[test]
+fn the_same_pipeline_twice_against_one_backend_verifies_both_times() {
+    if !require_private_tmp("the_same_pipeline_twice_against_one_backend_verifies_both_times") {
+        return;
+    }
+    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/agent-pipeline.yaml");
+    let serve = Stack::start();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut task_id = String::new();
+    for (round, state) in [serve.state_dir(), serve.home.path().join("runs-2")]
+        .iter()
+        .enumerate()
+    {
+        let state = state_arg(state);
+        let mut args = vec!["run", pipeline, "-o", "json", "--state-dir", &state];
+        let given = format!("taskId={task_id}");
+        if round > 0 {
+            args.extend(["-p", &given]);
+        }
+        let out = serve.obsctl(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: obsctl run failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = json(&out);
+        let name = run["metadata"]["name"].as_str().unwrap().to_string();
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(&state).join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let this_task = record["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "taskId")
+            .and_then(|p| p["value"].as_str())
+            .unwrap()
+            .to_string();
+        if round == 0 {
+            // The backend answers a query at a past time with the values then: nothing before
+            // the first run, its counts now.
+            let series = |time: Option<f64>| {
+                let at = time.map_or(String::new(), |t| format!("&time={t:.3}"));
+                let (status, body) = serve
+                    .serve
+                    .get(&format!("/api/v1/query?query=agent_step_success_total{at}"))
+                    .unwrap();
+                assert_eq!(status, 200, "{body}");
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                body["data"]["result"].as_array().unwrap().len()
+            };
+            assert_eq!(series(Some(before)), 0);
+            assert_eq!(series(None), 4, "implement, clippy, tests, deploy");
+            // The sample declares taskId empty: the run got a fresh one.
+            assert!(this_task.starts_with("task-"), "{this_task}");
+            task_id = this_task;
+        } else {
+            assert_eq!(this_task, task_id);
+        }
+
+        let out = serve
+            .obsctl(&[
+                "verify",
+                "--state-dir",
+                &state,
+                "--output",
+                "json",
+                "--timeout",
+                "20s",
+            ])
+            .output()
+            .unwrap();
+        let report = json(&out);
+        assert_eq!(out.status.code(), Some(0), "round {round}: {report:#}");
+        // implement, clippy, tests, deploy: 4 successes in the counters, 4 in the histogram.
+        let parity = check(&report, "counter-parity");
+        assert_eq!(
+            (parity["expected"].as_u64(), parity["found"].as_u64()),
+            (Some(8), Some(8)),
+            "round {round}: {parity:#}"
+        );
+        assert_eq!(report["comparedRuns"], serde_json::json!([name]));
+        assert_eq!(check(&report, "workflow-outputs")["status"], "passed");
+    }
 }

@@ -51,6 +51,16 @@ fn agent_pipeline_is_one_trace_under_the_root_span() {
     .unwrap();
     let trace_id = record["traceId"].as_str().unwrap().to_string();
     let root = record["rootSpanId"].as_str().unwrap().to_string();
+    // The sample declares taskId empty: `obsctl run` gave this run a fresh one.
+    let task_id = record["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "taskId")
+        .and_then(|p| p["value"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(task_id.starts_with("task-"), "{task_id}");
 
     let spans = poll("root and 4 step spans", Duration::from_secs(30), || {
         let spans = serve.spans(&trace_id);
@@ -83,7 +93,7 @@ fn agent_pipeline_is_one_trace_under_the_root_span() {
         assert_eq!(attr(span, "workflowName").as_deref(), Some(run.name()));
         assert_eq!(attr(span, "repo").as_deref(), Some("test/trace"));
         assert_eq!(attr(span, "prNumber").as_deref(), Some("42"));
-        assert_eq!(attr(span, "taskId").as_deref(), Some("9"));
+        assert_eq!(attr(span, "taskId").as_deref(), Some(task_id.as_str()));
         names.push(span["name"].as_str().unwrap().to_string());
     }
     names.sort();
@@ -99,6 +109,8 @@ fn agent_pipeline_is_one_trace_under_the_root_span() {
     // The shim's first line is not part of the step's output.
     assert_eq!(
         run.result_of("@.implement"),
-        "rex: implementing task 9 on test/trace\nrex: committed 3f2c1e0d9b8a7f6e5d4c3b2a190807f6e5d4c3b2\nrex: opened pull request #42"
+        format!(
+            "rex: implementing task {task_id} on test/trace\nrex: committed 3f2c1e0d9b8a7f6e5d4c3b2a190807f6e5d4c3b2\nrex: opened pull request #42"
+        )
     );
 }

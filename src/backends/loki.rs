@@ -135,8 +135,8 @@ impl LokiClient {
                 backend: BACKEND,
                 url: super::redact(&url),
                 reason: format!(
-                    "resultType {:?} (a log query returns streams)",
-                    body.data.result_type
+                    "resultType {} (a log query returns streams)",
+                    crate::ui::quoted(&body.data.result_type)
                 ),
             });
         }
@@ -150,7 +150,7 @@ impl LokiClient {
                 let timestamp_ns = ts.parse().map_err(|_| BackendError::Shape {
                     backend: BACKEND,
                     url: super::redact(&url),
-                    reason: format!("timestamp {ts:?} is not nanoseconds"),
+                    reason: format!("timestamp {} is not nanoseconds", crate::ui::quoted(&ts)),
                 })?;
                 entries.push(LogEntry {
                     timestamp_ns,

@@ -51,13 +51,16 @@ pub enum BackendError {
         url: String,
         reason: String,
     },
-    #[error("{backend} rejected the query {query:?}: {message}")]
+    #[error("{backend} rejected the query {}: {message}", crate::ui::quoted(query))]
     Query {
         backend: &'static str,
         query: String,
         message: String,
     },
-    #[error("invalid {backend} URL {url:?}: expected http://host:port")]
+    #[error(
+        "invalid {backend} URL {}: expected http://host:port",
+        crate::ui::quoted(url)
+    )]
     BadUrl { backend: &'static str, url: String },
 }
 

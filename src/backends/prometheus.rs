@@ -208,10 +208,9 @@ struct Number(f64);
 impl<'de> Deserialize<'de> for Number {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => s
-                .parse::<f64>()
-                .map(Number)
-                .map_err(|_| serde::de::Error::custom(format!("not a number: {s:?}"))),
+            serde_json::Value::String(s) => s.parse::<f64>().map(Number).map_err(|_| {
+                serde::de::Error::custom(format!("not a number: {}", crate::ui::quoted(&s)))
+            }),
             serde_json::Value::Number(n) => Ok(Number(n.as_f64().unwrap_or(f64::NAN))),
             other => Err(serde::de::Error::custom(format!(
                 "expected a number, got {other}"

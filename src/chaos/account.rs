@@ -55,7 +55,7 @@ impl From<&CheckResult> for Row {
         items.extend(result.problems.iter().take(NAMED).cloned());
         Self {
             check: result.check.name().to_string(),
-            passed: result.passed,
+            passed: !result.failed(),
             expected: result.expected,
             found: result.found,
             lost: result.missing.len() as u64,

@@ -18,7 +18,7 @@ use super::{
 use crate::backends::{BackendUrls, Backends, Http};
 use crate::checks::collect::{CollectOptions, WaitReport, collect};
 use crate::checks::expect::Expectation;
-use crate::checks::{CheckId, Thresholds, run_all};
+use crate::checks::{CheckStatus, Thresholds, run_all};
 use crate::conventions::{attr, env, resource::DEFAULT_SERVICE_NAME};
 use crate::otlp::SpanId;
 use crate::workflow::clock;
@@ -125,8 +125,8 @@ impl<'a> Stage<'a> {
         Ok(Backends::new(urls, Http::default())?)
     }
 
-    /// Every run of the scenario against what the backend holds: verify's checks (but the
-    /// outputs check: chaos workflows publish no links) and the line-by-line log account.
+    /// Every run of the scenario against what the backend holds: verify's checks that apply
+    /// (chaos workflows publish no links) and the line-by-line log account.
     async fn judge(&self) -> Result<(Vec<Row>, WaitReport, Vec<RunRecord>), ChaosError> {
         let records = self.store.list()?;
         let expectation = Expectation::new(records.clone(), &records);
@@ -138,7 +138,7 @@ impl<'a> Stage<'a> {
         let (observed, wait) = collect(&backends, &expectation, &options).await?;
         let mut rows: Vec<Row> = run_all(&expectation, &observed, &Thresholds::default())
             .iter()
-            .filter(|r| r.check != CheckId::WorkflowOutputs)
+            .filter(|r| r.status != CheckStatus::NotApplicable)
             .map(Row::from)
             .collect();
         let printed = printed_lines(self.store.dir(), &expectation);

@@ -19,6 +19,8 @@ use crate::otlp::{SpanId, TraceId};
 pub const LOG_LIMIT: usize = 5000;
 /// Slack around the runs' window: clocks differ and exporters batch.
 const WINDOW_SLACK_NS: u64 = 5 * 60 * 1_000_000_000;
+/// The key OTLP log ingestion gives a record's trace id (Loki structured metadata).
+const LOG_TRACE_ID: &str = "trace_id";
 const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -52,10 +54,13 @@ pub struct Observed {
     pub traces: BTreeMap<TraceId, Option<Trace>>,
     pub success_counters: Vec<Sample>,
     pub fail_counters: Vec<Sample>,
-    /// `agent_step_duration_ms_count` series of the runs' tasks.
+    /// `agent_step_duration_ms_count` series of the runs (selected by `workflowName`).
     pub histogram_counts: Vec<Sample>,
+    /// The same counter and histogram selectors at the expectation's baseline time: parity
+    /// compares what was added since, not lifetime totals.
+    pub baseline: Vec<Sample>,
     pub exemplars: Vec<Exemplar>,
-    /// Step logs selected by `taskId`.
+    /// Step logs of the runs: selected by `taskId`, or by the run's trace id when it has none.
     pub logs: Vec<LogEntry>,
     /// Step logs selected by `repo` and by `prNumber`.
     pub log_selections: Vec<LogSelection>,
@@ -136,9 +141,9 @@ pub async fn collect(
                         !observed.exemplars.is_empty() || expectation.attempts.is_empty();
                     if !exemplars_done {
                         progress.exemplars = Some(format!(
-                            "Prometheus: no exemplar yet on {} for task(s) {}",
+                            "Prometheus: no exemplar yet on {} for run(s) {}",
                             metric::STEP_DURATION,
-                            join(&expectation.task_ids)
+                            join(expectation.runs.iter().map(|r| &r.name))
                         ));
                     }
                 }
@@ -250,6 +255,42 @@ fn missing_spans(expectation: &Expectation, observed: &Observed) -> Option<Strin
     })
 }
 
+/// Which of the parity metrics a selector reads.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Success,
+    Fail,
+    Histogram,
+}
+
+/// The counter and histogram selectors of the runs: counters by repo and PR (empty values
+/// select series without the label, as PromQL defines), the histogram by run name.
+fn metric_selectors(expectation: &Expectation) -> Vec<(Counted, String)> {
+    let mut selectors = Vec::new();
+    for (repo, pr) in &expectation.scopes {
+        let selector = label_selector(&[(attr::REPO, repo), (attr::PR_NUMBER, pr)]);
+        selectors.push((
+            Counted::Success,
+            format!("{}{{{selector}}}", metric::STEP_SUCCESS_TOTAL),
+        ));
+        selectors.push((
+            Counted::Fail,
+            format!("{}{{{selector}}}", metric::STEP_FAIL_TOTAL),
+        ));
+    }
+    for run in &expectation.runs {
+        selectors.push((
+            Counted::Histogram,
+            format!(
+                "{}_count{{{}}}",
+                metric::STEP_DURATION,
+                label_selector(&[(attr::WORKFLOW_NAME, &run.name)])
+            ),
+        ));
+    }
+    selectors
+}
+
 async fn fetch_counters(
     backends: &Backends,
     expectation: &Expectation,
@@ -257,33 +298,45 @@ async fn fetch_counters(
 ) -> Result<(), BackendError> {
     observed.success_counters.clear();
     observed.fail_counters.clear();
-    for (repo, pr) in &expectation.scopes {
-        let selector = label_selector(&[(attr::REPO, repo), (attr::PR_NUMBER, pr)]);
-        let success = format!("{}{{{selector}}}", metric::STEP_SUCCESS_TOTAL);
-        let fail = format!("{}{{{selector}}}", metric::STEP_FAIL_TOTAL);
-        observed
-            .success_counters
-            .extend(backends.prometheus.query(&success, None).await?);
-        observed
-            .fail_counters
-            .extend(backends.prometheus.query(&fail, None).await?);
-    }
     observed.histogram_counts.clear();
-    for task in &expectation.task_ids {
-        let expr = format!(
-            "{}_count{{{}}}",
-            metric::STEP_DURATION,
-            label_selector(&[(attr::TASK_ID, task)])
-        );
+    observed.baseline.clear();
+    let baseline = expectation.baseline as f64 / 1e9;
+    for (counted, selector) in metric_selectors(expectation) {
+        let now = backends.prometheus.query(&selector, None).await?;
+        match counted {
+            Counted::Success => observed.success_counters.extend(now),
+            Counted::Fail => observed.fail_counters.extend(now),
+            Counted::Histogram => observed.histogram_counts.extend(now),
+        }
         observed
-            .histogram_counts
-            .extend(backends.prometheus.query(&expr, None).await?);
+            .baseline
+            .extend(backends.prometheus.query(&selector, Some(baseline)).await?);
     }
     Ok(())
 }
 
-/// Sums of raw counter values by (agent, stepName): parity compares raw values, because
-/// `increase()` misses the first sample of a series that appears mid-window.
+/// What each series added since the baseline: its value minus its value then (a series that did
+/// not exist then added all of it). A value below the baseline is a counter reset, after which
+/// the whole value is new, as Prometheus' `increase()` takes it.
+pub fn added(now: &[Sample], baseline: &[Sample]) -> Vec<Sample> {
+    let before: BTreeMap<&BTreeMap<String, String>, f64> =
+        baseline.iter().map(|s| (&s.labels, s.value)).collect();
+    now.iter()
+        .map(|s| {
+            let was = before.get(&s.labels).copied().unwrap_or(0.0);
+            Sample {
+                value: if s.value >= was {
+                    s.value - was
+                } else {
+                    s.value
+                },
+                ..s.clone()
+            }
+        })
+        .collect()
+}
+
+/// Sums of counter values by (agent, stepName).
 pub fn counter_totals(samples: &[Sample]) -> BTreeMap<(String, String), f64> {
     let mut totals = BTreeMap::new();
     for s in samples {
@@ -294,6 +347,18 @@ pub fn counter_totals(samples: &[Sample]) -> BTreeMap<(String, String), f64> {
         *totals.entry(key).or_insert(0.0) += s.value;
     }
     totals
+}
+
+/// A metric count as people read it: whole numbers without a fraction, and never `-0` (a sum
+/// of negative zeros, or a backend answering "-0", is still nothing).
+pub fn count(value: f64) -> String {
+    if value == 0.0 {
+        "0".to_string()
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        value.to_string()
+    }
 }
 
 /// Expected successes and failures by (agent, step).
@@ -314,25 +379,32 @@ pub fn expected_counts(
 }
 
 fn missing_counts(expectation: &Expectation, observed: &Observed) -> Option<String> {
-    let success = counter_totals(&observed.success_counters);
-    let fail = counter_totals(&observed.fail_counters);
+    let success = counter_totals(&added(&observed.success_counters, &observed.baseline));
+    let fail = counter_totals(&added(&observed.fail_counters, &observed.baseline));
     let mut short = Vec::new();
     for (key, (s, f)) in expected_counts(&expectation.counter_attempts) {
         let found_s = success.get(&key).copied().unwrap_or(0.0);
         let found_f = fail.get(&key).copied().unwrap_or(0.0);
         if found_s < s as f64 || found_f < f as f64 {
             short.push(format!(
-                "{}/{} success {found_s}/{s}, fail {found_f}/{f}",
-                key.0, key.1
+                "{}/{} success {}/{s}, fail {}/{f}",
+                key.0,
+                key.1,
+                count(found_s),
+                count(found_f)
             ));
         }
     }
-    let histogram: f64 = observed.histogram_counts.iter().map(|s| s.value).sum();
-    let expected_histogram = expectation.histogram_attempts.len() as f64;
-    if histogram < expected_histogram {
+    let histogram: f64 = added(&observed.histogram_counts, &observed.baseline)
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    if histogram < expectation.histogram_attempts.len() as f64 {
         short.push(format!(
-            "{}_count {histogram}/{expected_histogram}",
-            metric::STEP_DURATION
+            "{}_count {}/{}",
+            metric::STEP_DURATION,
+            count(histogram),
+            expectation.histogram_attempts.len()
         ));
     }
     (!short.is_empty()).then(|| format!("Prometheus: counts short: {}", short.join("; ")))
@@ -346,8 +418,8 @@ async fn fetch_exemplars(
     let (start, end) = query_window(expectation);
     let (start, end) = (start as f64 / 1e9, end as f64 / 1e9);
     observed.exemplars.clear();
-    for task in &expectation.task_ids {
-        let selector = label_selector(&[(attr::TASK_ID, task)]);
+    for run in &expectation.runs {
+        let selector = label_selector(&[(attr::WORKFLOW_NAME, &run.name)]);
         // Prometheus keeps exemplars on the `_bucket` series; some stores keep them on the
         // histogram's own name.
         for name in [
@@ -383,6 +455,21 @@ fn log_stream(options: &CollectOptions, label: &str, value: &str) -> String {
     )
 }
 
+/// One query per task, or per trace for a run without a task: `taskId=""` would select every
+/// line of every run without one.
+fn task_log_queries(expectation: &Expectation, options: &CollectOptions) -> BTreeSet<String> {
+    expectation
+        .runs
+        .iter()
+        .map(
+            |run| match super::expect::task_of(run).filter(|t| !t.is_empty()) {
+                Some(task) => log_stream(options, attr::TASK_ID, task),
+                None => log_stream(options, LOG_TRACE_ID, &run.trace_id.to_hex()),
+            },
+        )
+        .collect()
+}
+
 async fn fetch_task_logs(
     backends: &Backends,
     expectation: &Expectation,
@@ -391,8 +478,7 @@ async fn fetch_task_logs(
 ) -> Result<(), BackendError> {
     let (start, end) = query_window(expectation);
     observed.logs.clear();
-    for task in &expectation.task_ids {
-        let query = log_stream(options, attr::TASK_ID, task);
+    for query in task_log_queries(expectation, options) {
         observed.logs.extend(
             backends
                 .loki
@@ -429,8 +515,19 @@ async fn fetch_log_selections(
 ) -> Result<(), BackendError> {
     let (start, end) = query_window(expectation);
     observed.log_selections.clear();
-    let repos: BTreeSet<&String> = expectation.scopes.iter().map(|(r, _)| r).collect();
-    let prs: BTreeSet<&String> = expectation.scopes.iter().map(|(_, p)| p).collect();
+    // A run without the parameter has nothing to select by.
+    let repos: BTreeSet<&String> = expectation
+        .scopes
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let prs: BTreeSet<&String> = expectation
+        .scopes
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
+        .collect();
     let selections = repos
         .into_iter()
         .map(|r| (attr::REPO, r))

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::outputs::LINK_OUTPUTS;
 use super::time::parse_rfc3339;
 use crate::conventions::attr;
 use crate::otlp::{SpanId, TraceId};
@@ -24,6 +25,19 @@ impl Outcome {
             Outcome::Success => crate::conventions::metric::OUTCOME_SUCCESS,
             Outcome::Failure => crate::conventions::metric::OUTCOME_FAILURE,
         }
+    }
+}
+
+/// A phase as Argo spells it, for reports.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Running => "Running",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+        Phase::Error => "Error",
+        Phase::Skipped => "Skipped",
+        Phase::Omitted => "Omitted",
     }
 }
 
@@ -123,8 +137,9 @@ fn attempt(
         (attr::REPO, repo_of(record)),
         (attr::PR_NUMBER, pr_of(record)),
         (attr::TASK_ID, task_of(record)),
+        (attr::REF, record.parameter(attr::REF)),
     ] {
-        if let Some(value) = value {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
             expected.insert(key.to_string(), value.to_string());
         }
     }
@@ -152,16 +167,70 @@ pub struct Expectation {
     /// Pod nodes of those runs that finished without telemetry in the record (run without the
     /// shim, or the shim never started): each is a step whose span cannot exist.
     pub untraced: Vec<String>,
-    /// Attempts of every recorded run sharing a counter series (same repo and PR) with the runs
-    /// being verified: counters carry no run or task label, so their raw values count all of them.
+    /// Attempts of every recorded run that added to the runs' counter series since `baseline`
+    /// (same repo and PR, empty when a run has none): counters carry no run or task label.
     pub counter_attempts: Vec<StepAttempt>,
-    /// Attempts of every recorded run of the same tasks: the duration histogram carries `taskId`.
+    /// Attempts of every recorded run with a verified run's name since `baseline`: the duration
+    /// histogram carries `workflowName`, the run's name.
     pub histogram_attempts: Vec<StepAttempt>,
-    /// Repo and PR pairs the runs belong to.
+    /// Names of the runs whose attempts the metric checks compare against (the verified runs
+    /// and any other recorded run sharing their series since `baseline`).
+    pub compared_runs: Vec<String>,
+    /// Repo and PR pairs the runs belong to; empty strings for a run without the parameter,
+    /// which is what the shim's labels then hold.
     pub scopes: BTreeSet<(String, String)>,
-    pub task_ids: BTreeSet<String>,
-    /// The time window the runs span, in unix nanoseconds.
+    /// Unix nanoseconds: metrics are compared by what they added since then. The start of the
+    /// earliest verified run, moved earlier to the start of any recorded run sharing its series
+    /// that was still going then.
+    pub baseline: u64,
+    /// The time window the runs span, in unix nanoseconds (from `baseline`).
     pub window: (u64, u64),
+    /// Per verified run, the link outputs its workflow declares (see [`declared_links`]).
+    pub declared_links: BTreeMap<String, BTreeSet<&'static str>>,
+}
+
+/// The link outputs (`prHtmlUrl`, `actionsRunUrl`, `previewUrl`) a run's workflow declares: an
+/// output parameter with that `globalName`, read from the workflow file the record names (the
+/// declarations do not depend on parameter values, so none are given). When the file cannot be
+/// read or loaded any more (moved, edited, a compiled-in workflow), the links the run set stand
+/// for the declaration.
+pub fn declared_links(record: &RunRecord) -> BTreeSet<&'static str> {
+    match crate::workflow::load::load(&record.workflow_file, &[]) {
+        Ok(loaded) => {
+            let globals: BTreeSet<&str> = loaded
+                .workflow
+                .spec
+                .templates
+                .iter()
+                .flat_map(|t| &t.outputs.parameters)
+                .filter_map(|p| p.global_name.as_deref())
+                .collect();
+            LINK_OUTPUTS
+                .into_iter()
+                .filter(|name| globals.contains(name))
+                .collect()
+        }
+        Err(_) => LINK_OUTPUTS
+            .into_iter()
+            .filter(|name| record.output(name).is_some())
+            .collect(),
+    }
+}
+
+fn started(record: &RunRecord) -> Option<u64> {
+    record.status.started_at.as_deref().and_then(parse_rfc3339)
+}
+
+fn finished(record: &RunRecord) -> Option<u64> {
+    record.status.finished_at.as_deref().and_then(parse_rfc3339)
+}
+
+/// The counter scope of a run: its repo and PR as the metric labels hold them.
+pub fn scope_of(record: &RunRecord) -> (String, String) {
+    (
+        repo_of(record).unwrap_or_default().to_string(),
+        pr_of(record).unwrap_or_default().to_string(),
+    )
 }
 
 impl Expectation {
@@ -182,50 +251,86 @@ impl Expectation {
                 })
             })
             .collect();
-        let scopes: BTreeSet<(String, String)> = runs
+        let scopes: BTreeSet<(String, String)> = runs.iter().map(scope_of).collect();
+        let declared_links = runs
             .iter()
-            .filter_map(|r| Some((repo_of(r)?.to_string(), pr_of(r)?.to_string())))
-            .collect();
-        let task_ids: BTreeSet<String> = runs
-            .iter()
-            .filter_map(|r| task_of(r).map(str::to_string))
+            .map(|r| (r.name.clone(), declared_links(r)))
             .collect();
         let verified: BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         // The verified runs themselves always count, even if `all` was read before they finished.
-        let others = all.iter().filter(|r| !verified.contains(r.name.as_str()));
-        let pool: Vec<&RunRecord> = runs.iter().chain(others).collect();
-        let counter_attempts = pool
+        let others: Vec<&RunRecord> = all
             .iter()
-            .filter(|r| match (repo_of(r), pr_of(r)) {
-                (Some(repo), Some(pr)) => scopes.contains(&(repo.to_string(), pr.to_string())),
-                _ => false,
-            })
-            .flat_map(|r| attempts_of(r))
+            .filter(|r| !verified.contains(r.name.as_str()))
             .collect();
-        let histogram_attempts = pool
+        let shares_counters = |r: &RunRecord| scopes.contains(&scope_of(r));
+        let shares_histogram = |r: &RunRecord| verified.contains(r.name.as_str());
+        let sharing: Vec<&RunRecord> = others
             .iter()
-            .filter(|r| task_of(r).is_some_and(|t| task_ids.contains(t)))
-            .flat_map(|r| attempts_of(r))
-            .collect();
-        let times: Vec<u64> = pool
-            .iter()
-            .flat_map(|r| [&r.status.started_at, &r.status.finished_at])
-            .filter_map(|t| t.as_deref().and_then(parse_rfc3339))
+            .copied()
+            .filter(|r| shares_counters(r) || shares_histogram(r))
             .collect();
         let now = super::time::now_unix_nanos();
-        let window = (
-            times.iter().copied().min().unwrap_or(now),
-            times.iter().copied().max().unwrap_or(now),
-        );
+        let mut baseline = runs.iter().filter_map(started).min().unwrap_or(now);
+        // A run sharing series that was still going at the baseline added to them on both sides
+        // of it: start before it (repeatedly, as its start may fall inside another such run).
+        while let Some(earlier) = sharing
+            .iter()
+            .filter(|r| finished(r).is_none_or(|f| f >= baseline))
+            .filter_map(|r| started(r))
+            .filter(|s| *s < baseline)
+            .min()
+        {
+            baseline = earlier;
+        }
+        let since_baseline: Vec<&RunRecord> = sharing
+            .into_iter()
+            .filter(|r| started(r).is_some_and(|s| s >= baseline))
+            .collect();
+        let counter_attempts = runs
+            .iter()
+            .chain(
+                since_baseline
+                    .iter()
+                    .copied()
+                    .filter(|r| shares_counters(r)),
+            )
+            .flat_map(attempts_of)
+            .collect();
+        let histogram_attempts = runs
+            .iter()
+            .chain(
+                since_baseline
+                    .iter()
+                    .copied()
+                    .filter(|r| shares_histogram(r)),
+            )
+            .flat_map(attempts_of)
+            .collect();
+        let mut compared_runs: Vec<String> = runs
+            .iter()
+            .chain(since_baseline.iter().copied())
+            .map(|r| r.name.clone())
+            .collect();
+        compared_runs.sort();
+        compared_runs.dedup();
+        let end = runs
+            .iter()
+            .chain(since_baseline.iter().copied())
+            .flat_map(|r| [started(r), finished(r)])
+            .flatten()
+            .max()
+            .unwrap_or(now);
         Self {
             runs,
             attempts,
             untraced,
             counter_attempts,
             histogram_attempts,
+            compared_runs,
             scopes,
-            task_ids,
-            window,
+            baseline,
+            window: (baseline, end.max(baseline)),
+            declared_links,
         }
     }
 

@@ -8,6 +8,7 @@ use super::collect::Observed;
 use super::expect::Expectation;
 use super::{CheckId, CheckResult};
 use crate::backends::loki::LogEntry;
+use crate::ui::quoted;
 
 /// Lines quoted in a report per kind of problem; the count says how many there were.
 const QUOTED: usize = 3;
@@ -16,9 +17,9 @@ fn quote_line(entry: &LogEntry) -> String {
     const MAX: usize = 80;
     let line: String = entry.line.chars().take(MAX).collect();
     if entry.line.chars().count() > MAX {
-        format!("{line:?}…")
+        format!("{}…", quoted(&line))
     } else {
-        format!("{line:?}")
+        quoted(&line)
     }
 }
 
@@ -78,7 +79,7 @@ pub fn log_correlation(expectation: &Expectation, observed: &Observed) -> CheckR
             .iter()
             .filter_map(LogEntry::span_id)
             .collect();
-        let selector = format!("{}={:?}", selection.label, selection.value);
+        let selector = format!("{}={}", selection.label, quoted(&selection.value));
         let step_spans: BTreeSet<_> = expectation
             .attempts
             .iter()
@@ -94,7 +95,7 @@ pub fn log_correlation(expectation: &Expectation, observed: &Observed) -> CheckR
         }
     }
 
-    result.passed = expected > 0 && result.missing.is_empty() && result.problems.is_empty();
+    result.set_passed(expected > 0 && result.missing.is_empty() && result.problems.is_empty());
     result.summary = format!(
         "{} of {expected} step attempts have log lines carrying their trace and span ids; {} lines read",
         result.found,

@@ -1,10 +1,10 @@
-//! Metric checks: success and fail counters equal what really ran (raw values, per agent and
-//! step) and the duration histogram's `_count` agrees; exemplars exist and lead to real traces;
+//! Metric checks: what the success and fail counters added since the runs' baseline equals what
+//! really ran (per agent and step) and the duration histogram's `_count` agrees; exemplars exist and lead to real traces;
 //! each step metric stays within its series budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::collect::{Observed, counter_totals, expected_counts};
+use super::collect::{Observed, added, count, counter_totals, expected_counts};
 use super::expect::Expectation;
 use super::{CheckId, CheckResult};
 use crate::conventions::{attr, metric};
@@ -19,21 +19,23 @@ fn compare(result: &mut CheckResult, what: &str, key: &str, expected: u64, found
     result.expected += expected;
     result.found += found.max(0.0) as u64;
     if found < expected as f64 {
-        result
-            .missing
-            .push(format!("{what} {key}: expected {expected}, found {found}"));
+        result.missing.push(format!(
+            "{what} {key}: expected {expected}, found {}",
+            count(found)
+        ));
     } else if found > expected as f64 {
-        result
-            .duplicated
-            .push(format!("{what} {key}: expected {expected}, found {found}"));
+        result.duplicated.push(format!(
+            "{what} {key}: expected {expected}, found {}",
+            count(found)
+        ));
     }
 }
 
 pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckResult {
     let mut result = CheckResult::new(CheckId::CounterParity, 0, 0);
     let expected = expected_counts(&expectation.counter_attempts);
-    let success = counter_totals(&observed.success_counters);
-    let fail = counter_totals(&observed.fail_counters);
+    let success = counter_totals(&added(&observed.success_counters, &observed.baseline));
+    let fail = counter_totals(&added(&observed.fail_counters, &observed.baseline));
     let mut keys: Vec<&(String, String)> = expected.keys().collect();
     keys.extend(success.keys().chain(fail.keys()));
     keys.sort();
@@ -64,7 +66,7 @@ pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckRe
             .or_insert(0) += 1;
     }
     let mut got_hist: BTreeMap<(String, String, String), f64> = BTreeMap::new();
-    for s in &observed.histogram_counts {
+    for s in &added(&observed.histogram_counts, &observed.baseline) {
         let key = (
             s.label(attr::AGENT).unwrap_or_default().to_string(),
             s.label(attr::STEP_NAME).unwrap_or_default().to_string(),
@@ -97,18 +99,29 @@ pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckRe
             got,
         );
     }
-    result.passed = result.missing.is_empty() && result.duplicated.is_empty();
+    result.set_passed(result.missing.is_empty() && result.duplicated.is_empty());
+    let runs = plural(expectation.compared_runs.len(), "run");
     result.summary = if result.passed {
         format!(
-            "counters and histogram counts match the {} recorded step attempts",
+            "the {} recorded step attempts of {runs} are counted once in the counters and the \
+             histogram since the baseline",
             expectation.counter_attempts.len()
         )
     } else {
-        format!(
-            "{} series short of the records, {} over (counted twice?)",
-            result.missing.len(),
-            result.duplicated.len()
-        )
+        let mut parts = Vec::new();
+        if !result.missing.is_empty() {
+            parts.push(format!(
+                "{} short of the records",
+                plural(result.missing.len(), "series")
+            ));
+        }
+        if !result.duplicated.is_empty() {
+            parts.push(format!(
+                "{} over (counted twice, or another run shares the series?)",
+                plural(result.duplicated.len(), "series")
+            ));
+        }
+        format!("{} (compared with {runs})", parts.join(", "))
     };
     result
 }
@@ -119,8 +132,10 @@ pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult 
     for e in &observed.exemplars {
         let Some(trace_id) = e.trace_id() else {
             result.problems.push(format!(
-                "exemplar on {:?} (value {}) carries no trace_id/traceID label",
-                e.series_labels.get("__name__").cloned().unwrap_or_default(),
+                "exemplar on {} (value {}) carries no trace_id/traceID label",
+                e.series_labels
+                    .get("__name__")
+                    .map_or("a series without a name", String::as_str),
                 e.value
             ));
             continue;
@@ -149,15 +164,22 @@ pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult 
     }
     let has_any = !observed.exemplars.is_empty();
     let needed = !expectation.attempts.is_empty();
-    result.passed = (has_any || !needed) && result.missing.is_empty() && result.problems.is_empty();
+    result.set_passed(
+        (has_any || !needed) && result.missing.is_empty() && result.problems.is_empty(),
+    );
     result.summary = if !has_any && needed {
         format!(
-            "no exemplars on {} for task(s) {}",
+            "no exemplars on {} for {} {}",
             metric::STEP_DURATION,
+            if expectation.runs.len() == 1 {
+                "run"
+            } else {
+                "runs"
+            },
             expectation
-                .task_ids
+                .runs
                 .iter()
-                .cloned()
+                .map(|r| r.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         )
@@ -168,6 +190,15 @@ pub fn exemplars(expectation: &Expectation, observed: &Observed) -> CheckResult 
         )
     };
     result
+}
+
+/// `1 run`, `3 runs`, `2 series`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 || noun.ends_with('s') {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 pub fn cardinality(observed: &Observed, budget: u64) -> CheckResult {
@@ -186,7 +217,7 @@ pub fn cardinality(observed: &Observed, budget: u64) -> CheckResult {
             ));
         }
     }
-    result.passed = result.problems.is_empty();
+    result.set_passed(result.problems.is_empty());
     result.summary = format!(
         "largest step metric has {worst} series (budget {budget}): {}",
         observed

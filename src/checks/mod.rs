@@ -43,11 +43,33 @@ impl CheckId {
     }
 }
 
+/// A check's verdict. A check that does not apply to the runs (for example link outputs of a
+/// workflow that declares none) neither passes nor fails, and does not fail `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    NotApplicable,
+}
+
+impl CheckStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckStatus::Passed => "PASS",
+            CheckStatus::Failed => "FAIL",
+            CheckStatus::NotApplicable => "N/A",
+        }
+    }
+}
+
 /// One check's verdict and the numbers behind it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckResult {
     pub check: CheckId,
+    /// True only when the check passed; `status` tells a failure from not applicable.
     pub passed: bool,
+    pub status: CheckStatus,
     /// One line a person reads first.
     pub summary: String,
     pub expected: u64,
@@ -65,6 +87,7 @@ impl CheckResult {
         Self {
             check,
             passed: false,
+            status: CheckStatus::Failed,
             summary: String::new(),
             expected,
             found,
@@ -72,6 +95,25 @@ impl CheckResult {
             duplicated: Vec::new(),
             problems: Vec::new(),
         }
+    }
+
+    fn set_passed(&mut self, passed: bool) {
+        self.passed = passed;
+        self.status = if passed {
+            CheckStatus::Passed
+        } else {
+            CheckStatus::Failed
+        };
+    }
+
+    fn set_not_applicable(&mut self) {
+        self.passed = false;
+        self.status = CheckStatus::NotApplicable;
+    }
+
+    /// Whether the check failed (a check that does not apply did not).
+    pub fn failed(&self) -> bool {
+        self.status == CheckStatus::Failed
     }
 }
 

@@ -2,14 +2,17 @@
 //! `status.outputs.parameters` and are absolute http(s) URLs a person can click. A run that did
 //! not succeed may lack them (its deploy step may not have run); a malformed one always fails.
 
-use super::expect::Expectation;
+use std::collections::BTreeSet;
+
+use super::expect::{Expectation, phase_name};
 use super::{CheckId, CheckResult};
 use crate::workflow::record::Phase;
 
 pub const PR_HTML_URL: &str = "prHtmlUrl";
 pub const ACTIONS_RUN_URL: &str = "actionsRunUrl";
 pub const PREVIEW_URL: &str = "previewUrl";
-pub const REQUIRED_OUTPUTS: [&str; 3] = [PR_HTML_URL, ACTIONS_RUN_URL, PREVIEW_URL];
+/// The link outputs the check knows; a run is held to those its workflow declares.
+pub const LINK_OUTPUTS: [&str; 3] = [PR_HTML_URL, ACTIONS_RUN_URL, PREVIEW_URL];
 
 /// Why `value` is not a clickable URL, or `None` when it is one.
 pub fn url_fault(value: &str) -> Option<String> {
@@ -19,7 +22,7 @@ pub fn url_fault(value: &str) -> Option<String> {
     match reqwest::Url::parse(value) {
         Err(e) => Some(format!("is not a URL ({e})")),
         Ok(url) if !matches!(url.scheme(), "http" | "https") => Some(format!(
-            "has scheme {:?}, expected http or https",
+            "has scheme \"{}\", expected http or https",
             url.scheme()
         )),
         Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("has no host".into()),
@@ -28,12 +31,26 @@ pub fn url_fault(value: &str) -> Option<String> {
 }
 
 pub fn workflow_outputs(expectation: &Expectation) -> CheckResult {
-    let expected = (expectation.runs.len() * REQUIRED_OUTPUTS.len()) as u64;
-    let mut result = CheckResult::new(CheckId::WorkflowOutputs, expected, 0);
+    let declared = |name: &str| {
+        expectation
+            .declared_links
+            .get(name)
+            .map_or(0, BTreeSet::len)
+    };
+    let expected: usize = expectation.runs.iter().map(|r| declared(&r.name)).sum();
+    let mut result = CheckResult::new(CheckId::WorkflowOutputs, expected as u64, 0);
+    if expected == 0 {
+        result.set_not_applicable();
+        result.summary = "not applicable: the workflows declare no link outputs".to_string();
+        return result;
+    }
     let mut failing = false;
     for run in &expectation.runs {
         let succeeded = run.status.phase == Phase::Succeeded;
-        for name in REQUIRED_OUTPUTS {
+        let Some(names) = expectation.declared_links.get(&run.name) else {
+            continue;
+        };
+        for name in names {
             match run.output(name) {
                 None => {
                     let item = format!("run {}: output {name} missing", run.name);
@@ -41,26 +58,28 @@ pub fn workflow_outputs(expectation: &Expectation) -> CheckResult {
                         failing = true;
                         result.missing.push(item);
                     } else {
-                        result
-                            .problems
-                            .push(format!("{item} (run {:?}, not required)", run.status.phase));
+                        result.problems.push(format!(
+                            "{item} (run {}, not required)",
+                            phase_name(run.status.phase)
+                        ));
                     }
                 }
                 Some(value) => match url_fault(value) {
                     None => result.found += 1,
                     Some(fault) => {
                         failing = true;
-                        result
-                            .missing
-                            .push(format!("run {}: output {name} {value:?} {fault}", run.name));
+                        result.missing.push(format!(
+                            "run {}: output {name} \"{value}\" {fault}",
+                            run.name
+                        ));
                     }
                 },
             }
         }
     }
-    result.passed = !expectation.runs.is_empty() && !failing;
+    result.set_passed(!failing);
     result.summary = format!(
-        "{} of {expected} link outputs present and well-formed",
+        "{} of {expected} declared link outputs present and well-formed",
         result.found
     );
     result

@@ -19,11 +19,11 @@ pub enum Selection {
 pub enum SelectError {
     #[error("no recorded runs in {dir}: run a workflow with `obsctl run` first")]
     NoRuns { dir: String },
-    #[error("no recorded run named {name:?} in {dir}")]
+    #[error("no recorded run named \"{name}\" in {dir}")]
     NoSuchRun { name: String, dir: String },
-    #[error("no recorded run of task {task:?} in {dir}")]
+    #[error("no recorded run of task \"{task}\" in {dir}")]
     NoSuchTask { task: String, dir: String },
-    #[error("no run started in the last {since:?} in {dir}")]
+    #[error("no run started in the last {}s in {dir}", since.as_secs())]
     NothingSince { since: Duration, dir: String },
 }
 

@@ -10,6 +10,7 @@ use super::{CheckId, CheckResult};
 use crate::backends::tempo::{Span, StatusCode};
 use crate::conventions::attr;
 use crate::otlp::{SpanId, TraceId};
+use crate::ui::quoted;
 
 /// The spans of one trace, first copy of each span id kept, and the ids seen more than once.
 pub fn dedup(spans: &[Span]) -> (Vec<&Span>, BTreeMap<SpanId, usize>) {
@@ -50,27 +51,41 @@ fn spans_of(observed: &Observed, trace: TraceId) -> &[Span] {
         .map_or(&[], |t| t.spans.as_slice())
 }
 
-/// What is wrong with `span` as the span of `attempt`; empty when it is right.
-fn span_faults(attempt: &StepAttempt, span: &Span) -> Vec<String> {
+fn status_name(code: StatusCode) -> &'static str {
+    match code {
+        StatusCode::Unset => "UNSET",
+        StatusCode::Ok => "OK",
+        StatusCode::Error => "ERROR",
+    }
+}
+
+/// What is wrong with `span` as the span of `attempt`, each fault naming the attribute and what
+/// was expected and found; empty when it is right. A required attribute whose value the run does
+/// not determine (a workflow without a `repo` parameter) may be empty: the shim has nothing to
+/// put there.
+pub fn span_faults(attempt: &StepAttempt, span: &Span) -> Vec<String> {
     let mut faults = Vec::new();
     let name = attempt.span_name();
     if span.name != name {
-        faults.push(format!("name is {:?}, expected {name:?}", span.name));
+        faults.push(format!(
+            "name is {}, expected {}",
+            quoted(&span.name),
+            quoted(&name)
+        ));
     }
-    let absent: Vec<&str> = attr::REQUIRED
-        .iter()
-        .copied()
-        .filter(|k| span.attribute(k).is_none_or(str::is_empty))
-        .collect();
-    if !absent.is_empty() {
-        faults.push(format!("missing attributes {}", absent.join(", ")));
-    }
-    for (key, want) in &attempt.expected_attributes {
-        if let Some(got) = span.attribute(key)
-            && !got.is_empty()
-            && got != want
-        {
-            faults.push(format!("{key} is {got:?}, the run record says {want:?}"));
+    for key in attr::REQUIRED {
+        let want = attempt.expected_attributes.get(key);
+        match (span.attribute(key).filter(|v| !v.is_empty()), want) {
+            (None, Some(want)) => faults.push(format!(
+                "attribute {key} missing, expected {}",
+                quoted(want)
+            )),
+            (Some(got), Some(want)) if got != want => faults.push(format!(
+                "attribute {key} is {}, expected {}",
+                quoted(got),
+                quoted(want)
+            )),
+            _ => {}
         }
     }
     let status_ok = match attempt.outcome {
@@ -79,8 +94,12 @@ fn span_faults(attempt: &StepAttempt, span: &Span) -> Vec<String> {
     };
     if !status_ok {
         faults.push(format!(
-            "status {:?} but the step {}",
-            span.status.code,
+            "status is {}, expected {} since the step {}",
+            status_name(span.status.code),
+            match attempt.outcome {
+                Outcome::Success => "OK or UNSET",
+                Outcome::Failure => "ERROR",
+            },
             match attempt.outcome {
                 Outcome::Success => "succeeded",
                 Outcome::Failure => "failed",
@@ -113,16 +132,20 @@ pub fn span_coverage(
                 .push(format!("{}: received {n} times", attempt.describe()));
         }
         match index.by_id.get(&attempt.span_id) {
-            None => result.missing.push(attempt.describe()),
+            None => result
+                .missing
+                .push(format!("{}: no span with this id", attempt.describe())),
             Some(span) => {
                 let faults = span_faults(attempt, span);
                 if faults.is_empty() {
                     result.found += 1;
                 } else {
-                    result.missing.push(attempt.describe());
-                    result
-                        .problems
-                        .push(format!("{}: {}", attempt.describe(), faults.join("; ")));
+                    // The span exists: say what is wrong with it, not just that it is missing.
+                    result.missing.push(format!(
+                        "{}: span present but {}",
+                        attempt.describe(),
+                        faults.join("; ")
+                    ));
                 }
             }
         }
@@ -132,7 +155,7 @@ pub fn span_coverage(
     } else {
         result.found as f64 / expected as f64
     };
-    result.passed = expected > 0 && coverage >= min_coverage;
+    result.set_passed(expected > 0 && coverage >= min_coverage);
     result.summary = if expected == 0 {
         "no executed step attempts in the selected runs".to_string()
     } else {
@@ -165,8 +188,9 @@ pub fn no_orphans(expectation: &Expectation, observed: &Observed) -> CheckResult
                 result.found += 1;
             } else {
                 result.missing.push(format!(
-                    "span {} {:?} in trace {trace_id}: parent {parent} is not in the trace",
-                    span.span_id, span.name
+                    "span {} {} in trace {trace_id}: parent {parent} is not in the trace",
+                    span.span_id,
+                    quoted(&span.name)
                 ));
             }
         }
@@ -181,7 +205,7 @@ pub fn no_orphans(expectation: &Expectation, observed: &Observed) -> CheckResult
             .problems
             .push(format!("trace {trace_id} not found in the trace backend"));
     }
-    result.passed = result.missing.is_empty() && absent_traces.is_empty();
+    result.set_passed(result.missing.is_empty() && absent_traces.is_empty());
     result.summary = format!(
         "{} of {} child spans have their parent in the trace{}",
         result.found,

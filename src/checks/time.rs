@@ -12,7 +12,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
 /// A clap value parser for `--timeout`/`--since`: `30s`, `1m30s`, `500ms`, `2h`, bare seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::workflow::vars::parse_duration(text).ok_or_else(|| {
-        format!("invalid duration {text:?}: expected for example 500ms, 30s, 5m, 1m30s or 2h")
+        format!(
+            "invalid duration {}: expected for example 500ms, 30s, 5m, 1m30s or 2h",
+            crate::ui::quoted(text)
+        )
     })
 }
 

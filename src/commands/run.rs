@@ -10,6 +10,7 @@ use comfy_table::Table;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::CommandError;
+use crate::conventions::attr;
 use crate::stack::endpoints::Endpoints;
 use crate::workflow::clock;
 use crate::workflow::engine::{self, Event, RunConfig};
@@ -132,7 +133,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "a workflow FILE is required (or --resume NAME)"
                 ))
             })?;
-            let loaded = load::load(&file, &overrides).map_err(invalid)?;
+            let mut loaded = load::load(&file, &overrides).map_err(invalid)?;
+            if let Some(task_id) = fresh_task_id(&loaded, &overrides) {
+                overrides.push((attr::TASK_ID.to_string(), task_id));
+                loaded = load::load(&file, &overrides).map_err(invalid)?;
+            }
             let record = engine::new_record(&loaded, &args.namespace);
             (loaded, record)
         }
@@ -205,6 +210,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(report(&outcome.record, args.output))
+}
+
+/// A fresh `taskId` when the workflow declares the parameter empty and `-p` gives none: each run
+/// is then a task of its own, so its spans, histogram series and logs can be told from every
+/// other run's (earlier CI jobs, re-runs) without a fixed id colliding across them.
+fn fresh_task_id(loaded: &load::LoadedWorkflow, overrides: &[(String, String)]) -> Option<String> {
+    let given = overrides.iter().any(|(name, _)| name == attr::TASK_ID);
+    let declared_empty = loaded
+        .parameters
+        .iter()
+        .any(|(name, value)| name == attr::TASK_ID && value.is_empty());
+    (!given && declared_empty).then(|| {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("task-{millis:x}-{:04x}", rand::random::<u16>())
+    })
 }
 
 /// Prints the run and answers the documented exit code.

@@ -1,19 +1,20 @@
 //! `obsctl trace <taskId>`: argument handling and output only. The lookup lives in
-//! `report::task`, the waterfall in `report::waterfall`. An unknown task exits 1.
+//! `report::task`, the waterfall in `report::waterfall`. An unknown task, or a task none of whose
+//! traces the trace backend has, exits 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::verify::BackendArgs;
+use super::verify::{BackendArgs, non_empty_task_id};
 use crate::report::task::{TaskQuery, load, render_task};
 use crate::workflow::record::RecordStore;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The task id (the workflow's `taskId` parameter).
-    #[arg(value_name = "TASK_ID")]
+    #[arg(value_name = "TASK_ID", value_parser = non_empty_task_id)]
     pub task_id: String,
     /// Show each step's log lines under its span, in time order.
     #[arg(long)]
@@ -55,6 +56,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     } else {
         print!("{}", render_task(&view, crate::ui::color_enabled()));
+    }
+    // The records name the task but nothing of it reached the trace backend: a person looking
+    // for the trace found nothing, and a script must not take that for success.
+    if view.traces.is_empty() {
+        eprintln!(
+            "obsctl: trace: none of the {} trace(s) of task {} is in the trace backend at {}; \
+             telemetry may still be in flight, or the steps exported elsewhere",
+            view.missing_traces.len(),
+            crate::ui::quoted(&args.task_id),
+            crate::backends::redact(&backends.urls.tempo)
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -53,6 +53,16 @@ impl BackendArgs {
     }
 }
 
+/// A clap value parser for task ids: an empty id would select every run without a task, not
+/// one task.
+pub fn non_empty_task_id(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("the task id must not be empty".to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,
@@ -66,7 +76,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["task_id", "since"])]
     pub run: Option<String>,
     /// Verify every recorded run of this task.
-    #[arg(long, value_name = "ID", conflicts_with = "since")]
+    #[arg(long, value_name = "ID", conflicts_with = "since", value_parser = non_empty_task_id)]
     pub task_id: Option<String>,
     /// Verify every run started within this long ago (30s, 5m, 2h).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -148,7 +158,7 @@ pub fn run_checks(
         .block_on(verify(backends, expectation, options, thresholds))
         .context("querying the backends")?;
     Ok(VerifyReport::new(
-        &expectation.runs,
+        expectation,
         BackendsUsed {
             tempo: redact(&backends.urls.tempo),
             prometheus: redact(&backends.urls.prometheus),

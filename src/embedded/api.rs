@@ -363,9 +363,16 @@ async fn samples(store: &Arc<Store>) -> Result<Vec<Sample>, Response> {
     Ok(series.iter().flat_map(|s| s.samples()).collect())
 }
 
+/// The samples as they stood at `time_ns`, for an instant query at a past time.
+async fn samples_at(store: &Arc<Store>, time_ns: i64) -> Result<Vec<Sample>, Response> {
+    let series = blocking(store, move |s| s.series_at(time_ns)).await?;
+    Ok(series.iter().flat_map(|s| s.samples()).collect())
+}
+
 #[derive(Debug, Deserialize)]
 struct PromParams {
     query: Option<String>,
+    time: Option<String>,
     start: Option<String>,
     end: Option<String>,
 }
@@ -389,15 +396,23 @@ async fn prom_query(State(store): Shared, Query(p): Query<PromParams>) -> Respon
         Ok(q) => q,
         Err(e) => return prom_error(e.0),
     };
-    let samples = match samples(&store).await {
+    let time = match prom_time("time", p.time.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let samples = match time {
+        None => samples(&store).await,
+        Some(t) => samples_at(&store, (t * 1e9) as i64).await,
+    };
+    let samples = match samples {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let now = now_ns() as f64 / 1e9;
+    let at = time.unwrap_or_else(|| now_ns() as f64 / 1e9);
     let result: Vec<Json> = query
         .evaluate(&samples)
         .into_iter()
-        .map(|(labels, value)| json!({"metric": labels, "value": [now, metrics::fmt_float(value)]}))
+        .map(|(labels, value)| json!({"metric": labels, "value": [at, metrics::fmt_float(value)]}))
         .collect();
     json_response(
         StatusCode::OK,

@@ -279,6 +279,17 @@ impl<'a> SeriesStore<'a> {
             }
         }
         let state = serde_json::to_string(&series)?;
+        // Every value is kept by time so that queries at a past time see the value then. The
+        // exemplars stay out: only the current ones are ever queried.
+        let past = Series {
+            exemplars: Vec::new(),
+            ..series.clone()
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO series_history (key, time_ns, state) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, now_ns(), serde_json::to_string(&past)?])?;
         match existing {
             Some((id, _)) => {
                 self.tx

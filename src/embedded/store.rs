@@ -106,6 +106,12 @@ CREATE TABLE IF NOT EXISTS series (
     updated_ns INTEGER NOT NULL,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS series_history (
+    key TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (key, time_ns)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS streams (
     key BLOB PRIMARY KEY,
     updated_ns INTEGER NOT NULL,
@@ -465,6 +471,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Every series as it stood at `time_ns` (its latest state stored at or before then), like a
+    /// Prometheus instant query at that time; series that did not exist yet are absent.
+    pub fn series_at(&self, time_ns: i64) -> Result<Vec<Series>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT h.state FROM series_history h \
+             WHERE h.time_ns = (SELECT max(time_ns) FROM series_history \
+                                WHERE key = h.key AND time_ns <= ?1) \
+             ORDER BY h.key",
+        )?;
+        let rows = stmt.query_map([time_ns], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
     fn envelope_spans(conn: &Connection, batch_id: i64) -> Result<ResourceSpans, StoreError> {
         let blob: Vec<u8> = conn
             .prepare_cached("SELECT envelope FROM batches WHERE id = ?1")?
@@ -686,6 +710,14 @@ impl Store {
         }
         pruned.streams = tx.execute("DELETE FROM streams WHERE updated_ns < ?1", [cutoff])?;
         pruned.series = tx.execute("DELETE FROM series WHERE updated_ns < ?1", [cutoff])?;
+        // History older than the cutoff goes, except each live series' last state before it:
+        // that state is still the series' value at every time up to its next update.
+        tx.execute(
+            "DELETE FROM series_history WHERE key NOT IN (SELECT key FROM series) \
+             OR time_ns < (SELECT max(time_ns) FROM series_history h \
+                           WHERE h.key = series_history.key AND h.time_ns < ?1)",
+            [cutoff],
+        )?;
         tx.commit()?;
         // Size: drop the oldest tenth of the batches until the database fits.
         for _ in 0..10 {
@@ -772,6 +804,48 @@ mod tests {
             Value::Number(v) => *v,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A time strictly after every write so far: the clock has moved past `now_ns()`.
+    fn after_now() -> i64 {
+        let t = now_ns();
+        while now_ns() <= t {
+            std::hint::spin_loop();
+        }
+        t
+    }
+
+    #[test]
+    fn series_at_a_past_time_hold_their_value_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let value_at = |t: i64| -> Option<f64> {
+            store.series_at(t).unwrap().first().map(|s| match s.value {
+                Value::Number(v) => v,
+                _ => panic!("a counter"),
+            })
+        };
+        let before = after_now();
+        store
+            .apply_metrics(&[counter(1, Temporality::Delta, 0, 10, 2.0)])
+            .unwrap();
+        let between = after_now();
+        store
+            .apply_metrics(&[counter(2, Temporality::Delta, 0, 10, 3.0)])
+            .unwrap();
+        let after = after_now();
+        assert_eq!(value_at(before), None, "the series did not exist yet");
+        assert_eq!(value_at(between), Some(2.0));
+        assert_eq!(value_at(after), Some(5.0));
+        assert_eq!(total(&store), 5.0);
+        // A retention pass within the age limit keeps the history.
+        store
+            .prune(Retention {
+                max_age: std::time::Duration::from_secs(3600),
+                max_bytes: u64::MAX,
+            })
+            .unwrap();
+        assert_eq!(value_at(between), Some(2.0));
     }
 
     #[test]

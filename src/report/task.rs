@@ -12,8 +12,8 @@ use super::waterfall::{TraceTree, render};
 use crate::backends::loki::{Direction, LogEntry, quote};
 use crate::backends::{BackendError, Backends};
 use crate::checks::collect::LOG_LIMIT;
-use crate::checks::expect::task_of;
-use crate::checks::outputs::REQUIRED_OUTPUTS;
+use crate::checks::expect::{phase_name, task_of};
+use crate::checks::outputs::LINK_OUTPUTS;
 use crate::checks::time::{now_unix_nanos, parse_rfc3339};
 use crate::conventions::attr;
 use crate::otlp::TraceId;
@@ -27,7 +27,7 @@ const WINDOW_SLACK_NS: u64 = 5 * 60 * 1_000_000_000;
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error(
-        "unknown task {task:?}: no run record of it in {dir} and no trace with taskId={task:?} \
+        "unknown task \"{task}\": no run record of it in {dir} and no trace with taskId=\"{task}\" \
          in the trace backend; `obsctl runs` lists recorded runs"
     )]
     Unknown { task: String, dir: PathBuf },
@@ -183,7 +183,7 @@ pub async fn load(
         });
     }
     for run in &runs {
-        for name in REQUIRED_OUTPUTS {
+        for name in LINK_OUTPUTS {
             if let Some(url) = run.output(name) {
                 let label = if runs.len() > 1 {
                     format!("{name} ({})", run.name)
@@ -212,7 +212,7 @@ pub fn render_task(view: &TaskView, color: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "task {}", view.task_id);
     for run in &view.runs {
-        let _ = writeln!(out, "  run {} ({:?})", run.name, run.phase);
+        let _ = writeln!(out, "  run {} ({})", run.name, phase_name(run.phase));
     }
     for tree in &view.traces {
         let _ = writeln!(out);

@@ -7,7 +7,9 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use serde::Serialize;
 
 use crate::checks::collect::WaitReport;
-use crate::checks::{CheckResult, Thresholds};
+use crate::checks::expect::Expectation;
+use crate::checks::expect::phase_name;
+use crate::checks::{CheckResult, CheckStatus, Thresholds};
 use crate::otlp::TraceId;
 use crate::workflow::record::{Phase, RunRecord};
 
@@ -61,8 +63,14 @@ impl From<&Thresholds> for ThresholdsUsed {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
+    /// No check failed (checks that do not apply do not fail).
     pub passed: bool,
     pub runs: Vec<RunSummary>,
+    /// The runs whose recorded attempts the metric checks compared with: the verified runs and
+    /// any other recorded run that added to the same series since `baselineUnixNano`.
+    pub compared_runs: Vec<String>,
+    /// Metrics were compared by what they added since this time (unix nanoseconds).
+    pub baseline_unix_nano: u64,
     pub backends: BackendsUsed,
     pub thresholds: ThresholdsUsed,
     pub wait: WaitReport,
@@ -71,15 +79,17 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn new(
-        runs: &[RunRecord],
+        expectation: &Expectation,
         backends: BackendsUsed,
         thresholds: &Thresholds,
         wait: WaitReport,
         checks: Vec<CheckResult>,
     ) -> Self {
         Self {
-            passed: checks.iter().all(|c| c.passed),
-            runs: runs.iter().map(RunSummary::of).collect(),
+            passed: !checks.iter().any(CheckResult::failed),
+            runs: expectation.runs.iter().map(RunSummary::of).collect(),
+            compared_runs: expectation.compared_runs.clone(),
+            baseline_unix_nano: expectation.baseline,
             backends,
             thresholds: thresholds.into(),
             wait,
@@ -88,7 +98,14 @@ impl VerifyReport {
     }
 
     pub fn failures(&self) -> usize {
-        self.checks.iter().filter(|c| !c.passed).count()
+        self.checks.iter().filter(|c| c.failed()).count()
+    }
+
+    pub fn not_applicable(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::NotApplicable)
+            .count()
     }
 }
 
@@ -108,11 +125,23 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
         .runs
         .iter()
         .map(|r| match &r.task_id {
-            Some(task) => format!("{} (task {task}, {:?})", r.name, r.phase),
-            None => format!("{} ({:?})", r.name, r.phase),
+            Some(task) => format!("{} (task {task}, {})", r.name, phase_name(r.phase)),
+            None => format!("{} ({})", r.name, phase_name(r.phase)),
         })
         .collect();
     let _ = writeln!(out, "verifying {}", runs.join(", "));
+    let since = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(report.baseline_unix_nano);
+    let _ = writeln!(
+        out,
+        "metrics: what {} {} added since {}",
+        if report.compared_runs.len() == 1 {
+            "run"
+        } else {
+            "runs"
+        },
+        report.compared_runs.join(", "),
+        crate::workflow::clock::rfc3339(since)
+    );
 
     let mut table = Table::new();
     table
@@ -133,10 +162,13 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
         table.force_no_tty();
     }
     for c in &report.checks {
-        let verdict = if c.passed { "PASS" } else { "FAIL" };
-        let mut verdict_cell = Cell::new(verdict);
+        let mut verdict_cell = Cell::new(c.status.label());
         if color {
-            verdict_cell = verdict_cell.fg(if c.passed { Color::Green } else { Color::Red });
+            verdict_cell = verdict_cell.fg(match c.status {
+                CheckStatus::Passed => Color::Green,
+                CheckStatus::Failed => Color::Red,
+                CheckStatus::NotApplicable => Color::Yellow,
+            });
         }
         table.add_row(vec![
             Cell::new(c.check.name()),
@@ -158,7 +190,11 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
             out,
             "\n{} ({}):",
             c.check.name(),
-            if c.passed { "passed" } else { "FAILED" }
+            match c.status {
+                CheckStatus::Passed => "passed",
+                CheckStatus::Failed => "FAILED",
+                CheckStatus::NotApplicable => "not applicable",
+            }
         );
         for (label, items) in [
             ("missing", &c.missing),
@@ -186,7 +222,13 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
     let _ = writeln!(
         out,
         "{}",
-        if report.passed {
+        if report.passed && report.not_applicable() > 0 {
+            format!(
+                "verify: {} checks passed, {} not applicable",
+                report.checks.len() - report.not_applicable(),
+                report.not_applicable()
+            )
+        } else if report.passed {
             format!("verify: all {} checks passed", report.checks.len())
         } else {
             format!(
@@ -235,9 +277,10 @@ pub fn junit(report: &VerifyReport) -> String {
     );
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let counts = format!(
-        "tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{seconds:.3}\"",
+        "tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{seconds:.3}\"",
         report.checks.len(),
-        report.failures()
+        report.failures(),
+        report.not_applicable()
     );
     let _ = writeln!(out, "<testsuites name=\"obsctl verify\" {counts}>");
     let _ = writeln!(
@@ -253,6 +296,7 @@ pub fn junit(report: &VerifyReport) -> String {
         ("minCoverage", report.thresholds.min_coverage.to_string()),
         ("seriesBudget", report.thresholds.series_budget.to_string()),
         ("polls", report.wait.polls.to_string()),
+        ("comparedRuns", report.compared_runs.join(", ")),
         ("waitComplete", report.wait.complete.to_string()),
     ] {
         let _ = writeln!(
@@ -279,7 +323,13 @@ pub fn junit(report: &VerifyReport) -> String {
         details.extend(c.missing.iter().map(|m| format!("missing: {m}")));
         details.extend(c.duplicated.iter().map(|m| format!("duplicated: {m}")));
         details.extend(c.problems.iter().map(|m| format!("problem: {m}")));
-        if !c.passed {
+        if c.status == CheckStatus::NotApplicable {
+            let _ = write!(
+                out,
+                "\n      <skipped message=\"{}\"/>",
+                xml_escape(&c.summary)
+            );
+        } else if c.failed() {
             let _ = write!(
                 out,
                 "\n      <failure type=\"{}\" message=\"{}\">{}</failure>",

@@ -154,7 +154,7 @@ fn key_attributes(node: &SpanNode) -> String {
         }
     }
     if !node.status_message.is_empty() {
-        parts.push(format!("{:?}", node.status_message));
+        parts.push(crate::ui::quoted(&node.status_message));
     }
     parts.join(" ")
 }

@@ -56,7 +56,8 @@ impl Canned {
 type Script = Arc<Mutex<HashMap<String, Vec<Canned>>>>;
 
 /// Matches a request to a script key: the path, or the path plus the `query` parameter when a
-/// script was registered for that (`/api/v1/query?agent_step_success_total{...}`).
+/// script was registered for that (`/api/v1/query?agent_step_success_total{...}`), plus
+/// `@<time>` for an instant query at a past time.
 pub struct FakeBackend {
     pub addr: SocketAddr,
     script: Script,
@@ -143,13 +144,39 @@ fn answer(req: Request, script: &Script, requests: &Mutex<Vec<Recorded>>) -> Res
     });
     let mut script = script.lock().unwrap();
     let specific = query.get("query").map(|q| format!("{path}?{q}"));
+    // An instant query at a past time (`time=`) is keyed `path?query@time`; unscripted, it
+    // answers an empty vector: the series did not exist yet, so all of today's value is new.
+    if let (Some(q), Some(time)) = (&specific, query.get("time")) {
+        let at = format!("{q}@{time}");
+        if !script.contains_key(&at) {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+                ))
+                .unwrap();
+        }
+        return respond(script.get_mut(&at).expect("checked above"));
+    }
     let key = specific
         .filter(|k| script.contains_key(k))
         .unwrap_or(path.clone());
-    let canned = match script.get_mut(&key) {
-        Some(answers) if answers.len() > 1 => answers.remove(0),
-        Some(answers) if !answers.is_empty() => answers[0].clone(),
-        _ => Canned::status(404, format!("no script for {key}")),
+    match script.get_mut(&key) {
+        Some(answers) => respond(answers),
+        None => respond(&mut vec![Canned::status(
+            404,
+            format!("no script for {key}"),
+        )]),
+    }
+}
+
+/// The next of `answers`; the last one repeats.
+fn respond(answers: &mut Vec<Canned>) -> Response {
+    let canned = match answers.len() {
+        0 => Canned::status(404, "empty script"),
+        1 => answers[0].clone(),
+        _ => answers.remove(0),
     };
     Response::builder()
         .status(StatusCode::from_u16(canned.status).unwrap())

@@ -326,6 +326,39 @@ impl Scenario {
         }
     }
 
+    /// `clean(name)` of a workflow without repo, prNumber, taskId and ref parameters: the shim
+    /// leaves those attributes empty and the metric and log labels absent.
+    pub fn uncorrelated(name: &str) -> Self {
+        const CORRELATION: [&str; 4] = ["repo", "prNumber", "taskId", "ref"];
+        let mut s = Self::clean(name);
+        s.record
+            .parameters
+            .retain(|p| !CORRELATION.contains(&p.name.as_str()));
+        for span in &mut s.spans {
+            for key in CORRELATION {
+                if let Some(value) = span.attributes.get_mut(key) {
+                    value.clear();
+                }
+            }
+        }
+        for sample in s
+            .success
+            .iter_mut()
+            .chain(s.fail.iter_mut())
+            .chain(s.histogram_counts.iter_mut())
+        {
+            sample
+                .labels
+                .retain(|k, _| !CORRELATION.contains(&k.as_str()));
+        }
+        for entry in &mut s.logs {
+            entry
+                .structured_metadata
+                .retain(|k, _| !CORRELATION.contains(&k.as_str()));
+        }
+        s
+    }
+
     pub fn trace_id(&self) -> TraceId {
         self.record.trace_id
     }
@@ -353,16 +386,20 @@ impl Scenario {
             histogram_counts: self.histogram_counts.clone(),
             exemplars: self.exemplars.clone(),
             logs: self.logs.clone(),
-            log_selections: ["repo", "prNumber"]
-                .iter()
-                .zip([REPO, PR])
-                .map(|(l, v)| obsctl::checks::collect::LogSelection {
-                    label: l.to_string(),
-                    value: v.to_string(),
-                    entries: self.logs.clone(),
-                })
-                .collect(),
+            log_selections: {
+                let (repo, pr) = obsctl::checks::expect::scope_of(&self.record);
+                [("repo", repo), ("prNumber", pr)]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(l, v)| obsctl::checks::collect::LogSelection {
+                        label: l.to_string(),
+                        value: v,
+                        entries: self.logs.clone(),
+                    })
+                    .collect()
+            },
             series: self.series.clone(),
+            baseline: Vec::new(),
         }
     }
 
@@ -448,7 +485,8 @@ impl Scenario {
             &format!("/api/traces/{}", self.trace_id()),
             vec![Canned::ok(self.tempo_json())],
         );
-        let sel = format!(r#"{{repo="{REPO}",prNumber="{PR}"}}"#);
+        let (repo, pr) = obsctl::checks::expect::scope_of(&self.record);
+        let sel = format!(r#"{{repo="{repo}",prNumber="{pr}"}}"#);
         fake.script(
             &format!("/api/v1/query?agent_step_success_total{sel}"),
             vec![Canned::ok(Self::vector_json(&self.success))],
@@ -458,7 +496,10 @@ impl Scenario {
             vec![Canned::ok(Self::vector_json(&self.fail))],
         );
         fake.script(
-            &format!(r#"/api/v1/query?agent_step_duration_ms_count{{taskId="{TASK}"}}"#),
+            &format!(
+                r#"/api/v1/query?agent_step_duration_ms_count{{workflowName="{}"}}"#,
+                self.record.name
+            ),
             vec![Canned::ok(Self::vector_json(&self.histogram_counts))],
         );
         for s in &self.series {
@@ -476,7 +517,13 @@ impl Scenario {
             "/api/v1/query_exemplars",
             vec![Canned::ok(Self::exemplars_json(&self.exemplars))],
         );
-        for (label, value) in [("taskId", TASK), ("repo", REPO), ("prNumber", PR)] {
+        let task = obsctl::checks::expect::task_of(&self.record).unwrap_or_default();
+        for (label, value) in [
+            ("taskId", task),
+            ("repo", repo.as_str()),
+            ("prNumber", pr.as_str()),
+            ("trace_id", &self.trace_id().to_hex()),
+        ] {
             fake.script(
                 &format!(
                     r#"/loki/api/v1/query_range?{{service_name="agent-steps"}} | {label}="{value}""#
