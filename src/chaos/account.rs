@@ -48,6 +48,21 @@ impl Row {
     }
 }
 
+impl Row {
+    /// A measured value held to a limit: "expected" is the limit, "found" the measurement.
+    pub fn within(check: &str, limit: u64, measured: u64, detail: String) -> Self {
+        Self {
+            check: check.to_string(),
+            passed: measured <= limit,
+            expected: limit,
+            found: measured,
+            lost: 0,
+            duplicated: 0,
+            items: vec![detail],
+        }
+    }
+}
+
 impl From<&CheckResult> for Row {
     fn from(result: &CheckResult) -> Self {
         let mut items: Vec<String> = result.missing.iter().take(NAMED).cloned().collect();
