@@ -161,7 +161,10 @@ fn failing_shim_steps_make_the_failure_rate_alert_pending_on_a_real_prometheus()
     });
     // Exact counts and one series per label set, whatever the number of processes.
     assert_eq!(prometheus.value("sum(agent_step_success_total)"), Some(7.0));
-    assert_eq!(prometheus.value("sum(agent_step_duration_ms_count)"), Some(14.0));
+    assert_eq!(
+        prometheus.value("sum(agent_step_duration_ms_count)"),
+        Some(14.0)
+    );
     assert_eq!(prometheus.value("count(agent_step_fail_total)"), Some(2.0));
     assert_eq!(
         prometheus.value("count(agent_step_duration_ms_count)"),
@@ -180,8 +183,5 @@ fn failing_shim_steps_make_the_failure_rate_alert_pending_on_a_real_prometheus()
     assert_eq!(state.len(), 1, "only the failing agent: {state:?}");
     assert_eq!(state[0]["metric"]["agent"], "breaker");
     let alertstate = state[0]["metric"]["alertstate"].as_str().unwrap();
-    assert!(
-        ["pending", "firing"].contains(&alertstate),
-        "{alertstate}"
-    );
+    assert!(["pending", "firing"].contains(&alertstate), "{alertstate}");
 }

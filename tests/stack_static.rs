@@ -236,6 +236,26 @@ fn backends_listen_where_obsctl_publishes() {
         loki["limits_config"]["allow_structured_metadata"],
         Value::Bool(true)
     );
+    // Index labels: exactly obsctl's bounded list, Loki's defaults (which include the
+    // per-process service.instance.id and k8s.pod.name) ignored.
+    let resource = &loki["limits_config"]["otlp_config"]["resource_attributes"];
+    assert_eq!(resource["ignore_defaults"], Value::Bool(true));
+    let configs = resource["attributes_config"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{configs:?}");
+    assert_eq!(configs[0]["action"], "index_label");
+    let indexed: Vec<&str> = configs[0]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(indexed, obsctl::conventions::resource::LOG_INDEX_LABELS);
+    for per_step in [
+        obsctl::conventions::resource::SERVICE_INSTANCE_ID,
+        obsctl::conventions::resource::K8S_POD_NAME,
+    ] {
+        assert!(!indexed.contains(&per_step), "{per_step} is per step");
+    }
 }
 
 #[derive(Deserialize)]
@@ -386,7 +406,14 @@ fn dashboard_has_the_seed_panels_and_variables() {
 }
 
 /// One real step: agent, step name, repo, PR, task and exit code.
-type Step = (&'static str, &'static str, &'static str, &'static str, &'static str, i32);
+type Step = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    i32,
+);
 
 /// Label sets the dashboard test runs: an agent that always succeeds, one with a failing and a
 /// succeeding step, two repos with one PR and one task each.

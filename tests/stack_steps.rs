@@ -118,6 +118,20 @@ fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
             "{labels:#}"
         );
         assert!(!labels["stepName"].as_str().unwrap().is_empty());
+        // Seed 000's annotations: the traceparent the step started with (the run's trace) and
+        // the commit.
+        let tp = labels["trace.context"].as_str().unwrap();
+        assert!(
+            tp.starts_with(&format!(
+                "00-{}-",
+                status["metadata"]["uid"].as_str().unwrap()
+            )),
+            "{tp} is in the run's trace"
+        );
+        assert_eq!(
+            labels["commitSha"],
+            "3f2c1e0d9b8a7f6e5d4c3b2a190807f6e5d4c3b2"
+        );
         // The shim is the entrypoint, run through the bundled loader.
         let entrypoint = c["Config"]["Entrypoint"].to_string();
         assert!(entrypoint.contains("\"shim\""), "{entrypoint}");
