@@ -190,8 +190,9 @@ fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() 
     }
     let mut env = StackEnv::new("s");
     env.free_ports();
-    // The collector, Tempo and Loki are `obsctl serve` (real OTLP receivers); Grafana a stand-in.
-    for c in ["COLLECTOR", "TEMPO", "LOKI"] {
+    // The aggregator is obsctl itself; the collector's stand-in is `obsctl relay` on the stack's
+    // collector config, Tempo's and Loki's `obsctl serve`; Grafana a busybox stand-in.
+    for c in ["COLLECTOR", "AGGREGATOR", "TEMPO", "LOKI"] {
         env.set(&format!("OBSCTL_IMAGE_{c}"), &images["obsctl"]);
     }
     env.set("OBSCTL_IMAGE_GRAFANA", &images["standin"]);
@@ -225,18 +226,17 @@ fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() 
             "{env_list}"
         );
     }
-    // The spans went to the collector container by its network name; its API is published on
-    // the collector's health port.
-    let health = env
+    // The spans went to the collector container by its network name, and on to Tempo.
+    let tempo = env
         .env
         .iter()
-        .find(|(k, _)| *k == Port::CollectorHealth.env())
+        .find(|(k, _)| *k == Port::Tempo.env())
         .unwrap()
         .1
         .clone();
-    let api = format!("http://127.0.0.1:{health}");
+    let api = format!("http://127.0.0.1:{tempo}");
     poll(
-        "step spans at the collector",
+        "step spans in Tempo, through the collector",
         Duration::from_secs(30),
         || {
             let (code, v) = get_json(
