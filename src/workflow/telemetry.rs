@@ -133,6 +133,9 @@ pub fn step_env(
             otel.sampler_arg.clone(),
         ),
         (env::OTEL_METRICS_EXPORTER.into(), "otlp".into()),
+        // For the step's own SDK, as seed 000 lists it; the shim's step logs follow
+        // OBSCTL_STEP_LOGS and still go out.
+        (env::OTEL_LOGS_EXPORTER.into(), "none".into()),
         (env::AGENT.into(), id.agent.into()),
         (env::STEP.into(), id.step.into()),
         (env::WORKFLOW_NAME.into(), id.workflow_name.into()),
