@@ -37,6 +37,8 @@ const RUN_DEADLINE: Duration = Duration::from_secs(120);
 /// and scheduling on a loaded machine.
 const DELAY_SLACK: Duration = Duration::from_millis(750);
 const POLL: Duration = Duration::from_millis(50);
+/// How often the live view hears how many steps finished.
+const STEPS_EVERY: Duration = Duration::from_millis(500);
 
 /// One scenario's scratch: its backend, state directory and spool.
 struct Stage<'a> {
@@ -292,12 +294,37 @@ pub async fn run(
     phase("starting the embedded backend");
     let started = Instant::now();
     let mut stage = Stage::new(options, scenario).await?;
-    let mut report = match scenario {
-        Scenario::PodKill => pod_kill(&stage, &phase).await,
-        Scenario::Outage(mode) => outage(&mut stage, mode, &phase).await,
-        Scenario::Burst => burst(&stage, &phase).await,
-        Scenario::ControllerRestart => controller_restart(&stage, &phase).await,
-    }?;
+    let store = stage.store.clone();
+    let scenario_steps = async {
+        loop {
+            tokio::time::sleep(STEPS_EVERY).await;
+            let records = store.list().unwrap_or_default();
+            let count = |want: fn(Phase) -> bool| {
+                records
+                    .iter()
+                    .flat_map(pods)
+                    .filter(|n| want(n.phase))
+                    .count()
+            };
+            progress(Progress::Steps {
+                scenario: scenario.name(),
+                finished: count(Phase::is_finished),
+                running: count(|p| p == Phase::Running),
+            });
+        }
+    };
+    let work = async {
+        match scenario {
+            Scenario::PodKill => pod_kill(&stage, &phase).await,
+            Scenario::Outage(mode) => outage(&mut stage, mode, &phase).await,
+            Scenario::Burst => burst(&stage, &phase).await,
+            Scenario::ControllerRestart => controller_restart(&stage, &phase).await,
+        }
+    };
+    let mut report = tokio::select! {
+        report = work => report?,
+        never = scenario_steps => never,
+    };
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
