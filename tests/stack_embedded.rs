@@ -141,3 +141,25 @@ fn auto_falls_back_to_embedded_when_an_image_is_missing() {
             .unwrap();
     assert_eq!(endpoints["runtime"], "embedded");
 }
+
+#[test]
+fn embedded_up_refuses_a_port_another_process_holds_and_answers_on() {
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    // Something else answers every request with 200, /ready included, on the API port.
+    let other = serve_openmetrics(String::new());
+    let taken = other.rsplit_once(':').unwrap().1.to_string();
+    env.set(&Port::Tempo.env(), &taken);
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("process {} (", std::process::id()))
+            && stderr.contains(&format!("holds 127.0.0.1:{taken} (tempo); stop it")),
+        "names the holder: {stderr}"
+    );
+    assert!(stderr.contains("OBSCTL_PORT_TEMPO"), "{stderr}");
+    assert!(!stderr.contains("started"), "{stderr}");
+    assert!(!env.state_home().join("endpoints.json").exists());
+    assert!(!env.state_home().join("serve.pid").exists());
+}

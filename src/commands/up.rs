@@ -21,7 +21,8 @@ pub const EXIT_NOT_READY: u8 = 4;
 #[command(
     after_help = "Exit codes: 0 ready; 2 bad input (config file, override, project name); \
 3 Docker required but unreachable or an image is missing; 4 a component did not become ready \
-(its state and last log lines are printed); 1 anything else."
+(its state and last log lines are printed); 1 a port is held by something else (named, with the \
+fix; nothing is created) or anything else."
 )]
 pub struct Args {
     /// Where the stack runs: Docker when the daemon answers and the images are present or can

@@ -11,6 +11,7 @@ use super::config::StackConfig;
 use super::definition::Port;
 use super::docker::{self, ComponentStatus, DockerError, DockerStack, UpReport};
 use super::endpoints::{Endpoints, Runtime};
+use super::ports::{self, PortsTaken};
 
 /// `--runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,6 +28,8 @@ pub enum RuntimeError {
     Docker(#[from] DockerError),
     #[error(transparent)]
     Background(#[from] BackgroundError),
+    #[error(transparent)]
+    PortsTaken(#[from] PortsTaken),
     #[error("cannot write {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -73,7 +76,10 @@ pub async fn up(
     docker::check_project(project)?;
     let fallback = match choice {
         RuntimeChoice::Embedded => None,
-        RuntimeChoice::Docker => return Ok(up_docker(project, config, timeout).await?),
+        RuntimeChoice::Docker => {
+            let stack = DockerStack::new(docker::connect().await?, project)?;
+            return finish_docker(&stack, config, timeout).await;
+        }
         RuntimeChoice::Auto => match docker::connect().await {
             Err(e) => Some(e.to_string()),
             Ok(client) => {
@@ -81,40 +87,57 @@ pub async fn up(
                 match stack.ensure_images(config).await {
                     Err(e @ DockerError::ImageMissing { .. }) => Some(e.to_string()),
                     Err(e) => return Err(e.into()),
-                    Ok(()) => return Ok(finish_docker(&stack, config, timeout).await?),
+                    Ok(()) => return finish_docker(&stack, config, timeout).await,
                 }
             }
         },
     };
-    let (pid, already_running) = background::up(config, timeout).await?;
+    let pid = match background::running_pid() {
+        Some(pid) if background::answers(config).await => {
+            return Ok(UpOutcome::Embedded {
+                pid,
+                already_running: true,
+                endpoints: background::endpoints(config, pid),
+                fallback,
+            });
+        }
+        _ => {
+            let busy = ports::busy(config, &background::PORTS);
+            if !busy.is_empty() {
+                // Only a busy port is worth asking Docker about, and it may not answer.
+                let client = docker::connect().await.ok();
+                ports::check(busy, client.as_ref(), None).await?;
+            }
+            background::start(config, timeout).await?
+        }
+    };
     Ok(UpOutcome::Embedded {
         pid,
-        already_running,
+        already_running: false,
         endpoints: background::endpoints(config, pid),
         fallback,
     })
 }
 
-async fn up_docker(
-    project: &str,
-    config: &StackConfig,
-    timeout: Duration,
-) -> Result<UpOutcome, DockerError> {
-    let stack = DockerStack::new(docker::connect().await?, project)?;
-    finish_docker(&stack, config, timeout).await
-}
-
+/// Refuses ports held by anything but this project's own containers, then converges the stack
+/// and records its endpoints.
 async fn finish_docker(
     stack: &DockerStack,
     config: &StackConfig,
     timeout: Duration,
-) -> Result<UpOutcome, DockerError> {
+) -> Result<UpOutcome, RuntimeError> {
+    ports::check(
+        ports::busy(config, &Port::ALL),
+        Some(&stack.docker),
+        Some(&stack.project),
+    )
+    .await?;
     let report = stack.up(config, timeout).await?;
     let endpoints = docker_endpoints(config);
     let path = Endpoints::default_path();
     endpoints
         .save(&path)
-        .map_err(|source| DockerError::Io { path, source })?;
+        .map_err(|source| RuntimeError::Io { path, source })?;
     Ok(UpOutcome::Docker { report, endpoints })
 }
 
