@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
 use crate::conventions::env;
 use crate::otlp::export::{ExportConfig, Exporter};
@@ -22,9 +23,10 @@ pub struct Args {
     #[arg(long, env = env::OBSCTL_SPOOL_DIR)]
     pub spool_dir: Option<PathBuf>,
 
-    /// Give up after this many seconds; what is left stays spooled.
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
+    /// Give up after this long, e.g. 60s, 1m30s, 500ms (bare number: seconds); what is left
+    /// stays spooled.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -42,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = tokio::time::Instant::now() + args.timeout;
     let report = runtime
         .block_on(spool.replay(&exporter, deadline, None))
         .with_context(|| format!("replaying {}", spool.dir().display()))?;
