@@ -367,6 +367,17 @@ fn bad_overrides_are_rejected_before_anything_is_created() {
         "{}",
         text(&out)
     );
+    // A misspelt variable is not silently ignored.
+    let mut env = StackEnv::new("t");
+    env.set("OBSCTL_PORT_TEMP", "13200");
+    let out = env.obsctl(&["up", "--project", &env.project]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown environment variable OBSCTL_PORT_TEMP")
+            && stderr.contains("OBSCTL_PORT_TEMPO"),
+        "{stderr}"
+    );
     let env = StackEnv::new("t");
     let out = env.obsctl(&["up", "--project", "Not/Valid"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

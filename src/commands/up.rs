@@ -54,6 +54,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    config::check_env_names(names).map_err(|e| CommandError::new(EXIT_BAD_INPUT, e))?;
     let config = config::resolve(args.config.as_deref(), &config::process_env, &args.images)
         .map_err(|e| CommandError::new(EXIT_BAD_INPUT, e))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
