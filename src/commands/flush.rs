@@ -16,7 +16,8 @@ use crate::otlp::spool::{DEFAULT_MAX_BYTES, Spool};
 #[command(
     after_help = "Exit code: 0 when the spool is empty afterwards, 1 when something is left, 2 \
 when OBSCTL_SPOOL_MAX_BYTES is not a number. \
-The collector is the one the OTEL_EXPORTER_OTLP_* variables name, as for `obsctl shim`."
+The collector is the one the OTEL_EXPORTER_OTLP_* variables name, else the running stack's \
+(the endpoints file of `obsctl up`/`serve`), as for `obsctl shim`."
 )]
 pub struct Args {
     /// Spool directory (default: the user's state directory, obsctl/spool).
