@@ -187,6 +187,7 @@ mod tests {
             "verify --timeout",
             "verify --since",
             "demo --timeout",
+            "shim --export-budget",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),
@@ -194,11 +195,19 @@ mod tests {
             );
         }
         for (sub, flag) in &flags {
+            // The shim needs a command or --check besides.
+            let line = |text: &str| {
+                let mut line = vec!["obsctl", sub, flag, text];
+                if sub == "shim" {
+                    line.push("--check");
+                }
+                Cli::try_parse_from(line)
+            };
             for text in ["1m30s", "500ms", "10s", "7"] {
-                let parsed = Cli::try_parse_from(["obsctl", sub, flag, text]);
+                let parsed = line(text);
                 assert!(parsed.is_ok(), "{sub} {flag} {text}: {:?}", parsed.err());
             }
-            assert!(Cli::try_parse_from(["obsctl", sub, flag, "soon"]).is_err());
+            assert!(line("soon").is_err());
         }
         let Command::Flush(flush) = Cli::try_parse_from(["obsctl", "flush", "--timeout", "1m30s"])
             .unwrap()
