@@ -478,7 +478,10 @@ fn embedded_up_refuses_while_the_docker_stack_is_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "obsctl's Docker stack {p:?} (container {p}-tempo) holds 127.0.0.1:{} (tempo)",
+            "obsctl's Docker stack {p:?} (containers {p}-otel-collector, {p}-tempo) holds \
+             127.0.0.1:{} (otlp-grpc), 127.0.0.1:{} (otlp-http), 127.0.0.1:{} (tempo)",
+            host_port(&env, Port::OtlpGrpc),
+            host_port(&env, Port::OtlpHttp),
             host_port(&env, Port::Tempo)
         )),
         "{stderr}"
@@ -525,4 +528,37 @@ fn a_container_that_cannot_start_takes_everything_this_up_created_with_it() {
     );
     nothing_of(&p);
     assert!(!env.state_home().join("endpoints.json").exists());
+}
+
+#[test]
+fn a_wait_longer_than_a_second_shows_progress_without_a_terminal() {
+    let Some((mut env, images)) =
+        local_env("a_wait_longer_than_a_second_shows_progress_without_a_terminal")
+    else {
+        return;
+    };
+    let p = env.project.clone();
+    // The stand-in serves every readiness port but Prometheus's: in Prometheus's container it
+    // runs and never answers.
+    for c in Component::ALL {
+        env.set(&c.image_env(), &images["standin"]);
+    }
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &p,
+        "--timeout",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let waiting: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("obsctl: waiting ") && l.contains(" of 3s for "))
+        .collect();
+    assert!(!waiting.is_empty(), "{stderr}");
+    assert!(waiting[0].contains("prometheus ("), "{stderr}");
+    assert!(stderr.contains("prometheus is not ready after"), "{stderr}");
 }

@@ -163,3 +163,35 @@ fn embedded_up_refuses_a_port_another_process_holds_and_answers_on() {
     assert!(!env.state_home().join("endpoints.json").exists());
     assert!(!env.state_home().join("serve.pid").exists());
 }
+
+#[test]
+fn verbose_up_names_each_phase_and_quiet_up_does_not() {
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    let phases = [
+        "obsctl: checking that the embedded backend's ports are free: otlp-grpc ",
+        "obsctl: started `obsctl serve` (pid ",
+        "obsctl: `obsctl serve` listens (otlp-grpc 127.0.0.1:",
+        "obsctl: embedded ready in ",
+        "obsctl: recorded the endpoints in ",
+    ];
+    let out = env.obsctl(&["-v", "up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut at = 0;
+    for phase in phases {
+        let found = stderr[at..]
+            .find(phase)
+            .unwrap_or_else(|| panic!("{phase:?} after byte {at} of:\n{stderr}"));
+        at += found + phase.len();
+    }
+    let out = env.obsctl(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for phase in phases {
+        assert!(!stderr.contains(phase), "{phase:?} without -v:\n{stderr}");
+    }
+}

@@ -131,7 +131,7 @@ pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, Backg
     let out = std::fs::File::create(&log).map_err(io(&log))?;
     let err = out.try_clone().map_err(io(&log))?;
     use std::os::unix::process::CommandExt;
-    let child = Command::new(&exe)
+    let mut child = Command::new(&exe)
         .arg("serve")
         .arg("--otlp-grpc")
         .arg(format!("127.0.0.1:{}", config.port(Port::OtlpGrpc)))
@@ -149,18 +149,38 @@ pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, Backg
             source,
         })?;
     let pid = child.id();
-    // Reaped by nobody on purpose: the server outlives this command; `down` stops it.
-    drop(child);
+    crate::ui::debug(
+        1,
+        format!("started `obsctl serve` (pid {pid}, log {})", log.display()),
+    );
     let pid_file = pid_path();
     std::fs::write(&pid_file, pid.to_string()).map_err(io(&pid_file))?;
     let started = Instant::now();
     let want = banner(config);
+    let mut said_waiting = false;
     let listening = loop {
         let body = std::fs::read_to_string(&log).unwrap_or_default();
         if want.iter().all(|w| body.lines().any(|l| l == w)) {
+            crate::ui::debug(
+                1,
+                format!(
+                    "`obsctl serve` listens ({}); probing {}",
+                    want.join(", "),
+                    target.url
+                ),
+            );
             break Ok(());
         }
-        let state = if !is_serve(pid) {
+        // Binding takes milliseconds; a wait past a second is worth a word.
+        if !said_waiting && started.elapsed() >= Duration::from_secs(1) {
+            crate::ui::note(format!(
+                "waiting for `obsctl serve` (pid {pid}) to listen on its addresses"
+            ));
+            said_waiting = true;
+        }
+        // The child itself, not /proc: right after the spawn its command line may not read
+        // `serve` yet.
+        let state = if child.try_wait().is_ok_and(|status| status.is_some()) {
             Some("process exited")
         } else if started.elapsed() >= timeout {
             Some("running, has not bound its addresses")
@@ -178,16 +198,26 @@ pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, Backg
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let child = std::sync::Mutex::new(child);
+    let exited = || {
+        let mut child = child.lock().expect("not poisoned");
+        child.try_wait().is_ok_and(|status| status.is_some())
+    };
     let waited = match listening {
         Ok(()) => ready::wait_all(
             std::slice::from_ref(&target),
             timeout.saturating_sub(started.elapsed()),
-            |_| async move { (!is_serve(pid)).then(|| "process exited".to_string()) },
+            |_| {
+                let gone = exited();
+                async move { gone.then(|| "process exited".to_string()) }
+            },
         )
         .await
         .map(|_| ()),
         Err(not_ready) => Err(not_ready),
     };
+    // Not waited for on success, on purpose: the server outlives this command; `down` stops it.
+    drop(child);
     if let Err(not_ready) = waited {
         stop(pid, Duration::from_secs(5)).ok();
         let _ = std::fs::remove_file(&pid_file);
@@ -199,6 +229,7 @@ pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, Backg
     }
     let path = Endpoints::default_path();
     endpoints(config, pid).save(&path).map_err(io(&path))?;
+    crate::ui::debug(1, format!("recorded the endpoints in {}", path.display()));
     Ok(pid)
 }
 

@@ -488,6 +488,10 @@ impl DockerStack {
     ) -> Result<UpReport, DockerError> {
         self.ensure_images(config).await?;
         let files = files_dir(&self.project);
+        crate::ui::debug(
+            1,
+            format!("writing the stack's files to {}", files.display()),
+        );
         super::files::write_all(&files).map_err(|source| DockerError::Io {
             path: files.clone(),
             source,
@@ -499,9 +503,17 @@ impl DockerStack {
             Ok(actions) => actions,
             Err(e) => {
                 let created = created.into_inner().expect("no converge task panicked");
+                crate::ui::debug(1, format!("{e}; removing what this `up` created"));
                 return Err(self.roll_back(created, e).await);
             }
         };
+        crate::ui::debug(
+            1,
+            format!(
+                "waiting up to {timeout:?} for {} components to be ready",
+                actions.len()
+            ),
+        );
         let targets: Vec<Target> = definition::services()
             .iter()
             .map(|svc| Target {
@@ -539,6 +551,10 @@ impl DockerStack {
         let record = |f: &dyn Fn(&mut Created)| f(&mut created.lock().expect("not poisoned"));
         if self.ensure_network().await? {
             record(&|c| c.network = true);
+            crate::ui::debug(
+                1,
+                format!("created network {}", network_name(&self.project)),
+            );
         }
         let existing = self.containers().await?;
         // Components are independent at start (each retries its peers), so they are created
@@ -548,6 +564,10 @@ impl DockerStack {
             let c = svc.component;
             if self.ensure_volume(c).await? {
                 record(&|created| created.volumes.push(volume_name(&self.project, c)));
+                crate::ui::debug(
+                    1,
+                    format!("created volume {}", volume_name(&self.project, c)),
+                );
             }
             let spec = self.container_spec(&svc, config, files, password);
             let want = spec
@@ -594,6 +614,7 @@ impl DockerStack {
                     .await
                     .map_err(api(format!("start container {name}")))?;
             }
+            crate::ui::debug(1, format!("container {name} {action}"));
             Ok::<_, DockerError>((c, action))
         });
         futures_util::future::join_all(converge)

@@ -20,10 +20,10 @@ const LABEL_COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub enum Holder {
     /// The embedded backend `obsctl up --runtime embedded` started (its pid file names it).
     Embedded { pid: u32 },
-    /// A container of an obsctl Docker stack.
-    Stack { project: String, container: String },
-    /// A container of a docker-compose project (obsctl's compose file or any other).
-    Compose { project: String, container: String },
+    /// Containers of an obsctl Docker stack.
+    Stack { project: String },
+    /// Containers of a docker-compose project (obsctl's compose file or any other).
+    Compose { project: String },
     /// Any other container publishing the port.
     Container { name: String },
     /// A process on this machine, with its command line.
@@ -37,6 +37,8 @@ pub enum Holder {
 pub struct Taken {
     pub holder: Holder,
     pub ports: Vec<(Port, u16)>,
+    /// The holder's containers that publish them (for a stack or compose project).
+    pub containers: Vec<String>,
 }
 
 impl std::fmt::Display for Taken {
@@ -51,19 +53,24 @@ impl std::fmt::Display for Taken {
             let vars: Vec<String> = self.ports.iter().map(|(p, _)| p.env()).collect();
             format!("or give obsctl other ports ({})", vars.join(", "))
         };
+        let containers = match self.containers.as_slice() {
+            [] => String::new(),
+            [one] => format!(" (container {one})"),
+            many => format!(" (containers {})", many.join(", ")),
+        };
         match &self.holder {
             Holder::Embedded { pid } => write!(
                 f,
                 "obsctl's embedded backend (pid {pid}) holds {addrs}; run `obsctl down` first"
             ),
-            Holder::Stack { project, container } => write!(
+            Holder::Stack { project } => write!(
                 f,
-                "obsctl's Docker stack {project:?} (container {container}) holds {addrs}; run \
+                "obsctl's Docker stack {project:?}{containers} holds {addrs}; run \
                  `obsctl down --project {project}` first"
             ),
-            Holder::Compose { project, container } => write!(
+            Holder::Compose { project } => write!(
                 f,
-                "docker-compose project {project:?} (container {container}) holds {addrs}; run \
+                "docker-compose project {project:?}{containers} holds {addrs}; run \
                  `docker-compose -p {project} down` first, {}",
                 other_port()
             ),
@@ -116,31 +123,39 @@ pub async fn check(
         None => Vec::new(),
     };
     let embedded = super::background::running_pid();
-    let mut by_holder: BTreeMap<Holder, Vec<(Port, u16)>> = BTreeMap::new();
+    let mut by_holder: BTreeMap<Holder, Taken> = BTreeMap::new();
     for (port, number) in busy {
-        let holder = match containers.iter().find(|c| c.ports.contains(&number)) {
+        let (holder, container) = match containers.iter().find(|c| c.ports.contains(&number)) {
             Some(c) if c.project.is_some() && c.project.as_deref() == own_project => continue,
             Some(c) => c.holder(),
             None => match process_holding(number) {
-                Some(pid) if Some(pid) == embedded => Holder::Embedded { pid },
-                Some(pid) => Holder::Process {
-                    pid,
-                    command: command_line(pid),
-                },
-                None => Holder::Unknown,
+                Some(pid) if Some(pid) == embedded => (Holder::Embedded { pid }, None),
+                Some(pid) => (
+                    Holder::Process {
+                        pid,
+                        command: command_line(pid),
+                    },
+                    None,
+                ),
+                None => (Holder::Unknown, None),
             },
         };
-        by_holder.entry(holder).or_default().push((port, number));
+        let taken = by_holder.entry(holder.clone()).or_insert_with(|| Taken {
+            holder,
+            ports: Vec::new(),
+            containers: Vec::new(),
+        });
+        taken.ports.push((port, number));
+        if let Some(name) = container
+            && !taken.containers.contains(&name)
+        {
+            taken.containers.push(name);
+        }
     }
     if by_holder.is_empty() {
         return Ok(());
     }
-    Err(PortsTaken(
-        by_holder
-            .into_iter()
-            .map(|(holder, ports)| Taken { holder, ports })
-            .collect(),
-    ))
+    Err(PortsTaken(by_holder.into_values().collect()))
 }
 
 /// A running container and the host ports it publishes.
@@ -152,18 +167,28 @@ struct Published {
 }
 
 impl Published {
-    fn holder(&self) -> Holder {
-        let container = self.name.clone();
+    /// Who holds this container's ports, and the container to name beside a project.
+    fn holder(&self) -> (Holder, Option<String>) {
+        let container = Some(self.name.clone());
         match (&self.project, &self.compose) {
-            (Some(project), _) => Holder::Stack {
-                project: project.clone(),
+            (Some(project), _) => (
+                Holder::Stack {
+                    project: project.clone(),
+                },
                 container,
-            },
-            (None, Some(project)) => Holder::Compose {
-                project: project.clone(),
+            ),
+            (None, Some(project)) => (
+                Holder::Compose {
+                    project: project.clone(),
+                },
                 container,
-            },
-            (None, None) => Holder::Container { name: container },
+            ),
+            (None, None) => (
+                Holder::Container {
+                    name: self.name.clone(),
+                },
+                None,
+            ),
         }
     }
 }
@@ -284,32 +309,46 @@ mod tests {
     #[test]
     fn each_holder_gets_its_fix() {
         let ports = vec![(Port::Tempo, 3200)];
-        let text = |holder| {
+        let text = |holder, containers: &[&str]| {
             Taken {
                 holder,
                 ports: ports.clone(),
+                containers: containers.iter().map(|c| c.to_string()).collect(),
             }
             .to_string()
         };
         assert_eq!(
-            text(Holder::Embedded { pid: 7 }),
+            text(Holder::Embedded { pid: 7 }, &[]),
             "obsctl's embedded backend (pid 7) holds 127.0.0.1:3200 (tempo); run `obsctl down` first"
         );
-        let stack = text(Holder::Stack {
-            project: "obsctl".into(),
-            container: "obsctl-tempo".into(),
-        });
-        assert!(stack.contains("`obsctl down --project obsctl`"), "{stack}");
-        let compose = text(Holder::Compose {
-            project: "p".into(),
-            container: "p-tempo-1".into(),
-        });
+        let stack = text(
+            Holder::Stack {
+                project: "obsctl".into(),
+            },
+            &["obsctl-otel-collector", "obsctl-tempo"],
+        );
+        assert!(
+            stack.starts_with(
+                "obsctl's Docker stack \"obsctl\" (containers obsctl-otel-collector, \
+                 obsctl-tempo) holds"
+            ) && stack.contains("`obsctl down --project obsctl`"),
+            "{stack}"
+        );
+        let compose = text(
+            Holder::Compose {
+                project: "p".into(),
+            },
+            &["p-tempo-1"],
+        );
         assert!(compose.contains("`docker-compose -p p down`"), "{compose}");
         assert!(compose.contains("OBSCTL_PORT_TEMPO"), "{compose}");
-        let process = text(Holder::Process {
-            pid: 9,
-            command: "nc -l 3200".into(),
-        });
+        let process = text(
+            Holder::Process {
+                pid: 9,
+                command: "nc -l 3200".into(),
+            },
+            &[],
+        );
         assert!(
             process.starts_with("process 9 (nc -l 3200) holds 127.0.0.1:3200"),
             "{process}"

@@ -74,15 +74,21 @@ pub async fn up(
     timeout: Duration,
 ) -> Result<UpOutcome, RuntimeError> {
     docker::check_project(project)?;
+    let say = |phase: String| crate::ui::debug(1, phase);
     let fallback = match choice {
         RuntimeChoice::Embedded => None,
         RuntimeChoice::Docker => {
+            say(format!("connecting to Docker at {}", docker::docker_host()));
             let stack = DockerStack::new(docker::connect().await?, project)?;
             return finish_docker(&stack, config, timeout).await;
         }
         RuntimeChoice::Auto => match docker::connect().await {
             Err(e) => Some(e.to_string()),
             Ok(client) => {
+                say(format!(
+                    "Docker answers at {}; checking the images",
+                    docker::docker_host()
+                ));
                 let stack = DockerStack::new(client, project)?;
                 match stack.ensure_images(config).await {
                     Err(e @ DockerError::ImageMissing { .. }) => Some(e.to_string()),
@@ -102,6 +108,10 @@ pub async fn up(
             });
         }
         _ => {
+            say(format!(
+                "checking that the embedded backend's ports are free: {}",
+                port_list(config, &background::PORTS)
+            ));
             let busy = ports::busy(config, &background::PORTS);
             if !busy.is_empty() {
                 // Only a busy port is worth asking Docker about, and it may not answer.
@@ -126,6 +136,13 @@ async fn finish_docker(
     config: &StackConfig,
     timeout: Duration,
 ) -> Result<UpOutcome, RuntimeError> {
+    crate::ui::debug(
+        1,
+        format!(
+            "checking that the stack's ports are free: {}",
+            port_list(config, &Port::ALL)
+        ),
+    );
     ports::check(
         ports::busy(config, &Port::ALL),
         Some(&stack.docker),
@@ -135,10 +152,21 @@ async fn finish_docker(
     let report = stack.up(config, timeout).await?;
     let endpoints = docker_endpoints(config);
     let path = Endpoints::default_path();
-    endpoints
-        .save(&path)
-        .map_err(|source| RuntimeError::Io { path, source })?;
+    endpoints.save(&path).map_err(|source| RuntimeError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    crate::ui::debug(1, format!("recorded the endpoints in {}", path.display()));
     Ok(UpOutcome::Docker { report, endpoints })
+}
+
+/// `otlp-grpc 4317, ...` for phase messages.
+fn port_list(config: &StackConfig, ports: &[Port]) -> String {
+    let list: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{} {}", p.name(), config.port(*p)))
+        .collect();
+    list.join(", ")
 }
 
 /// What `down` removed.
