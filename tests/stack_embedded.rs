@@ -72,6 +72,22 @@ fn embedded_runtime_runs_in_the_background_until_down() {
         text(&out)
     );
 
+    // The same, on other ports: refused, since a second server would leave the first unmanaged.
+    let mut moved = StackEnv::new("e");
+    moved.env = env.env.clone();
+    moved.set(&Port::Tempo.env(), &free_port().to_string());
+    let out = moved.obsctl(&["up", "--runtime", "embedded"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "obsctl's embedded backend (pid {pid}) is already running, but not with this \
+             configuration's addresses"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(alive(pid));
+
     let out = env.obsctl(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(

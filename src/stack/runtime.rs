@@ -30,6 +30,11 @@ pub enum RuntimeError {
     Background(#[from] BackgroundError),
     #[error(transparent)]
     PortsTaken(#[from] PortsTaken),
+    #[error(
+        "obsctl's embedded backend (pid {pid}) is already running, but not with this \
+         configuration's addresses (query API {api}); run `obsctl down` first"
+    )]
+    EmbeddedElsewhere { pid: u32, api: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -98,29 +103,36 @@ pub async fn up(
             }
         },
     };
-    let pid = match background::running_pid() {
-        Some(pid) if background::answers(config).await => {
+    if let Some(pid) = background::running_pid() {
+        let wanted = background::endpoints(config, pid);
+        // A second server on other ports would leave the first one running and unmanaged.
+        if Endpoints::load(&Endpoints::default_path()).as_ref() != Some(&wanted) {
+            return Err(RuntimeError::EmbeddedElsewhere {
+                pid,
+                api: wanted.tempo,
+            });
+        }
+        if background::answers(config).await {
             return Ok(UpOutcome::Embedded {
                 pid,
                 already_running: true,
-                endpoints: background::endpoints(config, pid),
+                endpoints: wanted,
                 fallback,
             });
         }
-        _ => {
-            say(format!(
-                "checking that the embedded backend's ports are free: {}",
-                port_list(config, &background::PORTS)
-            ));
-            let busy = ports::busy(config, &background::PORTS);
-            if !busy.is_empty() {
-                // Only a busy port is worth asking Docker about, and it may not answer.
-                let client = docker::connect().await.ok();
-                ports::check(busy, client.as_ref(), None).await?;
-            }
-            background::start(config, timeout).await?
-        }
-    };
+        // Recorded but not answering: the port check below names it.
+    }
+    say(format!(
+        "checking that the embedded backend's ports are free: {}",
+        port_list(config, &background::PORTS)
+    ));
+    let busy = ports::busy(config, &background::PORTS);
+    if !busy.is_empty() {
+        // Only a busy port is worth asking Docker about, and it may not answer.
+        let client = docker::connect().await.ok();
+        ports::check(busy, client.as_ref(), None).await?;
+    }
+    let pid = background::start(config, timeout).await?;
     Ok(UpOutcome::Embedded {
         pid,
         already_running: false,
