@@ -562,3 +562,49 @@ fn a_wait_longer_than_a_second_shows_progress_without_a_terminal() {
     assert!(waiting[0].contains("prometheus ("), "{stderr}");
     assert!(stderr.contains("prometheus is not ready after"), "{stderr}");
 }
+
+#[test]
+fn a_port_published_by_a_compose_project_is_named_with_its_fix() {
+    let Some((mut env, images)) =
+        local_env("a_port_published_by_a_compose_project_is_named_with_its_fix")
+    else {
+        return;
+    };
+    // Any container with compose's project label is a compose project's, as
+    // `docker-compose -p NAME up` would make it.
+    let compose = format!("{}-compose", env.project);
+    let name = format!("{compose}-tempo-1");
+    let tempo = host_port(&env, Port::Tempo);
+    struct RemoveContainer(String);
+    impl Drop for RemoveContainer {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _container = RemoveContainer(name.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &format!("com.docker.compose.project={compose}"),
+        "-p",
+        &format!("127.0.0.1:{tempo}:3200"),
+        &images["standin"],
+    ]);
+    standin_everywhere(&mut env, &images);
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "docker-compose project {compose:?} (container {name}) holds 127.0.0.1:{tempo} \
+             (tempo); run `docker-compose -p {compose} down` first"
+        )),
+        "{stderr}"
+    );
+    assert!(!env.state_home().join("endpoints.json").exists());
+}
