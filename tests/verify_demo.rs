@@ -132,8 +132,8 @@ fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
 const REWRITE_NOTE: &str = "obsctl: steps get no private /tmp";
 
 #[test]
-fn demo_as_an_unprivileged_user_rewrites_tmp_paths_says_so_once_and_passes() {
-    let test = "demo_as_an_unprivileged_user_rewrites_tmp_paths_says_so_once_and_passes";
+fn demo_and_run_as_an_unprivileged_user_rewrite_tmp_paths_say_so_once_and_pass() {
+    let test = "demo_and_run_as_an_unprivileged_user_rewrite_tmp_paths_say_so_once_and_pass";
     let Some(setpriv) = require_tool("setpriv", test) else {
         return;
     };
@@ -148,24 +148,61 @@ fn demo_as_an_unprivileged_user_rewrites_tmp_paths_says_so_once_and_passes() {
     std::fs::create_dir(&home).unwrap();
     use std::os::unix::fs::MetadataExt;
     // The directory just made belongs to whoever runs the test.
-    let mut command = if std::fs::metadata(&home).unwrap().uid() == 0 {
+    let root = std::fs::metadata(&home).unwrap().uid() == 0;
+    if root {
         std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
-        let mut c = Command::new(setpriv);
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&exe);
+    }
+    let unprivileged = || {
+        let mut c = if root {
+            let mut c = Command::new(&setpriv);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe);
+            c
+        } else {
+            // Already unprivileged: run it as is.
+            Command::new(&exe)
+        };
+        c.env_remove("TMPDIR");
         c
-    } else {
-        // Already unprivileged: run it as is.
-        Command::new(&exe)
     };
-    command.env_remove("TMPDIR");
-    let (code, stdout, stderr) = demo_as(command, &home);
+    let notes = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with(REWRITE_NOTE))
+            .map(str::to_string)
+            .collect()
+    };
+    let (code, stdout, stderr) = demo_as(unprivileged(), &home);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_full_story(&stdout);
-    let notes: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with(REWRITE_NOTE))
-        .collect();
-    assert_eq!(notes.len(), 1, "the fallback is named once: {stderr}");
-    assert!(notes[0].contains("rewritten"), "{stderr}");
+    let demo_notes = notes(&stderr);
+    assert_eq!(demo_notes.len(), 1, "the fallback is named once: {stderr}");
+    assert!(demo_notes[0].contains("rewritten"), "{stderr}");
+
+    // `obsctl run` of the same pipeline takes the same fallback and says the same line (its
+    // telemetry goes nowhere: port 1 refuses, the spool keeps it).
+    let pipeline = home.join("agent-pipeline.yaml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/agent-pipeline.yaml"),
+        &pipeline,
+    )
+    .unwrap();
+    let out = unprivileged()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--otlp-endpoint", "http://127.0.0.1:1"])
+        .env("XDG_STATE_HOME", &home)
+        .env("HOME", &home)
+        .env_remove("CI")
+        .current_dir(&home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(notes(&stderr), demo_notes, "{stderr}");
 }

@@ -255,11 +255,6 @@ impl ProcessRunner {
         };
         Ok(Self { shim, private_tmp })
     }
-
-    /// Whether steps get a private mount namespace (else their `/tmp/` paths are rewritten).
-    pub fn private_tmp(&self) -> bool {
-        self.private_tmp
-    }
 }
 
 /// Probes once whether a child may unshare its mount namespace and bind a directory on `/tmp`.
