@@ -269,8 +269,9 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
 /// A process's command line, shortened for one message line.
 fn command_line(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // Arguments may hold newlines (`sh -c` scripts): the message stays on one line.
     let text = String::from_utf8_lossy(&raw)
-        .split('\0')
+        .split(|c: char| c == '\0' || c.is_whitespace())
         .filter(|a| !a.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
