@@ -246,26 +246,21 @@ fn report(record: &RunRecord, format: Format) -> ExitCode {
 
 fn otel_config(args: &Args, params: &[(String, String)]) -> OtelConfig {
     let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    use crate::otlp::export::{DEFAULT_PROTOCOL, Protocol};
     let protocol = args
         .otlp_protocol
         .clone()
         .or_else(|| from_env(crate::conventions::env::OTEL_EXPORTER_OTLP_PROTOCOL))
-        .unwrap_or_else(|| "grpc".into());
+        .unwrap_or_else(|| DEFAULT_PROTOCOL.as_str().into());
+    // An unknown protocol is reported by every step's shim; its endpoint is the default one's.
+    let wire: Protocol = protocol.parse().unwrap_or(DEFAULT_PROTOCOL);
     let stack = Endpoints::load(&Endpoints::default_path());
     let endpoint = args
         .otlp_endpoint
         .clone()
-        .or_else(|| {
-            stack.map(|s| {
-                if protocol == "grpc" {
-                    s.otlp_grpc
-                } else {
-                    s.otlp_http
-                }
-            })
-        })
+        .or_else(|| stack.map(|s| s.otlp(wire).to_string()))
         .or_else(|| from_env(crate::conventions::env::OTEL_EXPORTER_OTLP_ENDPOINT))
-        .unwrap_or_else(|| "http://127.0.0.1:4317".into());
+        .unwrap_or_else(|| wire.default_endpoint().into());
     let environment = args
         .environment
         .clone()
