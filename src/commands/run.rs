@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use comfy_table::Table;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::CommandError;
@@ -379,13 +378,12 @@ pub fn argo_json(record: &RunRecord) -> serde_json::Value {
 fn print_table(record: &RunRecord) {
     let mut nodes: Vec<_> = record.status.nodes.values().collect();
     nodes.sort_by(|a, b| (&a.started_at, &a.name).cmp(&(&b.started_at, &b.name)));
-    let mut table = Table::new();
-    if !crate::ui::color_enabled() {
-        table.force_no_tty();
-    }
-    table.set_header([
-        "NODE", "TYPE", "PHASE", "DURATION", "EXIT", "TRACE ID", "MESSAGE",
-    ]);
+    let mut table = crate::report::table(
+        [
+            "NODE", "TYPE", "PHASE", "DURATION", "EXIT", "TRACE ID", "MESSAGE",
+        ],
+        crate::ui::color_enabled(),
+    );
     for n in nodes {
         let duration = clock::between(n.started_at.as_deref(), n.finished_at.as_deref())
             .map(|d| format!("{:.2}s", d.as_secs_f64()))
@@ -423,8 +421,7 @@ fn print_table(record: &RunRecord) {
     if let Some(outputs) = &record.status.outputs
         && !outputs.parameters.is_empty()
     {
-        let mut out = Table::new();
-        out.set_header(["OUTPUT", "VALUE"]);
+        let mut out = crate::report::table(["OUTPUT", "VALUE"], crate::ui::color_enabled());
         for p in &outputs.parameters {
             out.add_row([p.name.clone(), p.value.clone()]);
         }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::Table;
 
 use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
@@ -81,9 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             CommandError::new(code, e)
         })?;
 
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
-    table.set_header(["endpoint", "address", "notes"]);
+    let mut table =
+        crate::report::table(["endpoint", "address", "notes"], crate::ui::color_enabled());
     let endpoints = match &outcome {
         UpOutcome::Docker { report, endpoints } => {
             let actions: Vec<String> = report
