@@ -86,7 +86,7 @@ pub async fn run(args: Options) -> anyhow::Result<Outcome> {
     let (server, endpoints, backend) = match stack {
         Some(endpoints) => {
             let backend = format!(
-                "using the running {:?} stack ({})",
+                "using the running {} stack ({})",
                 endpoints.runtime, endpoints.tempo
             );
             (None, endpoints, backend)

@@ -122,7 +122,7 @@ fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
         let (code, stdout, stderr) = demo(home.path());
         assert_eq!(code, 0, "round {round}:\n{stdout}\n{stderr}");
         assert!(
-            stderr.contains("using the running Embedded stack"),
+            stderr.contains("using the running embedded stack"),
             "{stderr}"
         );
         assert_full_story(&stdout);

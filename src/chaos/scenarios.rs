@@ -214,7 +214,7 @@ fn condition_phase(records: &[RunRecord]) -> Row {
         .filter(|r| r.status.phase != Phase::Succeeded)
         .map(|r| {
             format!(
-                "run {} ended {:?}: {}",
+                "run {} ended {}: {}",
                 r.name,
                 r.status.phase,
                 r.status.message.clone().unwrap_or_default()
@@ -251,7 +251,7 @@ fn timeline(records: &[RunRecord], fault: Option<(SystemTime, SystemTime)>) -> T
                 node: n.name.clone(),
                 start_ms: ms_since(origin, start),
                 end_ms: ms_since(origin, end),
-                phase: format!("{:?}", n.phase),
+                phase: n.phase.to_string(),
             })
         })
         .collect();
@@ -395,13 +395,17 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
         let seen = s.map_or_else(
             || "no span".to_string(),
             |s| {
+                let value = |key| {
+                    s.attribute(key)
+                        .map_or_else(|| "unset".into(), crate::ui::quoted)
+                };
                 format!(
-                    "status {:?}, {}={:?}, {}={:?}",
+                    "status {}, {}={}, {}={}",
                     s.status.code,
                     attr::PROCESS_SIGNAL,
-                    s.attribute(attr::PROCESS_SIGNAL),
+                    value(attr::PROCESS_SIGNAL),
                     attr::RECORDED_BY_RUNNER,
-                    s.attribute(attr::RECORDED_BY_RUNNER)
+                    value(attr::RECORDED_BY_RUNNER)
                 )
             },
         );
@@ -498,9 +502,9 @@ async fn outage(
         })
         .await?;
     phase(&format!(
-        "outage ({}) for {:?}",
+        "outage ({}) for {:.1} s",
         mode.as_str(),
-        stage.options.outage
+        stage.options.outage.as_secs_f64()
     ));
     let fault_start = SystemTime::now();
     stage.target.inject(mode).await?;

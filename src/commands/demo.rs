@@ -44,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         outcome.run_name
     );
     println!(
-        "run {} {:?} (trace {})\n",
+        "run {} {} (trace {})\n",
         outcome.run_name, outcome.phase, outcome.trace_id
     );
     let color = crate::ui::color_enabled();

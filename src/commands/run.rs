@@ -367,7 +367,7 @@ pub fn argo_json(record: &RunRecord) -> serde_json::Value {
             "uid": record.trace_id.to_hex(),
             "creationTimestamp": record.status.started_at,
             "labels": {
-                "workflows.argoproj.io/phase": format!("{:?}", record.status.phase),
+                "workflows.argoproj.io/phase": record.status.phase.to_string(),
                 "workflows.argoproj.io/completed": record.status.phase.is_finished().to_string(),
             },
         },
@@ -400,8 +400,8 @@ fn print_table(record: &RunRecord) {
             .unwrap_or_default();
         table.add_row([
             n.display_name.clone(),
-            format!("{:?}", n.node_type),
-            format!("{:?}", n.phase),
+            n.node_type.to_string(),
+            n.phase.to_string(),
             duration,
             exit,
             trace,
@@ -410,7 +410,7 @@ fn print_table(record: &RunRecord) {
     }
     println!("{table}");
     println!(
-        "{} {:?} (trace {})",
+        "{} {} (trace {})",
         record.name,
         record.status.phase,
         record.trace_id.to_hex()

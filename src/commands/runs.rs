@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
                 table.add_row([
                     r.name.clone(),
-                    format!("{:?}", r.status.phase),
+                    r.status.phase.to_string(),
                     r.status.started_at.clone().unwrap_or_default(),
                     duration,
                     pods.to_string(),

@@ -76,7 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ]);
             }
             if report.components.is_empty() && report.embedded.is_none() {
-                println!("no stack is up for project {:?}", report.project);
+                println!(
+                    "no stack is up for project {}",
+                    crate::ui::quoted(&report.project)
+                );
             } else {
                 println!("{table}");
             }

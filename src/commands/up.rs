@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|(c, a)| format!("{c} {a}"))
                 .collect();
             eprintln!(
-                "obsctl: Docker stack {:?} ready ({})",
+                "obsctl: Docker stack {} ready ({})",
                 args.project,
                 actions.join(", ")
             );

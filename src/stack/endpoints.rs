@@ -16,6 +16,15 @@ pub enum Runtime {
     Embedded,
 }
 
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Runtime::Docker => "Docker",
+            Runtime::Embedded => "embedded",
+        })
+    }
+}
+
 /// Base URLs (scheme, host, port; no trailing slash) of every component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
