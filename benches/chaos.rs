@@ -4,51 +4,18 @@
 //! after each burst, next to the targets. A smoke pass (short outage, small burst) runs
 //! under `cargo test --all-targets`, where no `--bench` flag is given.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-const OBSCTL: &str = env!("CARGO_BIN_EXE_obsctl");
+#[path = "../tests/common/mod.rs"]
+mod common;
 
+use common::chaos::{measure, scenario};
+
+/// `obsctl chaos ARGS`, which must pass.
 fn chaos(args: &[&str]) -> Value {
-    let work = tempfile::tempdir().unwrap();
-    let out = Command::new(OBSCTL)
-        .arg("chaos")
-        .args(args)
-        .args(["-o", "json", "--work-dir"])
-        .arg(work.path())
-        .env("XDG_STATE_HOME", work.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-    assert!(
-        out.status.success(),
-        "chaos failed: {}",
-        serde_json::to_string_pretty(&report).unwrap()
-    );
+    let (code, report) = common::chaos::run(args, &[]);
+    assert_eq!(code, 0, "chaos failed: {report:#}");
     report
-}
-
-fn measure(scenario: &Value, name: &str) -> f64 {
-    scenario["timings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .and_then(|m| m["value"].as_f64())
-        .unwrap_or_else(|| panic!("no {name} in {scenario:#}"))
-}
-
-fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["scenario"] == name)
-        .unwrap()
 }
 
 fn main() {

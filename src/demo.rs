@@ -43,6 +43,8 @@ pub struct Options {
 pub struct Outcome {
     /// Which backend answered, for one line of output.
     pub backend: String,
+    /// The demo started the backend in-process and stopped it again: nothing can link into it.
+    pub own_backend: bool,
     pub run_name: String,
     pub phase: crate::workflow::record::Phase,
     pub trace_id: crate::otlp::TraceId,
@@ -86,7 +88,7 @@ pub async fn run(args: Options) -> anyhow::Result<Outcome> {
     let (server, endpoints, backend) = match stack {
         Some(endpoints) => {
             let backend = format!(
-                "using the running {:?} stack ({})",
+                "using the running {} stack ({})",
                 endpoints.runtime, endpoints.tempo
             );
             (None, endpoints, backend)
@@ -111,7 +113,18 @@ pub async fn run(args: Options) -> anyhow::Result<Outcome> {
         Some(_) => scratch.join("runs"),
         None => crate::paths::default_state_dir(),
     });
-    let outcome = pipeline_and_report(&endpoints, &state_dir, args.timeout, backend).await;
+    let mut outcome = pipeline_and_report(&endpoints, &state_dir, args.timeout, backend).await;
+    // The in-process backend stops with the demo: links into it would be dead on arrival.
+    if server.is_some()
+        && let Ok(Outcome {
+            task: Some(task), ..
+        }) = &mut outcome
+    {
+        task.links.retain(|l| !l.url.starts_with(&endpoints.tempo));
+    }
+    if let Ok(o) = &mut outcome {
+        o.own_backend = server.is_some();
+    }
     if let Some(server) = server {
         server
             .shutdown()
@@ -145,13 +158,9 @@ async fn pipeline_and_report(
     let overrides = sample_parameters(&declared.parameters);
     let loaded = load::parse(path, PIPELINE, &overrides).context("the bundled pipeline")?;
     let shim = std::env::current_exe().context("cannot find the obsctl executable for the shim")?;
+    // As `obsctl run` does: a private /tmp per step where the kernel allows it, else the
+    // steps' /tmp/ paths rewritten (said once on stderr).
     let runner = ProcessRunner::new(Some(shim));
-    if !runner.private_tmp() {
-        anyhow::bail!(
-            "the demo pipeline's steps write output files, which needs a private /tmp per step \
-             (mount namespaces: run as root or with CAP_SYS_ADMIN)"
-        );
-    }
     let store = RecordStore::new(state_dir);
     let config = RunConfig {
         store: store.clone(),
@@ -212,6 +221,7 @@ async fn pipeline_and_report(
     };
     Ok(Outcome {
         backend,
+        own_backend: false,
         run_name: record.name.clone(),
         phase: record.status.phase,
         trace_id: record.trace_id,

@@ -22,6 +22,12 @@ pub fn debug(level: u8, message: impl AsRef<str>) {
     }
 }
 
+/// Prints a notice on stderr at every verbosity: something the user should know about how the
+/// command runs (a fallback taken), though nothing failed.
+pub fn note(message: impl AsRef<str>) {
+    eprintln!("obsctl: {}", message.as_ref());
+}
+
 /// Whether stdout may carry ANSI colour: a terminal, and `NO_COLOR` unset or empty.
 pub fn color_enabled() -> bool {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

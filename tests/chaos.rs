@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::chaos::{row, scenario};
 use common::{ChildGuard, poll, wait_with_deadline};
 use serde_json::Value;
 
@@ -17,49 +18,16 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn obsctl() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
-    cmd.env_remove("OBSCTL_DEFECT")
-        .env_remove("OBSCTL_SPOOL_MAX_BYTES")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env("NO_COLOR", "1");
+    cmd.env_remove("OBSCTL_DEFECT").env("NO_COLOR", "1");
     cmd
 }
 
-/// Runs `obsctl chaos ARGS -o json` with `env`; answers the exit code and the parsed report.
+/// One scenario run at a time, with a shorter accounting wait than the default.
 fn chaos(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let work = tempfile::tempdir().unwrap();
-    let out = obsctl()
-        .arg("chaos")
-        .args(args)
-        .args(["-o", "json", "--timeout", "15s", "--work-dir"])
-        .arg(work.path())
-        .envs(env.iter().copied())
-        .env("XDG_STATE_HOME", work.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("chaos printed no JSON report ({e}); stderr:\n{stderr}"));
-    (out.status.code().unwrap_or(-1), report)
-}
-
-fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["scenario"] == name)
-        .unwrap_or_else(|| panic!("no scenario {name} in {report:#}"))
-}
-
-fn row<'a>(scenario: &'a Value, check: &str) -> &'a Value {
-    scenario["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["check"] == check)
-        .unwrap_or_else(|| panic!("no row {check} in {scenario:#}"))
+    let mut args = args.to_vec();
+    args.extend(["--timeout", "15s"]);
+    common::chaos::run(&args, env)
 }
 
 #[test]

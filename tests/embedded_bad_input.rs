@@ -459,6 +459,16 @@ fn queries_outside_the_subset_get_400_naming_what_is_unsupported() {
         404
     );
     assert_eq!(http.get(&api("/api/traces/not-an-id"), &[]).status, 400);
+    // A path the backends have but the embedded one does not answer: refused with a reason.
+    let reply = http.get(&api("/api/v1/query_range"), &[]);
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .text()
+            .contains("not part of the embedded backend's API"),
+        "{}",
+        reply.text()
+    );
     assert_eq!(http.get(&api("/ready"), &[]).status, 200);
     assert_eq!(http.get(&api("/api/echo"), &[]).text(), "echo");
 }

@@ -383,3 +383,75 @@ fn a_secret_a_step_prints_is_in_no_record_the_backend_stored() {
     }
     assert!(stored[1].contains("key=[REDACTED]"));
 }
+
+#[test]
+fn shim_and_flush_find_the_running_stack_and_name_a_protocol_mismatch() {
+    let home = tempfile::tempdir().unwrap();
+    let serve = Serve::start_in_home(home.path());
+    let spool = tempfile::tempdir().unwrap();
+    let state = ("XDG_STATE_HOME", home.path().display().to_string());
+    let check = |env: &[(&str, String)]| {
+        let out = obsctl("shim", spool.path(), env)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), stdout)
+    };
+
+    // No OTEL variable: the endpoints file names the stack, and the protocol is the one
+    // default `obsctl run` uses too, gRPC.
+    let (code, stdout) = check(std::slice::from_ref(&state));
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("collector reachable: grpc {}", serve.grpc)),
+        "{stdout}"
+    );
+    let out = obsctl("flush", spool.path(), std::slice::from_ref(&state))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("to grpc {}", serve.grpc)),
+        "{stdout}"
+    );
+
+    // The OTLP/HTTP port asked for gRPC (it speaks HTTP/2 too, without gRPC status).
+    let (code, stdout) = check(&[
+        state.clone(),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", serve.http.clone()),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "answered HTTP 404 without a gRPC status (OTLP/HTTP?); set \
+             OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+        ),
+        "{stdout}"
+    );
+    // An HTTP/1.1-only server asked for gRPC.
+    let http1 = common::stack::serve_openmetrics(String::new());
+    let (code, stdout) = check(&[
+        state.clone(),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{http1}")),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "answered HTTP/1.1 (OTLP/HTTP?); set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+        ),
+        "{stdout}"
+    );
+    // The gRPC port asked for OTLP/HTTP.
+    let (code, stdout) = check(&[
+        state,
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", serve.grpc.clone()),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("answered HTTP/2 (gRPC?); set OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        "{stdout}"
+    );
+}

@@ -370,6 +370,17 @@ fn bad_overrides_are_rejected_before_anything_is_created() {
         "{}",
         text(&out)
     );
+    // A misspelt variable is not silently ignored.
+    let mut env = StackEnv::new("t");
+    env.set("OBSCTL_PORT_TEMP", "13200");
+    let out = env.obsctl(&["up", "--project", &env.project]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown environment variable OBSCTL_PORT_TEMP")
+            && stderr.contains("OBSCTL_PORT_TEMPO"),
+        "{stderr}"
+    );
     let env = StackEnv::new("t");
     let out = env.obsctl(&["up", "--project", "Not/Valid"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -378,4 +389,225 @@ fn bad_overrides_are_rejected_before_anything_is_created() {
         "{}",
         text(&out)
     );
+}
+
+/// Every component on the stand-in image but Prometheus, whose readiness port the stand-in does
+/// not serve: enough for `up` to create, start and find ready.
+fn standin_everywhere(env: &mut StackEnv, images: &BTreeMap<String, String>) {
+    for c in Component::ALL {
+        env.set(&c.image_env(), &images["standin"]);
+    }
+    env.set(&Component::Prometheus.image_env(), &images["prometheus"]);
+}
+
+fn host_port(env: &StackEnv, p: Port) -> String {
+    env.env
+        .iter()
+        .find(|(k, _)| *k == p.env())
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| p.container_port().to_string())
+}
+
+fn endpoints_file(env: &StackEnv) -> Value {
+    serde_json::from_slice(&std::fs::read(env.state_home().join("endpoints.json")).unwrap())
+        .unwrap()
+}
+
+fn nothing_of(p: &str) {
+    assert!(labelled("container", p).is_empty(), "containers left");
+    assert!(labelled("network", p).is_empty(), "network left");
+    assert!(labelled("volume", p).is_empty(), "volumes left");
+}
+
+#[test]
+fn up_refuses_the_ports_of_the_running_embedded_backend_and_creates_nothing() {
+    let Some((mut env, images)) =
+        local_env("up_refuses_the_ports_of_the_running_embedded_backend_and_creates_nothing")
+    else {
+        return;
+    };
+    let p = env.project.clone();
+    standin_everywhere(&mut env, &images);
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = endpoints_file(&env)["pid"].as_u64().unwrap();
+
+    // auto: Docker answers and every image is present, so it is Docker's turn, but the embedded
+    // backend holds three of the ports.
+    let out = env.obsctl(&["up", "--project", &p, "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tempo = host_port(&env, Port::Tempo);
+    assert!(
+        stderr.contains(&format!(
+            "obsctl's embedded backend (pid {pid}) holds 127.0.0.1:{}",
+            host_port(&env, Port::OtlpGrpc)
+        )) && stderr.contains(&format!(
+            "127.0.0.1:{tempo} (tempo); run `obsctl down` first"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("address already in use"), "{stderr}");
+    nothing_of(&p);
+    let endpoints = endpoints_file(&env);
+    assert_eq!(endpoints["runtime"], "embedded");
+    assert_eq!(endpoints["pid"].as_u64(), Some(pid));
+}
+
+#[test]
+fn embedded_up_refuses_while_the_docker_stack_is_up() {
+    let Some((mut env, images)) = local_env("embedded_up_refuses_while_the_docker_stack_is_up")
+    else {
+        return;
+    };
+    let p = env.project.clone();
+    standin_everywhere(&mut env, &images);
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &p,
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = std::fs::read(env.state_home().join("endpoints.json")).unwrap();
+
+    // The stand-in answers Tempo's /ready on the API port, as the real Tempo would: only the
+    // port check keeps that answer from passing for the embedded backend's.
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "obsctl's Docker stack {p:?} (containers {p}-otel-collector, {p}-tempo) holds \
+             127.0.0.1:{} (otlp-grpc), 127.0.0.1:{} (otlp-http), 127.0.0.1:{} (tempo)",
+            host_port(&env, Port::OtlpGrpc),
+            host_port(&env, Port::OtlpHttp),
+            host_port(&env, Port::Tempo)
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("run `obsctl down --project {p}` first")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("embedded backend started"), "{stderr}");
+    assert_eq!(
+        std::fs::read(env.state_home().join("endpoints.json")).unwrap(),
+        before,
+        "the Docker stack's endpoints file is left alone"
+    );
+    assert!(!env.state_home().join("serve.pid").exists());
+}
+
+#[test]
+fn a_container_that_cannot_start_takes_everything_this_up_created_with_it() {
+    let Some((mut env, images)) =
+        local_env("a_container_that_cannot_start_takes_everything_this_up_created_with_it")
+    else {
+        return;
+    };
+    let p = env.project.clone();
+    standin_everywhere(&mut env, &images);
+    // busybox has no entrypoint: Tempo's command (`-config.file=...`) is not an executable, so
+    // the engine refuses to start the container after the others were created and started.
+    env.set(&Component::Tempo.image_env(), &images["busybox"]);
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &p,
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("start container {p}-tempo failed")),
+        "{stderr}"
+    );
+    nothing_of(&p);
+    assert!(!env.state_home().join("endpoints.json").exists());
+}
+
+#[test]
+fn a_wait_longer_than_a_second_shows_progress_without_a_terminal() {
+    let Some((mut env, images)) =
+        local_env("a_wait_longer_than_a_second_shows_progress_without_a_terminal")
+    else {
+        return;
+    };
+    let p = env.project.clone();
+    // The stand-in serves every readiness port but Prometheus's: in Prometheus's container it
+    // runs and never answers.
+    for c in Component::ALL {
+        env.set(&c.image_env(), &images["standin"]);
+    }
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "docker",
+        "--project",
+        &p,
+        "--timeout",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let waiting: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("obsctl: waiting ") && l.contains(" of 3s for "))
+        .collect();
+    assert!(!waiting.is_empty(), "{stderr}");
+    assert!(waiting[0].contains("prometheus ("), "{stderr}");
+    assert!(stderr.contains("prometheus is not ready after"), "{stderr}");
+}
+
+#[test]
+fn a_port_published_by_a_compose_project_is_named_with_its_fix() {
+    let Some((mut env, images)) =
+        local_env("a_port_published_by_a_compose_project_is_named_with_its_fix")
+    else {
+        return;
+    };
+    // Any container with compose's project label is a compose project's, as
+    // `docker-compose -p NAME up` would make it.
+    let compose = format!("{}-compose", env.project);
+    let name = format!("{compose}-tempo-1");
+    let tempo = host_port(&env, Port::Tempo);
+    struct RemoveContainer(String);
+    impl Drop for RemoveContainer {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _container = RemoveContainer(name.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &format!("com.docker.compose.project={compose}"),
+        "-p",
+        &format!("127.0.0.1:{tempo}:3200"),
+        &images["standin"],
+    ]);
+    standin_everywhere(&mut env, &images);
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "docker-compose project {compose:?} (container {name}) holds 127.0.0.1:{tempo} \
+             (tempo); run `docker-compose -p {compose} down` first"
+        )),
+        "{stderr}"
+    );
+    assert!(!env.state_home().join("endpoints.json").exists());
 }

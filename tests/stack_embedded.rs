@@ -72,6 +72,22 @@ fn embedded_runtime_runs_in_the_background_until_down() {
         text(&out)
     );
 
+    // The same, on other ports: refused, since a second server would leave the first unmanaged.
+    let mut moved = StackEnv::new("e");
+    moved.env = env.env.clone();
+    moved.set(&Port::Tempo.env(), &free_port().to_string());
+    let out = moved.obsctl(&["up", "--runtime", "embedded"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "obsctl's embedded backend (pid {pid}) is already running, but not with this \
+             configuration's addresses"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(alive(pid));
+
     let out = env.obsctl(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -140,4 +156,58 @@ fn auto_falls_back_to_embedded_when_an_image_is_missing() {
         serde_json::from_slice(&std::fs::read(env.state_home().join("endpoints.json")).unwrap())
             .unwrap();
     assert_eq!(endpoints["runtime"], "embedded");
+}
+
+#[test]
+fn embedded_up_refuses_a_port_another_process_holds_and_answers_on() {
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    // Something else answers every request with 200, /ready included, on the API port.
+    let other = serve_openmetrics(String::new());
+    let taken = other.rsplit_once(':').unwrap().1.to_string();
+    env.set(&Port::Tempo.env(), &taken);
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("process {} (", std::process::id()))
+            && stderr.contains(&format!("holds 127.0.0.1:{taken} (tempo); stop it")),
+        "names the holder: {stderr}"
+    );
+    assert!(stderr.contains("OBSCTL_PORT_TEMPO"), "{stderr}");
+    assert!(!stderr.contains("started"), "{stderr}");
+    assert!(!env.state_home().join("endpoints.json").exists());
+    assert!(!env.state_home().join("serve.pid").exists());
+}
+
+#[test]
+fn verbose_up_names_each_phase_and_quiet_up_does_not() {
+    let mut env = StackEnv::new("e");
+    env.free_ports();
+    let phases = [
+        "obsctl: checking that the embedded backend's ports are free: otlp-grpc ",
+        "obsctl: started `obsctl serve` (pid ",
+        "obsctl: `obsctl serve` listens (otlp-grpc 127.0.0.1:",
+        "obsctl: embedded ready in ",
+        "obsctl: recorded the endpoints in ",
+    ];
+    let out = env.obsctl(&["-v", "up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut at = 0;
+    for phase in phases {
+        let found = stderr[at..]
+            .find(phase)
+            .unwrap_or_else(|| panic!("{phase:?} after byte {at} of:\n{stderr}"));
+        at += found + phase.len();
+    }
+    let out = env.obsctl(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for phase in phases {
+        assert!(!stderr.contains(phase), "{phase:?} without -v:\n{stderr}");
+    }
 }

@@ -9,12 +9,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Serve;
-use common::workflow::require_private_tmp;
+use common::require_tool;
 
 fn demo(home: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_obsctl"))
+    demo_as(Command::new(env!("CARGO_BIN_EXE_obsctl")), home)
+}
+
+/// `command demo` (`command` is obsctl, or a wrapper that runs it) with `home` as state home.
+fn demo_as(mut command: Command, home: &Path) -> (i32, String, String) {
+    let out = command
         .arg("demo")
         .env("XDG_STATE_HOME", home)
+        .env("HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("CI")
         .current_dir(home)
@@ -69,11 +75,6 @@ fn assert_full_story(stdout: &str) {
 
 #[test]
 fn demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind() {
-    if !require_private_tmp(
-        "demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind",
-    ) {
-        return;
-    }
     let home = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (code, stdout, stderr) = demo(home.path());
@@ -112,9 +113,6 @@ fn demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind() {
 
 #[test]
 fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
-    if !require_private_tmp("demo_uses_a_running_stack_and_repeats_cleanly_on_it") {
-        return;
-    }
     let home = tempfile::tempdir().unwrap();
     let _serve = Serve::start_in_home(home.path());
     let endpoints = home.path().join("obsctl/endpoints.json");
@@ -124,7 +122,7 @@ fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
         let (code, stdout, stderr) = demo(home.path());
         assert_eq!(code, 0, "round {round}:\n{stdout}\n{stderr}");
         assert!(
-            stderr.contains("using the running Embedded stack"),
+            stderr.contains("using the running embedded stack"),
             "{stderr}"
         );
         assert_full_story(&stdout);
@@ -138,4 +136,83 @@ fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
         endpoints.exists(),
         "the running stack's endpoints file is left alone"
     );
+}
+
+/// The note `obsctl run` and `obsctl demo` print when steps get no private /tmp.
+const REWRITE_NOTE: &str = "obsctl: steps get no private /tmp";
+
+#[test]
+fn demo_and_run_as_an_unprivileged_user_rewrite_tmp_paths_say_so_once_and_pass() {
+    let test = "demo_and_run_as_an_unprivileged_user_rewrite_tmp_paths_say_so_once_and_pass";
+    let Some(setpriv) = require_tool("setpriv", test) else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    // nobody must reach the binary and own its state home; a fresh tempdir is root's, 0700.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("obsctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_obsctl"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    // The directory just made belongs to whoever runs the test.
+    let root = std::fs::metadata(&home).unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    }
+    let unprivileged = || {
+        let mut c = if root {
+            let mut c = Command::new(&setpriv);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe);
+            c
+        } else {
+            // Already unprivileged: run it as is.
+            Command::new(&exe)
+        };
+        c.env_remove("TMPDIR");
+        c
+    };
+    let notes = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with(REWRITE_NOTE))
+            .map(str::to_string)
+            .collect()
+    };
+    let (code, stdout, stderr) = demo_as(unprivileged(), &home);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_full_story(&stdout);
+    let demo_notes = notes(&stderr);
+    assert_eq!(demo_notes.len(), 1, "the fallback is named once: {stderr}");
+    assert!(demo_notes[0].contains("rewritten"), "{stderr}");
+
+    // `obsctl run` of the same pipeline takes the same fallback and says the same line (its
+    // telemetry goes nowhere: port 1 refuses, the spool keeps it).
+    let pipeline = home.join("agent-pipeline.yaml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/agent-pipeline.yaml"),
+        &pipeline,
+    )
+    .unwrap();
+    let out = unprivileged()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--otlp-endpoint", "http://127.0.0.1:1"])
+        .env("XDG_STATE_HOME", &home)
+        .env("HOME", &home)
+        .env_remove("CI")
+        .current_dir(&home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(notes(&stderr), demo_notes, "{stderr}");
 }

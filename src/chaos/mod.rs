@@ -115,10 +115,18 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-/// A phase change, for the live view.
+/// What the live view shows: a scenario's phase as it changes, and its steps as they go.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Phase { scenario: String, phase: String },
+    Phase {
+        scenario: String,
+        phase: String,
+    },
+    Steps {
+        scenario: String,
+        finished: usize,
+        running: usize,
+    },
 }
 
 /// The fault window and each step attempt on one time axis (milliseconds from the start of

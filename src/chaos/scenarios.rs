@@ -37,6 +37,8 @@ const RUN_DEADLINE: Duration = Duration::from_secs(120);
 /// and scheduling on a loaded machine.
 const DELAY_SLACK: Duration = Duration::from_millis(750);
 const POLL: Duration = Duration::from_millis(50);
+/// How often the live view hears how many steps finished.
+const STEPS_EVERY: Duration = Duration::from_millis(500);
 
 /// One scenario's scratch: its backend, state directory and spool.
 struct Stage<'a> {
@@ -212,7 +214,7 @@ fn condition_phase(records: &[RunRecord]) -> Row {
         .filter(|r| r.status.phase != Phase::Succeeded)
         .map(|r| {
             format!(
-                "run {} ended {:?}: {}",
+                "run {} ended {}: {}",
                 r.name,
                 r.status.phase,
                 r.status.message.clone().unwrap_or_default()
@@ -249,7 +251,7 @@ fn timeline(records: &[RunRecord], fault: Option<(SystemTime, SystemTime)>) -> T
                 node: n.name.clone(),
                 start_ms: ms_since(origin, start),
                 end_ms: ms_since(origin, end),
-                phase: format!("{:?}", n.phase),
+                phase: n.phase.to_string(),
             })
         })
         .collect();
@@ -292,12 +294,37 @@ pub async fn run(
     phase("starting the embedded backend");
     let started = Instant::now();
     let mut stage = Stage::new(options, scenario).await?;
-    let mut report = match scenario {
-        Scenario::PodKill => pod_kill(&stage, &phase).await,
-        Scenario::Outage(mode) => outage(&mut stage, mode, &phase).await,
-        Scenario::Burst => burst(&stage, &phase).await,
-        Scenario::ControllerRestart => controller_restart(&stage, &phase).await,
-    }?;
+    let store = stage.store.clone();
+    let scenario_steps = async {
+        loop {
+            tokio::time::sleep(STEPS_EVERY).await;
+            let records = store.list().unwrap_or_default();
+            let count = |want: fn(Phase) -> bool| {
+                records
+                    .iter()
+                    .flat_map(pods)
+                    .filter(|n| want(n.phase))
+                    .count()
+            };
+            progress(Progress::Steps {
+                scenario: scenario.name(),
+                finished: count(Phase::is_finished),
+                running: count(|p| p == Phase::Running),
+            });
+        }
+    };
+    let work = async {
+        match scenario {
+            Scenario::PodKill => pod_kill(&stage, &phase).await,
+            Scenario::Outage(mode) => outage(&mut stage, mode, &phase).await,
+            Scenario::Burst => burst(&stage, &phase).await,
+            Scenario::ControllerRestart => controller_restart(&stage, &phase).await,
+        }
+    };
+    let mut report = tokio::select! {
+        report = work => report?,
+        never = scenario_steps => never,
+    };
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -368,13 +395,17 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
         let seen = s.map_or_else(
             || "no span".to_string(),
             |s| {
+                let value = |key| {
+                    s.attribute(key)
+                        .map_or_else(|| "unset".into(), crate::ui::quoted)
+                };
                 format!(
-                    "status {:?}, {}={:?}, {}={:?}",
+                    "status {}, {}={}, {}={}",
                     s.status.code,
                     attr::PROCESS_SIGNAL,
-                    s.attribute(attr::PROCESS_SIGNAL),
+                    value(attr::PROCESS_SIGNAL),
                     attr::RECORDED_BY_RUNNER,
-                    s.attribute(attr::RECORDED_BY_RUNNER)
+                    value(attr::RECORDED_BY_RUNNER)
                 )
             },
         );
@@ -471,9 +502,9 @@ async fn outage(
         })
         .await?;
     phase(&format!(
-        "outage ({}) for {:?}",
+        "outage ({}) for {:.1} s",
         mode.as_str(),
-        stage.options.outage
+        stage.options.outage.as_secs_f64()
     ));
     let fault_start = SystemTime::now();
     stage.target.inject(mode).await?;

@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use anyhow::Context;
 
@@ -91,9 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let started = Instant::now();
-    let progress = |p: Progress| match p {
-        Progress::Phase { scenario, phase } => eprintln!("chaos {scenario}: {phase}"),
-    };
+    let view = LiveView::new();
+    let progress = |p: Progress| view.show(p);
     let mut reports = Vec::new();
     for scenario in scenarios {
         // Ctrl-C drops the scenario: its backend is resumed, healed and stopped on the way out.
@@ -117,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             break;
         }
     }
+    view.finish();
     let report = ChaosReport::new("embedded", started.elapsed().as_millis() as u64, reports);
     if let Some(path) = &args.report {
         std::fs::write(path, json(&report))
@@ -137,4 +140,71 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_CHECK_FAILED)
     })
+}
+
+/// On a terminal, a spinner with the scenario's phase and its steps (finished, running), each
+/// phase kept above it as a line; elsewhere one line per phase on stderr.
+struct LiveView {
+    spinner: Option<ProgressBar>,
+    phase: Mutex<String>,
+}
+
+impl LiveView {
+    fn new() -> Self {
+        let spinner = crate::ui::progress_enabled().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            spinner,
+            phase: Mutex::new(String::new()),
+        }
+    }
+
+    fn show(&self, progress: Progress) {
+        let mut phase = self.phase.lock().expect("live view lock");
+        match (progress, &self.spinner) {
+            (
+                Progress::Phase {
+                    scenario,
+                    phase: now,
+                },
+                Some(bar),
+            ) => {
+                bar.println(format!("chaos {scenario}: {now}"));
+                *phase = format!("{scenario}: {now}");
+                bar.set_message(phase.clone());
+                bar.reset_elapsed();
+            }
+            (
+                Progress::Phase {
+                    scenario,
+                    phase: now,
+                },
+                None,
+            ) => {
+                eprintln!("chaos {scenario}: {now}");
+            }
+            (
+                Progress::Steps {
+                    finished, running, ..
+                },
+                Some(bar),
+            ) => bar.set_message(format!(
+                "{phase} · steps: {finished} finished, {running} running"
+            )),
+            (Progress::Steps { .. }, None) => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.spinner {
+            bar.finish_and_clear();
+        }
+    }
 }

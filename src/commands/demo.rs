@@ -44,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         outcome.run_name
     );
     println!(
-        "run {} {:?} (trace {})\n",
+        "run {} {} (trace {})\n",
         outcome.run_name, outcome.phase, outcome.trace_id
     );
     let color = crate::ui::color_enabled();
@@ -52,6 +52,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(task) = &outcome.task {
         println!();
         print!("{}", render_task(task, color));
+        if outcome.own_backend {
+            println!(
+                "  (the demo's own backend stopped with it, so no link leads into it; \
+                 `obsctl up` keeps a backend running for `obsctl trace`)"
+            );
+        }
     }
     if outcome.report.passed {
         Ok(ExitCode::SUCCESS)

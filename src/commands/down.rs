@@ -37,7 +37,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("removed {item}");
     }
     if report.stopped_embedded.is_none() && report.removed.is_empty() {
-        println!("nothing to stop for project {:?}", args.project);
+        println!(
+            "nothing to stop for project {}",
+            crate::ui::quoted(&args.project)
+        );
     }
     if let Some(why) = report.docker_skipped {
         crate::ui::debug(1, format!("Docker not checked: {why}"));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
 use crate::conventions::env;
 use crate::otlp::export::{ExportConfig, Exporter};
@@ -15,16 +16,18 @@ use crate::otlp::spool::{DEFAULT_MAX_BYTES, Spool};
 #[command(
     after_help = "Exit code: 0 when the spool is empty afterwards, 1 when something is left, 2 \
 when OBSCTL_SPOOL_MAX_BYTES is not a number. \
-The collector is the one the OTEL_EXPORTER_OTLP_* variables name, as for `obsctl shim`."
+The collector is the one the OTEL_EXPORTER_OTLP_* variables name, else the running stack's \
+(the endpoints file of `obsctl up`/`serve`), as for `obsctl shim`."
 )]
 pub struct Args {
     /// Spool directory (default: the user's state directory, obsctl/spool).
     #[arg(long, env = env::OBSCTL_SPOOL_DIR)]
     pub spool_dir: Option<PathBuf>,
 
-    /// Give up after this many seconds; what is left stays spooled.
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
+    /// Give up after this long, e.g. 60s, 1m30s, 500ms (bare number: seconds); what is left
+    /// stays spooled.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -42,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = tokio::time::Instant::now() + args.timeout;
     let report = runtime
         .block_on(spool.replay(&exporter, deadline, None))
         .with_context(|| format!("replaying {}", spool.dir().display()))?;

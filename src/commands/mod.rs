@@ -176,6 +176,59 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_flag_takes_the_one_syntax() {
+        use clap::CommandFactory;
+        let mut flags: Vec<(String, String)> = Vec::new();
+        for sub in Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                let named_duration = arg
+                    .get_value_names()
+                    .is_some_and(|names| names.iter().any(|n| n == "DURATION"));
+                if named_duration {
+                    let long = arg.get_long().expect("duration flags are long flags");
+                    flags.push((sub.get_name().to_string(), format!("--{long}")));
+                }
+            }
+        }
+        let names: Vec<String> = flags.iter().map(|(s, f)| format!("{s} {f}")).collect();
+        for expected in [
+            "up --timeout",
+            "flush --timeout",
+            "verify --timeout",
+            "verify --since",
+            "demo --timeout",
+            "shim --export-budget",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        for (sub, flag) in &flags {
+            // The shim needs a command or --check besides.
+            let line = |text: &str| {
+                let mut line = vec!["obsctl", sub, flag, text];
+                if sub == "shim" {
+                    line.push("--check");
+                }
+                Cli::try_parse_from(line)
+            };
+            for text in ["1m30s", "500ms", "10s", "7"] {
+                let parsed = line(text);
+                assert!(parsed.is_ok(), "{sub} {flag} {text}: {:?}", parsed.err());
+            }
+            assert!(line("soon").is_err());
+        }
+        let Command::Flush(flush) = Cli::try_parse_from(["obsctl", "flush", "--timeout", "1m30s"])
+            .unwrap()
+            .command
+        else {
+            panic!("flush parses as flush");
+        };
+        assert_eq!(flush.timeout, std::time::Duration::from_secs(90));
+    }
+
+    #[test]
     fn a_cause_quoted_by_its_parent_is_printed_once() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let err = anyhow::Error::new(io).context("cannot read a.yaml: no such file");

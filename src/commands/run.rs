@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use comfy_table::Table;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::CommandError;
@@ -252,26 +251,21 @@ fn report(record: &RunRecord, format: Format) -> ExitCode {
 
 fn otel_config(args: &Args, params: &[(String, String)]) -> OtelConfig {
     let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    use crate::otlp::export::{DEFAULT_PROTOCOL, Protocol};
     let protocol = args
         .otlp_protocol
         .clone()
         .or_else(|| from_env(crate::conventions::env::OTEL_EXPORTER_OTLP_PROTOCOL))
-        .unwrap_or_else(|| "grpc".into());
+        .unwrap_or_else(|| DEFAULT_PROTOCOL.as_str().into());
+    // An unknown protocol is reported by every step's shim; its endpoint is the default one's.
+    let wire: Protocol = protocol.parse().unwrap_or(DEFAULT_PROTOCOL);
     let stack = Endpoints::load(&Endpoints::default_path());
     let endpoint = args
         .otlp_endpoint
         .clone()
-        .or_else(|| {
-            stack.map(|s| {
-                if protocol == "grpc" {
-                    s.otlp_grpc
-                } else {
-                    s.otlp_http
-                }
-            })
-        })
+        .or_else(|| stack.map(|s| s.otlp(wire).to_string()))
         .or_else(|| from_env(crate::conventions::env::OTEL_EXPORTER_OTLP_ENDPOINT))
-        .unwrap_or_else(|| "http://127.0.0.1:4317".into());
+        .unwrap_or_else(|| wire.default_endpoint().into());
     let environment = args
         .environment
         .clone()
@@ -379,7 +373,7 @@ pub fn argo_json(record: &RunRecord) -> serde_json::Value {
             "uid": record.trace_id.to_hex(),
             "creationTimestamp": record.status.started_at,
             "labels": {
-                "workflows.argoproj.io/phase": format!("{:?}", record.status.phase),
+                "workflows.argoproj.io/phase": record.status.phase.to_string(),
                 "workflows.argoproj.io/completed": record.status.phase.is_finished().to_string(),
             },
         },
@@ -390,13 +384,12 @@ pub fn argo_json(record: &RunRecord) -> serde_json::Value {
 fn print_table(record: &RunRecord) {
     let mut nodes: Vec<_> = record.status.nodes.values().collect();
     nodes.sort_by(|a, b| (&a.started_at, &a.name).cmp(&(&b.started_at, &b.name)));
-    let mut table = Table::new();
-    if !crate::ui::color_enabled() {
-        table.force_no_tty();
-    }
-    table.set_header([
-        "NODE", "TYPE", "PHASE", "DURATION", "EXIT", "TRACE ID", "MESSAGE",
-    ]);
+    let mut table = crate::report::table(
+        [
+            "NODE", "TYPE", "PHASE", "DURATION", "EXIT", "TRACE ID", "MESSAGE",
+        ],
+        crate::ui::color_enabled(),
+    );
     for n in nodes {
         let duration = clock::between(n.started_at.as_deref(), n.finished_at.as_deref())
             .map(|d| format!("{:.2}s", d.as_secs_f64()))
@@ -413,8 +406,8 @@ fn print_table(record: &RunRecord) {
             .unwrap_or_default();
         table.add_row([
             n.display_name.clone(),
-            format!("{:?}", n.node_type),
-            format!("{:?}", n.phase),
+            n.node_type.to_string(),
+            n.phase.to_string(),
             duration,
             exit,
             trace,
@@ -423,7 +416,7 @@ fn print_table(record: &RunRecord) {
     }
     println!("{table}");
     println!(
-        "{} {:?} (trace {})",
+        "{} {} (trace {})",
         record.name,
         record.status.phase,
         record.trace_id.to_hex()
@@ -434,8 +427,7 @@ fn print_table(record: &RunRecord) {
     if let Some(outputs) = &record.status.outputs
         && !outputs.parameters.is_empty()
     {
-        let mut out = Table::new();
-        out.set_header(["OUTPUT", "VALUE"]);
+        let mut out = crate::report::table(["OUTPUT", "VALUE"], crate::ui::color_enabled());
         for p in &outputs.parameters {
             out.add_row([p.name.clone(), p.value.clone()]);
         }

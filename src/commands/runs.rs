@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use comfy_table::Table;
-
 use super::run::{Format, argo_json};
 use crate::workflow::clock;
 use crate::workflow::record::{NodeType, RecordStore};
@@ -31,13 +29,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
         Format::Table => {
-            let mut table = Table::new();
-            if !crate::ui::color_enabled() {
-                table.force_no_tty();
-            }
-            table.set_header([
-                "NAME", "PHASE", "STARTED", "DURATION", "PODS", "TRACE ID", "FILE",
-            ]);
+            let mut table = crate::report::table(
+                [
+                    "NAME", "PHASE", "STARTED", "DURATION", "PODS", "TRACE ID", "FILE",
+                ],
+                crate::ui::color_enabled(),
+            );
             for r in &records {
                 let pods = r
                     .status
@@ -53,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
                 table.add_row([
                     r.name.clone(),
-                    format!("{:?}", r.status.phase),
+                    r.status.phase.to_string(),
                     r.status.started_at.clone().unwrap_or_default(),
                     duration,
                     pods.to_string(),

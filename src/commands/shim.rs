@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
 use crate::conventions::env;
 use crate::otlp::export::ExportConfig;
@@ -32,10 +33,10 @@ pub struct Args {
     pub attrs: Vec<(String, String)>,
 
     /// Total time allowed for exporting after the step ended, whatever
-    /// OTEL_EXPORTER_OTLP_TIMEOUT says; what is not delivered by then is spooled
-    /// [default: $OBSCTL_EXPORT_BUDGET_MS, else 1000].
-    #[arg(long, value_name = "MS")]
-    pub export_budget_ms: Option<u64>,
+    /// OTEL_EXPORTER_OTLP_TIMEOUT says, e.g. 500ms, 2s; what is not delivered by then is spooled
+    /// [default: $OBSCTL_EXPORT_BUDGET_MS (milliseconds), else 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub export_budget: Option<Duration>,
 
     /// Only dial the configured collector, print what was found, and exit 0 (reachable) or 1.
     #[arg(long, conflicts_with = "command")]
@@ -71,9 +72,9 @@ fn parse_attr(text: &str) -> Result<(String, String), String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let budget = args
-        .export_budget_ms
-        .or_else(budget_from_env)
-        .map_or(DEFAULT_EXPORT_BUDGET, Duration::from_millis);
+        .export_budget
+        .or_else(|| budget_from_env().map(Duration::from_millis))
+        .unwrap_or(DEFAULT_EXPORT_BUDGET);
     if args.check {
         return check(budget);
     }

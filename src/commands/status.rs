@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use comfy_table::Table;
 
 use crate::stack::runtime;
 
@@ -46,9 +45,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&report).context("encoding status")?
         ),
         Output::Table => {
-            let mut table = Table::new();
-            table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
-            table.set_header(["component", "state", "health", "image", "probe"]);
+            let mut table = crate::report::table(
+                ["component", "state", "health", "image", "probe"],
+                crate::ui::color_enabled(),
+            );
             for c in &report.components {
                 table.add_row([
                     c.component.to_string(),
@@ -76,7 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ]);
             }
             if report.components.is_empty() && report.embedded.is_none() {
-                println!("no stack is up for project {:?}", report.project);
+                println!(
+                    "no stack is up for project {}",
+                    crate::ui::quoted(&report.project)
+                );
             } else {
                 println!("{table}");
             }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::Table;
 
+use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
 use crate::stack::config;
 use crate::stack::docker::DockerError;
@@ -21,7 +21,8 @@ pub const EXIT_NOT_READY: u8 = 4;
 #[command(
     after_help = "Exit codes: 0 ready; 2 bad input (config file, override, project name); \
 3 Docker required but unreachable or an image is missing; 4 a component did not become ready \
-(its state and last log lines are printed); 1 anything else."
+(its state and last log lines are printed); 1 a port is held by something else (named, with the \
+fix; nothing is created) or anything else."
 )]
 pub struct Args {
     /// Where the stack runs: Docker when the daemon answers and the images are present or can
@@ -30,9 +31,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeChoice,
 
-    /// How long to wait for every component to be ready, e.g. 90s, 2m, 500ms (bare number:
+    /// How long to wait for every component to be ready, e.g. 90s, 1m30s, 500ms (bare number:
     /// seconds).
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Names the stack's containers, network and volumes (`<project>-tempo`, ...), so several
@@ -51,26 +52,9 @@ pub struct Args {
     pub config: Option<PathBuf>,
 }
 
-/// Parses `90s`, `2m`, `500ms`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (expected e.g. 90s, 2m, 500ms)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        other => Err(format!(
-            "unknown unit {other:?} in {s:?} (expected ms, s, m or h)"
-        )),
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    config::check_env_names(names).map_err(|e| CommandError::new(EXIT_BAD_INPUT, e))?;
     let config = config::resolve(args.config.as_deref(), &config::process_env, &args.images)
         .map_err(|e| CommandError::new(EXIT_BAD_INPUT, e))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -96,9 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             CommandError::new(code, e)
         })?;
 
-    let mut table = Table::new();
-    table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
-    table.set_header(["endpoint", "address", "notes"]);
+    let mut table =
+        crate::report::table(["endpoint", "address", "notes"], crate::ui::color_enabled());
     let endpoints = match &outcome {
         UpOutcome::Docker { report, endpoints } => {
             let actions: Vec<String> = report
@@ -107,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|(c, a)| format!("{c} {a}"))
                 .collect();
             eprintln!(
-                "obsctl: Docker stack {:?} ready ({})",
+                "obsctl: Docker stack {} ready ({})",
                 args.project,
                 actions.join(", ")
             );
@@ -167,19 +150,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     table.add_row(["Loki", &endpoints.loki, loki]);
     println!("{table}");
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units_and_reject_nonsense() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
-    }
 }

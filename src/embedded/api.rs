@@ -467,6 +467,27 @@ async fn prom_exemplars(State(store): Shared, Query(p): Query<PromParams>) -> Re
     json_response(StatusCode::OK, json!({"status": "success", "data": data}))
 }
 
+/// Every path the API answers, for the refusal of any other.
+const SUPPORTED: &str = "/ready, /api/echo, /api/traces/{id}, /api/v2/traces/{id}, /api/search, \
+    /loki/api/v1/query_range, /loki/api/v1/labels, /metrics, /api/v1/query, \
+    /api/v1/query_exemplars";
+
+/// A path of Tempo's, Loki's or Prometheus's API that the embedded backend does not answer: a
+/// 400 that says so, rather than a bare 404 a client could take for "no data".
+async fn unsupported(uri: axum::http::Uri) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "status": "error",
+            "errorType": "bad_data",
+            "error": format!(
+                "{} is not part of the embedded backend's API; it answers {SUPPORTED}",
+                uri.path()
+            ),
+        }),
+    )
+}
+
 pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
     // Loki's own OTLP path: the same ingest as the OTLP/HTTP listener (it has its own limits).
     let loki_otlp = super::otlp_http::router(super::pipeline::Sink::Store(store.clone()), timeout);
@@ -483,6 +504,7 @@ pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/query", get(prom_query))
         .route("/api/v1/query_exemplars", get(prom_exemplars))
+        .fallback(unsupported)
         .layer(axum::middleware::from_fn_with_state(
             timeout,
             super::time_limit,

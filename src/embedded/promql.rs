@@ -329,9 +329,13 @@ impl Query {
             Some((agg, by)) => {
                 let mut groups: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
                 for s in selected {
+                    // `__name__` is a label to PromQL, though a sample keeps it apart.
                     let key = by
                         .iter()
-                        .filter_map(|l| s.labels.get(l).map(|v| (l.clone(), v.clone())))
+                        .filter_map(|l| match l.as_str() {
+                            "__name__" => Some((l.clone(), s.name.clone())),
+                            _ => s.labels.get(l).map(|v| (l.clone(), v.clone())),
+                        })
                         .collect();
                     *groups.entry(key).or_default() += match agg {
                         Aggregation::Sum => s.value,
@@ -358,6 +362,23 @@ mod tests {
             value,
             exemplar: None,
         }
+    }
+
+    #[test]
+    fn grouping_by_name_keeps_each_metric_apart() {
+        let q = parse(r#"count by (__name__) ({__name__=~"a_total|b_total"})"#).unwrap();
+        let samples = [
+            sample("a_total", &[("x", "1")], 1.0),
+            sample("a_total", &[("x", "2")], 1.0),
+            sample("b_total", &[("x", "1")], 1.0),
+            sample("c_total", &[("x", "1")], 1.0),
+        ];
+        let answer = q.evaluate(&samples);
+        let by_name: Vec<(String, f64)> = answer
+            .iter()
+            .map(|(l, v)| (l["__name__"].clone(), *v))
+            .collect();
+        assert_eq!(by_name, [("a_total".into(), 2.0), ("b_total".into(), 1.0)]);
     }
 
     #[test]

@@ -25,9 +25,15 @@ use super::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
 use super::proto::resource::v1::Resource;
 use super::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use crate::conventions::env;
+use crate::stack::endpoints::Endpoints;
 
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` when unset, per the spec (milliseconds).
 pub const SPEC_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol when neither a flag nor `OTEL_EXPORTER_OTLP_PROTOCOL` names one, for the shim,
+/// `flush` and `run` alike: gRPC, the protocol the stack's docs give every step. (The spec's
+/// default is http/protobuf; an endpoint on the gRPC port with that default would fail.)
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::Grpc;
 
 /// The wire protocol, as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +52,12 @@ impl Protocol {
         }
     }
 
-    /// The spec's default base endpoint for this protocol.
+    /// The default base endpoint for this protocol: the spec's ports on 127.0.0.1, where
+    /// everything obsctl starts listens (`localhost` may resolve to `::1` first).
     pub fn default_endpoint(self) -> &'static str {
         match self {
-            Protocol::Grpc => "http://localhost:4317",
-            Protocol::HttpProtobuf | Protocol::HttpJson => "http://localhost:4318",
+            Protocol::Grpc => "http://127.0.0.1:4317",
+            Protocol::HttpProtobuf | Protocol::HttpJson => "http://127.0.0.1:4318",
         }
     }
 }
@@ -262,25 +269,38 @@ pub struct ExportConfig {
 }
 
 impl ExportConfig {
+    /// The process environment; without an endpoint variable, the running stack's endpoint
+    /// for the protocol (the endpoints file `obsctl up`/`serve` write), else the default.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let stack = Endpoints::load(&Endpoints::default_path());
+        Self::resolve(|name| std::env::var(name).ok(), stack.as_ref())
     }
 
     /// Spec rules: a per-signal endpoint is used as it is; the base endpoint gets
     /// `/v1/<signal>` appended for HTTP; empty variables count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::resolve(lookup, None)
+    }
+
+    /// [`ExportConfig::from_lookup`], with `stack`'s endpoint as the base endpoint when no
+    /// variable names one.
+    fn resolve(
+        lookup: impl Fn(&str) -> Option<String>,
+        stack: Option<&Endpoints>,
+    ) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let protocol = match get(env::OTEL_EXPORTER_OTLP_PROTOCOL) {
             Some(p) => p.parse()?,
-            None => Protocol::HttpProtobuf,
+            None => DEFAULT_PROTOCOL,
         };
-        let base = get(env::OTEL_EXPORTER_OTLP_ENDPOINT);
-        let base_var = if base.is_some() {
-            env::OTEL_EXPORTER_OTLP_ENDPOINT
-        } else {
-            "the default endpoint"
+        let (base_var, base) = match (get(env::OTEL_EXPORTER_OTLP_ENDPOINT), stack) {
+            (Some(url), _) => (env::OTEL_EXPORTER_OTLP_ENDPOINT, url),
+            (None, Some(stack)) => ("the endpoints file", stack.otlp(protocol).to_string()),
+            (None, None) => (
+                "the default endpoint",
+                protocol.default_endpoint().to_string(),
+            ),
         };
-        let base = base.unwrap_or_else(|| protocol.default_endpoint().to_string());
         let mut endpoints: [String; 3] = Default::default();
         for signal in Signal::ALL {
             let (var, url) = match get(signal.endpoint_env()) {
@@ -374,6 +394,17 @@ pub enum ExportError {
         status: String,
         retryable: bool,
     },
+    /// The endpoint speaks the other protocol: a gRPC port asked for OTLP/HTTP, or the reverse.
+    #[error(
+        "{endpoint} answered {answered} ({speaks}?); set {}={fix}",
+        env::OTEL_EXPORTER_OTLP_PROTOCOL
+    )]
+    WrongProtocol {
+        endpoint: String,
+        answered: String,
+        speaks: &'static str,
+        fix: Protocol,
+    },
 }
 
 impl ExportError {
@@ -382,6 +413,8 @@ impl ExportError {
         match self {
             ExportError::Connect { .. } | ExportError::Deadline { .. } => true,
             ExportError::Rejected { retryable, .. } => *retryable,
+            // Kept for `obsctl flush` once the protocol is set right.
+            ExportError::WrongProtocol { .. } => true,
         }
     }
 }
@@ -424,16 +457,53 @@ impl Exporter {
     ) -> Result<(), ExportError> {
         let endpoint = self.config.endpoint(request.signal()).to_string();
         let attempt = async {
-            match self.config.protocol {
+            let sent = match self.config.protocol {
                 Protocol::Grpc => self.send_grpc(&endpoint, request, deadline).await,
                 Protocol::HttpProtobuf | Protocol::HttpJson => {
                     self.send_http(&endpoint, request).await
                 }
+            };
+            match sent {
+                Err(e @ (ExportError::Connect { .. } | ExportError::Rejected { .. })) => {
+                    Err(self.name_wrong_protocol(&endpoint, e).await)
+                }
+                other => other,
             }
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => Err(ExportError::Deadline { endpoint }),
+        }
+    }
+
+    /// A failed export, or [`ExportError::WrongProtocol`] when the endpoint turns out to speak
+    /// the other protocol: checked only after a failure, so a working export pays nothing.
+    async fn name_wrong_protocol(&self, endpoint: &str, failure: ExportError) -> ExportError {
+        let wrong = |answered: String, speaks, fix| ExportError::WrongProtocol {
+            endpoint: endpoint.to_string(),
+            answered,
+            speaks,
+            fix,
+        };
+        // tonic's words for an HTTP answer without gRPC status: an HTTP server that speaks
+        // HTTP/2 too, whose routes are OTLP/HTTP's.
+        if let ExportError::Rejected { status, .. } = &failure
+            && let Some((_, code)) = status.split_once("mapped from HTTP status code ")
+        {
+            return wrong(
+                format!("HTTP {code} without a gRPC status"),
+                "OTLP/HTTP",
+                Protocol::HttpProtobuf,
+            );
+        }
+        match (self.config.protocol, http1::sniff(endpoint).await) {
+            (Protocol::Grpc, Some(http1::Speaks::Http1)) => {
+                wrong("HTTP/1.1".into(), "OTLP/HTTP", Protocol::HttpProtobuf)
+            }
+            (Protocol::HttpProtobuf | Protocol::HttpJson, Some(http1::Speaks::Http2)) => {
+                wrong("HTTP/2".into(), "gRPC", Protocol::Grpc)
+            }
+            _ => failure,
         }
     }
 
@@ -644,6 +714,51 @@ mod http1 {
         )
     }
 
+    /// Which HTTP an endpoint speaks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Speaks {
+        Http1,
+        Http2,
+    }
+
+    /// The HTTP/2 connection preface and an empty SETTINGS frame: an HTTP/2 server answers
+    /// with its own SETTINGS frame, an HTTP/1 server with a status line (400).
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+    /// Asks `url`'s server which HTTP it speaks; `None` when it cannot be reached or answers
+    /// neither way within a second.
+    pub async fn sniff(url: &str) -> Option<Speaks> {
+        let (host, port, _) = split(url).ok()?;
+        let exchange = async {
+            let mut stream = TcpStream::connect((host.as_str(), port)).await.ok()?;
+            stream.write_all(H2_PREFACE).await.ok()?;
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 64];
+            while answer.len() < 9 {
+                let n = stream.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+            classify(&answer)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(1), exchange)
+            .await
+            .ok()?
+    }
+
+    /// An HTTP/1 status line, or an HTTP/2 frame header (9 bytes) of type SETTINGS (4).
+    fn classify(answer: &[u8]) -> Option<Speaks> {
+        if answer.starts_with(b"HTTP/1.") {
+            Some(Speaks::Http1)
+        } else if answer.len() >= 9 && answer[3] == 0x04 {
+            Some(Speaks::Http2)
+        } else {
+            None
+        }
+    }
+
     fn parse_status(answer: &[u8]) -> Option<u16> {
         let line = answer.split(|b| *b == b'\n').next()?;
         let line = std::str::from_utf8(line).ok()?;
@@ -673,6 +788,20 @@ mod http1 {
                 Some(503)
             );
             assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
+        }
+
+        #[test]
+        fn answers_to_the_h2_preface_are_classified() {
+            assert_eq!(
+                classify(b"HTTP/1.1 400 Bad Request\r\n"),
+                Some(Speaks::Http1)
+            );
+            assert_eq!(
+                classify(b"\0\0\x06\x04\0\0\0\0\0\0\x03\0\0\0\x64"),
+                Some(Speaks::Http2)
+            );
+            assert_eq!(classify(b"SSH-2.0-OpenSSH\r\n"), None);
+            assert_eq!(classify(b""), None);
         }
     }
 }
@@ -729,21 +858,46 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_spec() {
+    fn defaults_are_grpc_on_loopback_and_a_stack_fills_in_the_endpoint() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.protocol, Protocol::HttpProtobuf);
-        assert_eq!(
-            c.endpoint(Signal::Traces),
-            "http://localhost:4318/v1/traces"
-        );
+        assert_eq!(c.protocol, Protocol::Grpc);
+        assert_eq!(c.endpoint(Signal::Traces), "http://127.0.0.1:4317");
         assert_eq!(c.timeout, Duration::from_secs(10));
-        let g = config(&[(env::OTEL_EXPORTER_OTLP_PROTOCOL, "grpc")]).unwrap();
-        assert_eq!(g.endpoint(Signal::Logs), "http://localhost:4317");
+        let h = config(&[(env::OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf")]).unwrap();
+        assert_eq!(h.endpoint(Signal::Logs), "http://127.0.0.1:4318/v1/logs");
+
+        let stack = Endpoints::embedded("127.0.0.1:14317", "127.0.0.1:14318", "127.0.0.1:13200");
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = ExportConfig::resolve(lookup(&[]), Some(&stack)).unwrap();
+        assert_eq!(c.endpoint(Signal::Traces), "http://127.0.0.1:14317");
+        let h = ExportConfig::resolve(
+            lookup(&[(env::OTEL_EXPORTER_OTLP_PROTOCOL, "http/json")]),
+            Some(&stack),
+        )
+        .unwrap();
+        assert_eq!(
+            h.endpoint(Signal::Metrics),
+            "http://127.0.0.1:14318/v1/metrics"
+        );
+        // A variable beats the file.
+        let e = ExportConfig::resolve(
+            lookup(&[(env::OTEL_EXPORTER_OTLP_ENDPOINT, "http://collector:4317")]),
+            Some(&stack),
+        )
+        .unwrap();
+        assert_eq!(e.endpoint(Signal::Logs), "http://collector:4317");
     }
 
     #[test]
     fn base_endpoint_gets_the_path_and_per_signal_endpoints_do_not() {
         let c = config(&[
+            (env::OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf"),
             (env::OTEL_EXPORTER_OTLP_ENDPOINT, "http://collector:4318/"),
             (
                 env::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use comfy_table::{Cell, Color, Table, presets};
+use comfy_table::{Cell, Color};
 use serde::Serialize;
 
 use super::verify::xml_escape;
@@ -54,17 +54,10 @@ pub fn table(report: &ChaosReport, color: bool) -> String {
         if let Some((start, end)) = s.timeline.fault {
             let _ = writeln!(out, "fault: {start} ms → {end} ms after the run started");
         }
-        let mut table = Table::new();
-        table
-            .load_style(if color {
-                presets::UTF8_FULL_CONDENSED
-            } else {
-                presets::ASCII_FULL_CONDENSED
-            })
-            .set_header(["check", "result", "expected", "found", "lost", "dup"]);
-        if !color {
-            table.force_no_tty();
-        }
+        let mut table = super::table(
+            ["check", "result", "expected", "found", "lost", "dup"],
+            color,
+        );
         for row in &s.rows {
             table.add_row(vec![
                 Cell::new(&row.check),

@@ -5,3 +5,25 @@ pub mod chaos;
 pub mod task;
 pub mod verify;
 pub mod waterfall;
+
+/// A table in obsctl's one style: box drawing on a terminal, wrapped to its width; plain ASCII
+/// with one line per row in CI logs and files.
+pub fn table<const N: usize>(header: [&str; N], color: bool) -> comfy_table::Table {
+    use comfy_table::{ContentArrangement, Table, presets};
+    let mut table = Table::new();
+    table
+        .load_style(if color {
+            presets::UTF8_FULL_CONDENSED
+        } else {
+            presets::ASCII_FULL_CONDENSED
+        })
+        .set_header(header);
+    if color {
+        table
+            .enforce_styling()
+            .set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
+        table.force_no_tty();
+    }
+    table
+}

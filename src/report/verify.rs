@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
+use comfy_table::{Cell, Color};
 use serde::Serialize;
 
 use crate::checks::collect::WaitReport;
@@ -143,24 +143,12 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
         crate::workflow::clock::rfc3339(since)
     );
 
-    let mut table = Table::new();
-    table
-        .load_style(if color {
-            presets::UTF8_FULL_CONDENSED
-        } else {
-            presets::ASCII_FULL_CONDENSED
-        })
-        .set_header([
+    let mut table = super::table(
+        [
             "check", "result", "expected", "found", "missing", "dup", "summary",
-        ]);
-    // On a terminal, wrap to its width; in CI logs and files keep one line per check.
-    if color {
-        table
-            .enforce_styling()
-            .set_content_arrangement(ContentArrangement::Dynamic);
-    } else {
-        table.force_no_tty();
-    }
+        ],
+        color,
+    );
     for c in &report.checks {
         let mut verdict_cell = Cell::new(c.status.label());
         if color {

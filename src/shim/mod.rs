@@ -25,7 +25,7 @@ use redact::Redactor;
 use sampler::Sampler;
 use telemetry::StepRecord;
 
-/// Export budget when neither `--export-budget-ms` nor `OBSCTL_EXPORT_BUDGET_MS` says.
+/// Export budget when neither `--export-budget` nor `OBSCTL_EXPORT_BUDGET_MS` says.
 pub const DEFAULT_EXPORT_BUDGET: Duration = Duration::from_secs(1);
 /// Spooled requests one step replays at most, so a backlog never slows one step much.
 pub const MAX_REPLAY_PER_STEP: usize = 64;

@@ -40,6 +40,10 @@ pub fn log_path() -> PathBuf {
     crate::paths::state_home().join("serve.log")
 }
 
+/// The ports the embedded backend listens on: OTLP on the collector's, every query API on
+/// Tempo's.
+pub const PORTS: [Port; 3] = [Port::OtlpGrpc, Port::OtlpHttp, Port::Tempo];
+
 /// The pid in the pid file, when that process is still an `obsctl serve`.
 pub fn running_pid() -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_path())
@@ -47,18 +51,27 @@ pub fn running_pid() -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let is_serve = args.iter().any(|a| *a == b"serve");
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    is_serve(pid).then_some(pid)
+}
+
+/// Whether `pid` is a live (not zombie) `obsctl serve`.
+fn is_serve(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let is_serve = cmdline.split(|b| *b == 0).any(|a| a == b"serve");
+    is_serve && !zombie_or_gone(pid)
+}
+
+fn zombie_or_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             s.rsplit(')')
                 .next()
                 .map(|r| r.trim_start().starts_with('Z'))
         })
-        .unwrap_or(true);
-    (is_serve && !zombie).then_some(pid)
+        .unwrap_or(true)
 }
 
 /// The endpoints the embedded backend answers on with this config: OTLP on the collector's
@@ -74,20 +87,37 @@ pub fn endpoints(config: &StackConfig, pid: u32) -> Endpoints {
     e
 }
 
-/// Starts `obsctl serve` in the background unless one is already running, waits for `/ready`,
-/// and records the endpoints. Returns the pid and whether it was already running.
-pub async fn up(config: &StackConfig, timeout: Duration) -> Result<(u32, bool), BackgroundError> {
-    let api = format!("127.0.0.1:{}", config.port(Port::Tempo));
+/// Whether the query API of this config answers `/ready`.
+pub async fn answers(config: &StackConfig) -> bool {
+    ready::probe(&ready::client(), &ready_url(config))
+        .await
+        .is_ok()
+}
+
+fn ready_url(config: &StackConfig) -> String {
+    format!("http://127.0.0.1:{}/ready", config.port(Port::Tempo))
+}
+
+/// The listener lines `obsctl serve` prints once it has bound every address (`otlp-grpc ADDR`,
+/// `otlp-http ADDR`, `api ADDR`), as they must read for this config.
+fn banner(config: &StackConfig) -> [String; 3] {
+    let line = |name: &str, p: Port| format!("{name} 127.0.0.1:{}", config.port(p));
+    [
+        line("otlp-grpc", Port::OtlpGrpc),
+        line("otlp-http", Port::OtlpHttp),
+        line("api", Port::Tempo),
+    ]
+}
+
+/// Starts `obsctl serve` in the background and waits until it is ready, then records the
+/// endpoints. Ready means the process obsctl started is alive, has printed that it listens on
+/// every address of this config, and answers `/ready`: a probe alone could be answered by
+/// whatever else holds the API port. Returns the pid.
+pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, BackgroundError> {
     let target = Target {
         name: "embedded".into(),
-        url: format!("http://{api}/ready"),
+        url: ready_url(config),
     };
-    if let Some(pid) = running_pid() {
-        let probe = ready::probe(&ready::client(), &target.url).await;
-        if probe.is_ok() {
-            return Ok((pid, true));
-        }
-    }
     let exe = std::env::current_exe().map_err(|source| BackgroundError::Spawn {
         exe: PathBuf::from("obsctl"),
         source,
@@ -101,14 +131,14 @@ pub async fn up(config: &StackConfig, timeout: Duration) -> Result<(u32, bool), 
     let out = std::fs::File::create(&log).map_err(io(&log))?;
     let err = out.try_clone().map_err(io(&log))?;
     use std::os::unix::process::CommandExt;
-    let child = Command::new(&exe)
+    let mut child = Command::new(&exe)
         .arg("serve")
         .arg("--otlp-grpc")
         .arg(format!("127.0.0.1:{}", config.port(Port::OtlpGrpc)))
         .arg("--otlp-http")
         .arg(format!("127.0.0.1:{}", config.port(Port::OtlpHttp)))
         .arg("--api")
-        .arg(&api)
+        .arg(format!("127.0.0.1:{}", config.port(Port::Tempo)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -119,15 +149,75 @@ pub async fn up(config: &StackConfig, timeout: Duration) -> Result<(u32, bool), 
             source,
         })?;
     let pid = child.id();
-    // Reaped by nobody on purpose: the server outlives this command; `down` stops it.
-    drop(child);
+    crate::ui::debug(
+        1,
+        format!("started `obsctl serve` (pid {pid}, log {})", log.display()),
+    );
     let pid_file = pid_path();
     std::fs::write(&pid_file, pid.to_string()).map_err(io(&pid_file))?;
-    let waited = ready::wait_all(std::slice::from_ref(&target), timeout, |_| async move {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists() || running_pid().is_none())
-            .then(|| "process exited".to_string())
-    })
-    .await;
+    let started = Instant::now();
+    let want = banner(config);
+    let mut said_waiting = false;
+    let listening = loop {
+        let body = std::fs::read_to_string(&log).unwrap_or_default();
+        if want.iter().all(|w| body.lines().any(|l| l == w)) {
+            crate::ui::debug(
+                1,
+                format!(
+                    "`obsctl serve` listens ({}); probing {}",
+                    want.join(", "),
+                    target.url
+                ),
+            );
+            break Ok(());
+        }
+        // Binding takes milliseconds; a wait past a second is worth a word.
+        if !said_waiting && started.elapsed() >= Duration::from_secs(1) {
+            crate::ui::note(format!(
+                "waiting for `obsctl serve` (pid {pid}) to listen on its addresses"
+            ));
+            said_waiting = true;
+        }
+        // The child itself, not /proc: right after the spawn its command line may not read
+        // `serve` yet.
+        let state = if child.try_wait().is_ok_and(|status| status.is_some()) {
+            Some("process exited")
+        } else if started.elapsed() >= timeout {
+            Some("running, has not bound its addresses")
+        } else {
+            None
+        };
+        if let Some(state) = state {
+            break Err(NotReady {
+                name: target.name.clone(),
+                url: target.url.clone(),
+                state: state.into(),
+                last: "not probed: the process has not announced its listeners".into(),
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let child = std::sync::Mutex::new(child);
+    let exited = || {
+        let mut child = child.lock().expect("not poisoned");
+        child.try_wait().is_ok_and(|status| status.is_some())
+    };
+    let waited = match listening {
+        Ok(()) => ready::wait_all(
+            std::slice::from_ref(&target),
+            timeout.saturating_sub(started.elapsed()),
+            |_| {
+                let gone = exited();
+                async move { gone.then(|| "process exited".to_string()) }
+            },
+        )
+        .await
+        .map(|_| ()),
+        Err(not_ready) => Err(not_ready),
+    };
+    // Not waited for on success, on purpose: the server outlives this command; `down` stops it.
+    drop(child);
     if let Err(not_ready) = waited {
         stop(pid, Duration::from_secs(5)).ok();
         let _ = std::fs::remove_file(&pid_file);
@@ -139,7 +229,8 @@ pub async fn up(config: &StackConfig, timeout: Duration) -> Result<(u32, bool), 
     }
     let path = Endpoints::default_path();
     endpoints(config, pid).save(&path).map_err(io(&path))?;
-    Ok((pid, false))
+    crate::ui::debug(1, format!("recorded the endpoints in {}", path.display()));
+    Ok(pid)
 }
 
 /// Sends SIGTERM and waits for the process to exit.
@@ -150,16 +241,7 @@ pub fn stop(pid: u32, grace: Duration) -> Result<(), BackgroundError> {
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .map(|r| r.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true);
-        if gone {
+        if zombie_or_gone(pid) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -27,6 +27,8 @@ pub enum ConfigError {
         "{origin}: unknown port {name:?} (expected one of: otlp-grpc, otlp-http, collector-health, aggregator, tempo, loki, prometheus, grafana)"
     )]
     UnknownPort { origin: String, name: String },
+    #[error("unknown environment variable {name}; the known ones are {}", known.join(", "))]
+    UnknownVariable { name: String, known: Vec<String> },
     #[error("{origin}: {value:?} is not a port number (1-65535)")]
     BadPort { origin: String, value: String },
     #[error("{origin}: {value:?} is not COMPONENT=IMAGE")]
@@ -184,6 +186,33 @@ pub fn resolve(
     Ok(StackConfig { images, ports })
 }
 
+/// Refuses an `OBSCTL_PORT_*` or `OBSCTL_IMAGE_*` variable that names no port or component: a
+/// typo (`OBSCTL_PORT_TEMP`) would otherwise be ignored and the default used without a word.
+/// `names`: every variable name in the environment.
+pub fn check_env_names<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+) -> Result<(), ConfigError> {
+    let ports: Vec<String> = Port::ALL.iter().map(|p| p.env()).collect();
+    let images: Vec<String> = Component::ALL.iter().map(|c| c.image_env()).collect();
+    for name in names {
+        let name = name.as_ref();
+        let known = if name.starts_with("OBSCTL_PORT_") {
+            &ports
+        } else if name.starts_with("OBSCTL_IMAGE_") {
+            &images
+        } else {
+            continue;
+        };
+        if !known.iter().any(|k| k == name) {
+            return Err(ConfigError::UnknownVariable {
+                name: name.to_string(),
+                known: known.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn non_empty(image: String, origin: &str) -> Result<String, ConfigError> {
     let image = image.trim().to_string();
     if image.is_empty() {
@@ -243,6 +272,24 @@ mod tests {
         assert_eq!(cfg.port(Port::Grafana), 13000);
         assert_eq!(cfg.port(Port::Tempo), 13200);
         assert_eq!(cfg.port(Port::Loki), 3100);
+    }
+
+    #[test]
+    fn an_unknown_port_or_image_variable_is_refused_naming_the_known_ones() {
+        assert!(check_env_names(["PATH", "OBSCTL_PORT_TEMPO", "OBSCTL_IMAGE_LOKI"]).is_ok());
+        let err = check_env_names(["OBSCTL_PORT_TEMP"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OBSCTL_PORT_TEMP;")
+                && err.contains("OBSCTL_PORT_OTLP_GRPC, OBSCTL_PORT_OTLP_HTTP")
+                && err.contains("OBSCTL_PORT_GRAFANA"),
+            "{err}"
+        );
+        let err = check_env_names(["OBSCTL_IMAGE_JAEGER"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OBSCTL_IMAGE_TEMPO"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,15 @@ pub enum DockerError {
     #[error("{0}\n{1}")]
     NotReady(Box<NotReady>, String),
     #[error(
+        "{failure}\nthis `up` could not remove what it created: {}; run `obsctl down --project {project}`",
+        left.join(", ")
+    )]
+    RollBack {
+        failure: Box<DockerError>,
+        left: Vec<String>,
+        project: String,
+    },
+    #[error(
         "invalid project name {0:?}: use 1-40 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
     )]
     BadProject(String),
@@ -190,6 +199,14 @@ pub struct UpReport {
     pub actions: BTreeMap<Component, Action>,
     pub ready_after: BTreeMap<String, Duration>,
     pub password_file: PathBuf,
+}
+
+/// What one `up` created, removed again when it fails part-way.
+#[derive(Debug, Default)]
+struct Created {
+    network: bool,
+    volumes: Vec<String>,
+    containers: Vec<String>,
 }
 
 /// One project's stack on one Docker engine.
@@ -329,7 +346,8 @@ impl DockerStack {
             .map_err(|e| missing(e.to_string()))
     }
 
-    async fn ensure_network(&self) -> Result<(), DockerError> {
+    /// Creates the project's network unless it exists; `true` when it was created.
+    async fn ensure_network(&self) -> Result<bool, DockerError> {
         let name = network_name(&self.project);
         let existing = self
             .docker
@@ -339,7 +357,7 @@ impl DockerStack {
             .await
             .map_err(api("list networks"))?;
         if existing.iter().any(|n| n.name.as_deref() == Some(&name)) {
-            return Ok(());
+            return Ok(false);
         }
         self.docker
             .create_network(NetworkCreateRequest {
@@ -350,13 +368,14 @@ impl DockerStack {
             })
             .await
             .map_err(api(format!("create network {name}")))?;
-        Ok(())
+        Ok(true)
     }
 
-    async fn ensure_volume(&self, c: Component) -> Result<(), DockerError> {
+    /// Creates a component's volume unless it exists; `true` when it was created.
+    async fn ensure_volume(&self, c: Component) -> Result<bool, DockerError> {
         let name = volume_name(&self.project, c);
         if self.docker.inspect_volume(&name).await.is_ok() {
-            return Ok(());
+            return Ok(false);
         }
         self.docker
             .create_volume(VolumeCreateRequest {
@@ -366,7 +385,7 @@ impl DockerStack {
             })
             .await
             .map_err(api(format!("create volume {name}")))?;
-        Ok(())
+        Ok(true)
     }
 
     /// The container body for one service, and the hash of everything in it.
@@ -469,21 +488,87 @@ impl DockerStack {
     ) -> Result<UpReport, DockerError> {
         self.ensure_images(config).await?;
         let files = files_dir(&self.project);
+        crate::ui::debug(
+            1,
+            format!("writing the stack's files to {}", files.display()),
+        );
         super::files::write_all(&files).map_err(|source| DockerError::Io {
             path: files.clone(),
             source,
         })?;
         let password = grafana_password(&self.project)?;
-        self.ensure_network().await?;
+        let created = std::sync::Mutex::new(Created::default());
+        let converged = self.converge(config, &files, &password, &created).await;
+        let actions = match converged {
+            Ok(actions) => actions,
+            Err(e) => {
+                let created = created.into_inner().expect("no converge task panicked");
+                crate::ui::debug(1, format!("{e}; removing what this `up` created"));
+                return Err(self.roll_back(created, e).await);
+            }
+        };
+        crate::ui::debug(
+            1,
+            format!(
+                "waiting up to {timeout:?} for {} components to be ready",
+                actions.len()
+            ),
+        );
+        let targets: Vec<Target> = definition::services()
+            .iter()
+            .map(|svc| Target {
+                name: svc.component.name().to_string(),
+                url: format!("{}{}", config.url(svc.ready.0), svc.ready.1),
+            })
+            .collect();
+        let ready_after =
+            match ready::wait_all(&targets, timeout, |name| self.dead_state(name)).await {
+                Ok(r) => r,
+                Err(not_ready) => {
+                    let logs = match Component::parse(&not_ready.name) {
+                        Some(c) => self.last_logs(c, 20).await,
+                        None => String::new(),
+                    };
+                    return Err(DockerError::NotReady(Box::new(not_ready), logs));
+                }
+            };
+        Ok(UpReport {
+            actions,
+            ready_after,
+            password_file: password_path(&self.project),
+        })
+    }
+
+    /// Creates what is missing and (re)starts what is not running, recording in `created` each
+    /// network, volume and container made, so that a failure can remove them again.
+    async fn converge(
+        &self,
+        config: &StackConfig,
+        files: &Path,
+        password: &str,
+        created: &std::sync::Mutex<Created>,
+    ) -> Result<BTreeMap<Component, Action>, DockerError> {
+        let record = |f: &dyn Fn(&mut Created)| f(&mut created.lock().expect("not poisoned"));
+        if self.ensure_network().await? {
+            record(&|c| c.network = true);
+            crate::ui::debug(
+                1,
+                format!("created network {}", network_name(&self.project)),
+            );
+        }
         let existing = self.containers().await?;
         // Components are independent at start (each retries its peers), so they are created
         // and started concurrently.
         let existing = &existing;
-        let files = &files;
-        let password = &password;
         let converge = definition::services().into_iter().map(|svc| async move {
             let c = svc.component;
-            self.ensure_volume(c).await?;
+            if self.ensure_volume(c).await? {
+                record(&|created| created.volumes.push(volume_name(&self.project, c)));
+                crate::ui::debug(
+                    1,
+                    format!("created volume {}", volume_name(&self.project, c)),
+                );
+            }
             let spec = self.container_spec(&svc, config, files, password);
             let want = spec
                 .labels
@@ -514,10 +599,12 @@ impl DockerStack {
                         .await
                         .map_err(api(format!("remove container {name}")))?;
                     self.create(&name, spec).await?;
+                    record(&|created| created.containers.push(name.clone()));
                     Action::Recreated
                 }
                 None => {
                     self.create(&name, spec).await?;
+                    record(&|created| created.containers.push(name.clone()));
                     Action::Created
                 }
             };
@@ -527,35 +614,53 @@ impl DockerStack {
                     .await
                     .map_err(api(format!("start container {name}")))?;
             }
+            crate::ui::debug(1, format!("container {name} {action}"));
             Ok::<_, DockerError>((c, action))
         });
-        let actions = futures_util::future::join_all(converge)
+        futures_util::future::join_all(converge)
             .await
             .into_iter()
-            .collect::<Result<BTreeMap<_, _>, _>>()?;
-        let targets: Vec<Target> = definition::services()
-            .iter()
-            .map(|svc| Target {
-                name: svc.component.name().to_string(),
-                url: format!("{}{}", config.url(svc.ready.0), svc.ready.1),
+            .collect()
+    }
+
+    /// Removes what a failed `up` created (containers first: they hold the network and
+    /// volumes), and returns the error to report: `failure`, plus what could not be removed.
+    async fn roll_back(&self, created: Created, failure: DockerError) -> DockerError {
+        let force = || {
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
             })
-            .collect();
-        let ready_after =
-            match ready::wait_all(&targets, timeout, |name| self.dead_state(name)).await {
-                Ok(r) => r,
-                Err(not_ready) => {
-                    let logs = match Component::parse(&not_ready.name) {
-                        Some(c) => self.last_logs(c, 20).await,
-                        None => String::new(),
-                    };
-                    return Err(DockerError::NotReady(Box::new(not_ready), logs));
-                }
-            };
-        Ok(UpReport {
-            actions,
-            ready_after,
-            password_file: password_path(&self.project),
-        })
+        };
+        let mut left = Vec::new();
+        for name in &created.containers {
+            if let Err(e) = self.docker.remove_container(name, force()).await {
+                left.push(format!("container {name} ({e})"));
+            }
+        }
+        for name in &created.volumes {
+            if let Err(e) = self
+                .docker
+                .remove_volume(name, None::<RemoveVolumeOptions>)
+                .await
+            {
+                left.push(format!("volume {name} ({e})"));
+            }
+        }
+        if created.network {
+            let name = network_name(&self.project);
+            if let Err(e) = self.docker.remove_network(&name).await {
+                left.push(format!("network {name} ({e})"));
+            }
+        }
+        if left.is_empty() {
+            return failure;
+        }
+        DockerError::RollBack {
+            failure: Box::new(failure),
+            left,
+            project: self.project.clone(),
+        }
     }
 
     async fn create(&self, name: &str, spec: ContainerCreateBody) -> Result<(), DockerError> {

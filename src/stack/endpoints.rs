@@ -1,10 +1,12 @@
 //! Where the running stack listens. `obsctl serve` and `obsctl up` write this file when they
-//! start and remove it when they stop; `run`, `verify`, `trace` and `demo` read it so that users
-//! need no URL flags. Command-line flags always win over the file.
+//! start and remove it when they stop; `run`, `verify`, `trace`, `demo`, `shim` and `flush` read
+//! it so that users need no URL flags. Command-line flags always win over the file.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::otlp::export::Protocol;
 
 /// Which kind of stack answers at these endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,6 +14,15 @@ use serde::{Deserialize, Serialize};
 pub enum Runtime {
     Docker,
     Embedded,
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Runtime::Docker => "Docker",
+            Runtime::Embedded => "embedded",
+        })
+    }
 }
 
 /// Base URLs (scheme, host, port; no trailing slash) of every component.
@@ -50,6 +61,14 @@ impl Endpoints {
             prometheus: url(api),
             grafana: None,
             pid: Some(std::process::id()),
+        }
+    }
+
+    /// The OTLP base URL for `protocol`.
+    pub fn otlp(&self, protocol: Protocol) -> &str {
+        match protocol {
+            Protocol::Grpc => &self.otlp_grpc,
+            Protocol::HttpProtobuf | Protocol::HttpJson => &self.otlp_http,
         }
     }
 

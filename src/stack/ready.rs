@@ -1,5 +1,5 @@
-//! Readiness: polls each component's HTTP endpoint until it answers 200, with one spinner per
-//! component on a terminal, and stops early when the component's process or container dies.
+//! Readiness: polls each component's HTTP endpoint until it answers 200, with progress once a
+//! wait lasts a second, and stops early when the component's process or container dies.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,8 +44,17 @@ pub fn client() -> reqwest::Client {
         .expect("a plain HTTP client builds")
 }
 
+/// How long a wait goes unreported: most components are ready sooner, and a spinner that
+/// flashes for 200 ms says nothing.
+const QUIET_FOR: Duration = Duration::from_secs(1);
+
+/// How often a wait is reported when stderr is not a terminal (CI logs, pipes).
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
 /// Waits until every target is ready, or one is dead (`dead(name)` returns its state), or the
-/// timeout passes. Returns how long each took.
+/// timeout passes. Returns how long each took. A wait longer than a second shows progress: one
+/// spinner per component on a terminal, else a line on stderr every five seconds naming what is
+/// still awaited.
 pub async fn wait_all<F, Fut>(
     targets: &[Target],
     timeout: Duration,
@@ -57,22 +66,9 @@ where
 {
     let client = client();
     let start = Instant::now();
-    let bars = crate::ui::progress_enabled().then(MultiProgress::new);
-    let style =
-        ProgressStyle::with_template("{spinner} {prefix:>10} {msg}").expect("static template");
-    let spinners: Vec<Option<ProgressBar>> = targets
-        .iter()
-        .map(|t| {
-            bars.as_ref().map(|m| {
-                let pb = m.add(ProgressBar::new_spinner());
-                pb.set_style(style.clone());
-                pb.set_prefix(t.name.clone());
-                pb.set_message(format!("waiting for {}", t.url));
-                pb.enable_steady_tick(Duration::from_millis(120));
-                pb
-            })
-        })
-        .collect();
+    let terminal = crate::ui::progress_enabled();
+    let mut spinners: Option<(MultiProgress, Vec<ProgressBar>)> = None;
+    let mut next_line = QUIET_FOR;
     let mut done: BTreeMap<String, Duration> = BTreeMap::new();
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     loop {
@@ -84,8 +80,9 @@ where
                 Ok(()) => {
                     let took = start.elapsed();
                     done.insert(t.name.clone(), took);
-                    if let Some(pb) = &spinners[i] {
-                        pb.finish_with_message(format!("ready in {took:.1?}"));
+                    crate::ui::debug(1, format!("{} ready in {took:.1?}", t.name));
+                    if let Some((_, bars)) = &spinners {
+                        bars[i].finish_with_message(format!("ready in {took:.1?}"));
                     }
                 }
                 Err(why) => {
@@ -97,13 +94,13 @@ where
             return Ok(done);
         }
         let timed_out = start.elapsed() >= timeout;
-        for (i, t) in targets.iter().enumerate() {
+        for t in targets {
             if done.contains_key(&t.name) {
                 continue;
             }
             let state = dead(t.name.clone()).await;
             if state.is_some() || timed_out {
-                for pb in spinners.iter().flatten() {
+                for pb in spinners.iter().flat_map(|(_, bars)| bars) {
                     if !pb.is_finished() {
                         pb.abandon();
                     }
@@ -116,14 +113,55 @@ where
                     waited: start.elapsed(),
                 });
             }
-            if let Some(pb) = &spinners[i] {
-                pb.set_message(format!(
-                    "waiting for {} ({})",
-                    t.url,
-                    last.get(&t.name).map_or("", String::as_str)
-                ));
+        }
+        let waited = start.elapsed();
+        let pending = targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !done.contains_key(&t.name));
+        let why = |t: &Target| last.get(&t.name).map_or("", String::as_str).to_string();
+        if terminal && waited >= QUIET_FOR {
+            let (_, bars) = spinners.get_or_insert_with(|| show_spinners(targets, &done));
+            for (i, t) in pending {
+                bars[i].set_message(format!("waiting for {} ({})", t.url, why(t)));
             }
+        } else if !terminal && waited >= next_line {
+            let list: Vec<String> = pending
+                .map(|(_, t)| format!("{} ({})", t.name, why(t)))
+                .collect();
+            crate::ui::note(format!(
+                "waiting {waited:.0?} of {timeout:?} for {}",
+                list.join(", ")
+            ));
+            next_line = waited + LINE_EVERY;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One spinner per target, those already ready shown finished.
+fn show_spinners(
+    targets: &[Target],
+    done: &BTreeMap<String, Duration>,
+) -> (MultiProgress, Vec<ProgressBar>) {
+    let multi = MultiProgress::new();
+    let style =
+        ProgressStyle::with_template("{spinner} {prefix:>10} {msg}").expect("static template");
+    let bars = targets
+        .iter()
+        .map(|t| {
+            let pb = multi.add(ProgressBar::new_spinner());
+            pb.set_style(style.clone());
+            pb.set_prefix(t.name.clone());
+            match done.get(&t.name) {
+                Some(took) => pb.finish_with_message(format!("ready in {took:.1?}")),
+                None => {
+                    pb.set_message(format!("waiting for {}", t.url));
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                }
+            }
+            pb
+        })
+        .collect();
+    (multi, bars)
 }

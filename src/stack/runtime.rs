@@ -11,6 +11,7 @@ use super::config::StackConfig;
 use super::definition::Port;
 use super::docker::{self, ComponentStatus, DockerError, DockerStack, UpReport};
 use super::endpoints::{Endpoints, Runtime};
+use super::ports::{self, PortsTaken};
 
 /// `--runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,6 +28,13 @@ pub enum RuntimeError {
     Docker(#[from] DockerError),
     #[error(transparent)]
     Background(#[from] BackgroundError),
+    #[error(transparent)]
+    PortsTaken(#[from] PortsTaken),
+    #[error(
+        "obsctl's embedded backend (pid {pid}) is already running, but not with this \
+         configuration's addresses (query API {api}); run `obsctl down` first"
+    )]
+    EmbeddedElsewhere { pid: u32, api: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -71,51 +79,106 @@ pub async fn up(
     timeout: Duration,
 ) -> Result<UpOutcome, RuntimeError> {
     docker::check_project(project)?;
+    let say = |phase: String| crate::ui::debug(1, phase);
     let fallback = match choice {
         RuntimeChoice::Embedded => None,
-        RuntimeChoice::Docker => return Ok(up_docker(project, config, timeout).await?),
+        RuntimeChoice::Docker => {
+            say(format!("connecting to Docker at {}", docker::docker_host()));
+            let stack = DockerStack::new(docker::connect().await?, project)?;
+            return finish_docker(&stack, config, timeout).await;
+        }
         RuntimeChoice::Auto => match docker::connect().await {
             Err(e) => Some(e.to_string()),
             Ok(client) => {
+                say(format!(
+                    "Docker answers at {}; checking the images",
+                    docker::docker_host()
+                ));
                 let stack = DockerStack::new(client, project)?;
                 match stack.ensure_images(config).await {
                     Err(e @ DockerError::ImageMissing { .. }) => Some(e.to_string()),
                     Err(e) => return Err(e.into()),
-                    Ok(()) => return Ok(finish_docker(&stack, config, timeout).await?),
+                    Ok(()) => return finish_docker(&stack, config, timeout).await,
                 }
             }
         },
     };
-    let (pid, already_running) = background::up(config, timeout).await?;
+    if let Some(pid) = background::running_pid() {
+        let wanted = background::endpoints(config, pid);
+        // A second server on other ports would leave the first one running and unmanaged.
+        if Endpoints::load(&Endpoints::default_path()).as_ref() != Some(&wanted) {
+            return Err(RuntimeError::EmbeddedElsewhere {
+                pid,
+                api: wanted.tempo,
+            });
+        }
+        if background::answers(config).await {
+            return Ok(UpOutcome::Embedded {
+                pid,
+                already_running: true,
+                endpoints: wanted,
+                fallback,
+            });
+        }
+        // Recorded but not answering: the port check below names it.
+    }
+    say(format!(
+        "checking that the embedded backend's ports are free: {}",
+        port_list(config, &background::PORTS)
+    ));
+    let busy = ports::busy(config, &background::PORTS);
+    if !busy.is_empty() {
+        // Only a busy port is worth asking Docker about, and it may not answer.
+        let client = docker::connect().await.ok();
+        ports::check(busy, client.as_ref(), None).await?;
+    }
+    let pid = background::start(config, timeout).await?;
     Ok(UpOutcome::Embedded {
         pid,
-        already_running,
+        already_running: false,
         endpoints: background::endpoints(config, pid),
         fallback,
     })
 }
 
-async fn up_docker(
-    project: &str,
-    config: &StackConfig,
-    timeout: Duration,
-) -> Result<UpOutcome, DockerError> {
-    let stack = DockerStack::new(docker::connect().await?, project)?;
-    finish_docker(&stack, config, timeout).await
-}
-
+/// Refuses ports held by anything but this project's own containers, then converges the stack
+/// and records its endpoints.
 async fn finish_docker(
     stack: &DockerStack,
     config: &StackConfig,
     timeout: Duration,
-) -> Result<UpOutcome, DockerError> {
+) -> Result<UpOutcome, RuntimeError> {
+    crate::ui::debug(
+        1,
+        format!(
+            "checking that the stack's ports are free: {}",
+            port_list(config, &Port::ALL)
+        ),
+    );
+    ports::check(
+        ports::busy(config, &Port::ALL),
+        Some(&stack.docker),
+        Some(&stack.project),
+    )
+    .await?;
     let report = stack.up(config, timeout).await?;
     let endpoints = docker_endpoints(config);
     let path = Endpoints::default_path();
-    endpoints
-        .save(&path)
-        .map_err(|source| DockerError::Io { path, source })?;
+    endpoints.save(&path).map_err(|source| RuntimeError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    crate::ui::debug(1, format!("recorded the endpoints in {}", path.display()));
     Ok(UpOutcome::Docker { report, endpoints })
+}
+
+/// `otlp-grpc 4317, ...` for phase messages.
+fn port_list(config: &StackConfig, ports: &[Port]) -> String {
+    let list: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{} {}", p.name(), config.port(*p)))
+        .collect();
+    list.join(", ")
 }
 
 /// What `down` removed.

@@ -26,6 +26,25 @@ impl Phase {
     pub fn is_finished(self) -> bool {
         !matches!(self, Phase::Pending | Phase::Running)
     }
+
+    /// As Argo spells it (`Succeeded`), for people and for Argo-shaped JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Error => "Error",
+            Phase::Skipped => "Skipped",
+            Phase::Omitted => "Omitted",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Argo's node types.
@@ -39,6 +58,21 @@ pub enum NodeType {
     Retry,
     Skipped,
     Suspend,
+}
+
+impl std::fmt::Display for NodeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeType::Pod => "Pod",
+            NodeType::Steps => "Steps",
+            NodeType::StepGroup => "StepGroup",
+            NodeType::DAG => "DAG",
+            NodeType::TaskGroup => "TaskGroup",
+            NodeType::Retry => "Retry",
+            NodeType::Skipped => "Skipped",
+            NodeType::Suspend => "Suspend",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -210,6 +210,24 @@ pub enum TmpIsolation {
     Rewrite,
 }
 
+impl TmpIsolation {
+    /// What `auto` gives: the namespace when the kernel allows it, else `rewrite`, said once on
+    /// stderr so that a user who sees rewritten paths knows why.
+    fn auto() -> bool {
+        static NOTED: std::sync::Once = std::sync::Once::new();
+        let private = private_tmp_available();
+        if !private {
+            NOTED.call_once(|| {
+                crate::ui::note(
+                    "steps get no private /tmp (a mount namespace needs root or CAP_SYS_ADMIN): \
+                     /tmp/ paths in their commands are rewritten to a directory per step",
+                )
+            });
+        }
+        private
+    }
+}
+
 /// Runs each step as `<obsctl> shim --agent A --step S -- argv...` (or `argv` alone without a
 /// shim), in a new process group, killed if obsctl dies, with a `/tmp` of its own.
 #[derive(Debug, Clone)]
@@ -224,7 +242,7 @@ impl ProcessRunner {
     pub fn new(shim: Option<PathBuf>) -> Self {
         Self {
             shim,
-            private_tmp: private_tmp_available(),
+            private_tmp: TmpIsolation::auto(),
         }
     }
 
@@ -234,17 +252,12 @@ impl ProcessRunner {
         isolation: TmpIsolation,
     ) -> Result<Self, RunnerError> {
         let private_tmp = match isolation {
-            TmpIsolation::Auto => private_tmp_available(),
+            TmpIsolation::Auto => TmpIsolation::auto(),
             TmpIsolation::Namespace if private_tmp_available() => true,
             TmpIsolation::Namespace => return Err(RunnerError::NoNamespace),
             TmpIsolation::Rewrite => false,
         };
         Ok(Self { shim, private_tmp })
-    }
-
-    /// Whether steps get a private mount namespace (else their `/tmp/` paths are rewritten).
-    pub fn private_tmp(&self) -> bool {
-        self.private_tmp
     }
 }
 

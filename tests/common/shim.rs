@@ -44,7 +44,7 @@ pub fn obsctl(subcommand: &str, spool: &std::path::Path, env: &[(&str, String)])
 }
 
 /// Removes every OTel, obsctl and trace-context variable `cmd` would inherit from the test's
-/// environment, and gives it its own spool directory.
+/// environment, and gives it its own spool directory and an empty state home.
 pub fn clean_env(cmd: &mut Command, spool: &std::path::Path) {
     for (k, _) in std::env::vars() {
         if k.starts_with("OTEL_")
@@ -56,6 +56,9 @@ pub fn clean_env(cmd: &mut Command, spool: &std::path::Path) {
         }
     }
     cmd.env("OBSCTL_SPOOL_DIR", spool);
+    // No endpoints file of a stack running on this machine: without an endpoint variable the
+    // shim would export there.
+    cmd.env("XDG_STATE_HOME", spool.with_extension("state"));
 }
 
 /// The header the receiver records, to prove OTEL_EXPORTER_OTLP_HEADERS reach the collector.
