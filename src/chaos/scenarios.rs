@@ -446,18 +446,22 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
 /// Lines each `chaos-steady.yaml` step prints.
 const STEADY_LINES: u64 = 3;
 
-/// Attempts whose export may have been under way when the fault hit: they ended within one
-/// export budget before it (or while it began). A backend killed, frozen or cut off between its
-/// commit of such a request and its answer leaves the request in doubt: the shim spools it and
-/// the replay delivers it again. OTLP is at least once by design; these are the only duplicates
-/// the outage may cause.
+/// Attempts whose export may have been under way when the fault hit: they were running then and
+/// their shim exited within one export budget after it (a request in doubt holds its shim until
+/// its deadline). A backend killed, frozen or cut off between its commit of such a request and
+/// its answer leaves the request in doubt: the shim spools it and the replay delivers it again.
+/// OTLP is at least once by design; these are the only duplicates the outage may cause.
 fn in_flight_attempts(records: &[RunRecord], fault_start: SystemTime) -> u64 {
-    let budget = crate::shim::DEFAULT_EXPORT_BUDGET;
+    let budget = crate::shim::DEFAULT_EXPORT_BUDGET + DELAY_SLACK;
     records
         .iter()
         .flat_map(pods)
-        .filter_map(|n| clock::parse(n.finished_at.as_deref()?))
-        .filter(|end| *end + budget >= fault_start && *end <= fault_start + budget)
+        .filter(|n| {
+            let started = n.started_at.as_deref().and_then(clock::parse);
+            let finished = n.finished_at.as_deref().and_then(clock::parse);
+            matches!((started, finished), (Some(s), Some(f))
+                if s <= fault_start && f >= fault_start && f <= fault_start + budget)
+        })
         .count() as u64
 }
 
