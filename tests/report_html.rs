@@ -2,8 +2,8 @@
 //! `obsctl serve`, then `obsctl verify --report x.html`, `obsctl trace --html` and `obsctl chaos
 //! --report x.html`. Each file must be self-contained (nothing that loads or runs), name the run
 //! and every check, and draw its bars; a failed check must read as failed. Then Debian's headless
-//! chromium renders each file: its DOM must still hold the sections and bars, and the
-//! screenshots (light and dark) are kept in `target/tmp/html-report/` for a person to look at.
+//! chromium renders each file: its DOM must still hold the sections and bars, and the pages and
+//! their screenshots (light and dark) are kept in `target/tmp/html-report/` for a person to look at.
 
 mod common;
 
@@ -97,6 +97,12 @@ fn render_in_browser(test: &str, file: &Path, stem: &str, needles: &[&str]) {
     let Some(chromium) = Chromium::require(test) else {
         return;
     };
+    // The page itself is kept beside its screenshots, as a CI artifact to open.
+    std::fs::copy(
+        file,
+        common::browser::artifact_dir().join(format!("{stem}.html")),
+    )
+    .unwrap();
     let dom = chromium.dom(file);
     for needle in needles {
         assert!(dom.contains(needle), "the rendered DOM lacks {needle:?}");
@@ -130,7 +136,7 @@ fn a_passing_run_gives_self_contained_verify_and_trace_pages() {
             &state,
             "--timeout",
             "20s",
-            "-o",
+            "--output",
             "json",
         ])
         .arg("--report")

@@ -223,7 +223,9 @@ pub fn time(unix_nano: u64) -> String {
 
 /// Milliseconds as people read them: `850 ms`, `1.25 s`, `2 min 5 s`.
 pub fn duration_ms(ms: f64) -> String {
-    if ms < 1.0 {
+    if ms == 0.0 {
+        "0".to_string()
+    } else if ms < 1.0 {
         format!("{:.0} µs", ms * 1000.0)
     } else if ms < 1000.0 {
         format!("{ms:.0} ms")

@@ -1,7 +1,8 @@
 //! One trace as a waterfall in the style of Grafana's trace view: a time axis, one row per span
 //! with its name indented under its parent and its bar placed on the axis, coloured by status.
-//! Each row is a `<details>`: opening it shows the span's attributes and its step's log lines,
-//! with no script. Rows of failed spans (and every row of a small trace) start open.
+//! Each row is a `<details>`: opening it shows the span's attributes, with no script. Rows of
+//! failed spans start open. The step's log lines sit under its row; in a large trace they move
+//! into the row's details, so that the bars still read as one waterfall.
 
 use std::fmt::Write as _;
 
@@ -18,8 +19,9 @@ pub const MAX_LINE: usize = 400;
 /// Bytes of log text per trace: past it a span's lines are counted, not shown. Bounds a burst of
 /// chatty steps (500 steps of 40 long lines would be 8 MB) to a file of a few MB.
 pub const LOG_BUDGET: usize = 1024 * 1024;
-/// A trace with at most this many spans opens every row; a larger one only its failed spans.
-const OPEN_ALL_UP_TO: usize = 12;
+/// A trace with at most this many spans shows each step's log lines under its row; a larger one
+/// inside the row's details.
+const INLINE_LOGS_UP_TO: usize = 50;
 /// Failed rows opened at most, so a mass failure does not unfold the whole file.
 const OPEN_FAILED: usize = 10;
 /// The bar area's width in SVG units; positions are fractions of the trace times this.
@@ -95,29 +97,46 @@ fn logs(out: &mut String, lines: &[LogLine], trace_start: u64, budget: &mut usiz
     out.push_str("</ol>");
 }
 
+/// How one row is drawn.
+struct RowStyle {
+    /// The details (attributes) start open.
+    open: bool,
+    /// The log lines go under the row rather than into its details.
+    inline_logs: bool,
+}
+
 fn row(
     out: &mut String,
     depth: usize,
     node: &SpanNode,
     tree: &TraceTree,
-    open: bool,
+    style: RowStyle,
     budget: &mut usize,
 ) {
     let class = status_class(node.status);
     let (x, width) = bar_geometry(node, tree);
     let end_pct = (x + width) / SCALE * 100.0;
-    // The duration sits right of the bar, or left of it when the bar reaches the right edge.
-    let label_pos = if end_pct < 86.0 {
-        format!("left:calc({end_pct:.2}% + 6px)")
+    // The duration sits right of the bar; inside its end when the bar reaches the right edge
+    // and is wide enough to hold it, else left of it.
+    let (label_class, label_pos) = if end_pct < 86.0 {
+        ("dur", format!("left:calc({end_pct:.2}% + 6px)"))
+    } else if width / SCALE > 0.15 {
+        (
+            "dur in",
+            format!("right:calc({:.2}% + 6px)", 100.0 - end_pct),
+        )
     } else {
-        format!("right:calc({:.2}% + 6px)", 100.0 - x / SCALE * 100.0)
+        (
+            "dur",
+            format!("right:calc({:.2}% + 6px)", 100.0 - x / SCALE * 100.0),
+        )
     };
     let dur = duration_ms(node.duration_ms);
     let _ = write!(
         out,
-        "<details class=\"span {class}\"{}><summary class=\"wf-row\" title=\"{} · {dur} · {}\">\
+        "<div class=\"span-block\"><details class=\"span {class}\"{}><summary class=\"wf-row\" title=\"{} · {dur} · {}\">\
          <span class=\"wf-name\" style=\"padding-left:{}px\"><span class=\"nm\">{}</span>",
-        if open { " open=\"\"" } else { "" },
+        if style.open { " open=\"\"" } else { "" },
         Esc(&node.name),
         status_word(node.status),
         10 + depth * 16,
@@ -137,7 +156,7 @@ fn row(
         "</span><span class=\"wf-track\"><svg viewBox=\"0 0 {SCALE} 14\" \
          preserveAspectRatio=\"none\" aria-hidden=\"true\"><rect class=\"bar {class}\" \
          x=\"{x:.2}\" y=\"0\" width=\"{width:.2}\" height=\"14\" data-duration-ms=\"{:.3}\">\
-         <title>{} {dur}</title></rect></svg><span class=\"dur\" style=\"{label_pos}\">{dur}</span>\
+         <title>{} {dur}</title></rect></svg><span class=\"{label_class}\" style=\"{label_pos}\">{dur}</span>\
          </span></summary><div class=\"span-detail\">",
         node.duration_ms,
         Esc(&node.name),
@@ -169,10 +188,20 @@ fn row(
         }
         out.push_str("</table>");
     }
-    if !node.logs.is_empty() {
+    if !node.logs.is_empty() && !style.inline_logs {
         logs(out, &node.logs, tree.start_unix_nano, budget);
     }
     out.push_str("</div></details>");
+    if !node.logs.is_empty() && style.inline_logs {
+        let _ = write!(
+            out,
+            "<div class=\"span-logs\" style=\"padding-left:{}px\">",
+            30 + depth * 16
+        );
+        logs(out, &node.logs, tree.start_unix_nano, budget);
+        out.push_str("</div>");
+    }
+    out.push_str("</div>");
 }
 
 /// The trace's section: a heading with its id, start, duration and span count, the axis, one row
@@ -220,16 +249,22 @@ pub fn render(out: &mut String, tree: &TraceTree) {
         );
     }
     out.push_str("</span></div>");
-    let open_all = rows.len() <= OPEN_ALL_UP_TO;
+    let inline_logs = rows.len() <= INLINE_LOGS_UP_TO;
     let mut opened_failed = 0;
     let mut budget = LOG_BUDGET;
     for (depth, node) in rows.iter().take(MAX_ROWS) {
-        let open = open_all
-            || (node.status == StatusCode::Error && {
-                opened_failed += 1;
-                opened_failed <= OPEN_FAILED
-            });
-        row(out, *depth, node, tree, open, &mut budget);
+        let open = node.status == StatusCode::Error && {
+            opened_failed += 1;
+            opened_failed <= OPEN_FAILED
+        };
+        row(
+            out,
+            *depth,
+            node,
+            tree,
+            RowStyle { open, inline_logs },
+            &mut budget,
+        );
     }
     out.push_str("</div>");
     if rows.len() > MAX_ROWS {
@@ -407,18 +442,29 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_small_trace_opens_every_row_and_shows_logs_under_their_span() {
+    fn a_small_trace_opens_failed_rows_and_shows_logs_under_their_span() {
         let tree = sample();
         let mut out = String::new();
         render(&mut out, &tree);
         let doc = parse(&out);
         let rows = with_class(&doc, "span");
         assert_eq!(rows.len(), 3);
-        assert!(rows.iter().all(|r| r.attribute("open").is_some()));
+        let open: Vec<bool> = rows.iter().map(|r| r.attribute("open").is_some()).collect();
+        assert_eq!(
+            open,
+            [false, false, true],
+            "only the failed span starts open"
+        );
         let failed = rows[2];
-        let text: String = failed.descendants().filter_map(|t| t.text()).collect();
+        let details: String = failed.descendants().filter_map(|t| t.text()).collect();
+        assert!(details.contains("exit <1>"), "{details}");
+        // Its log line follows the row, outside the details, so it shows with the row closed.
+        let logs = failed
+            .next_sibling_element()
+            .expect("the log lines after the row");
+        assert_eq!(logs.attribute("class"), Some("span-logs"));
+        let text: String = logs.descendants().filter_map(|t| t.text()).collect();
         assert!(text.contains("alert('log')"), "{text}");
-        assert!(text.contains("exit <1>"), "{text}");
     }
 
     #[test]
@@ -441,7 +487,7 @@ pub(crate) mod tests {
                 &format!("burst/step-{i}"),
                 i * 10,
                 i * 10 + 5_000,
-                if i % 50 == 0 {
+                if i % 25 == 0 {
                     StatusCode::Error
                 } else {
                     StatusCode::Ok
@@ -481,6 +527,7 @@ pub(crate) mod tests {
             html.len()
         );
         assert!(html.contains("more line(s) not shown here"));
+        eprintln!("500 spans with 60 lines of 1000 bytes each: {} bytes", html.len());
         let doc = parse(&html);
         assert_eq!(with_class(&doc, "bar").len(), 501);
         let opened = with_class(&doc, "span")
