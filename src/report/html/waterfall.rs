@@ -233,8 +233,8 @@ pub fn render(out: &mut String, tree: &TraceTree) {
     );
     out.push_str(
         "<div class=\"legend\"><span><i class=\"ok\"></i>OK</span><span><i class=\"err\"></i>\
-         ERROR</span><span><i class=\"unset\"></i>UNSET</span><span>open a row for its attributes \
-         and log lines</span></div>",
+         ERROR</span><span><i class=\"unset\"></i>UNSET</span><span>open a row for its attributes</span>\
+         </div>",
     );
     out.push_str(
         "<div class=\"wf\"><div class=\"wf-row wf-head\"><span class=\"wf-name\">span</span>\
@@ -527,7 +527,10 @@ pub(crate) mod tests {
             html.len()
         );
         assert!(html.contains("more line(s) not shown here"));
-        eprintln!("500 spans with 60 lines of 1000 bytes each: {} bytes", html.len());
+        eprintln!(
+            "500 spans with 60 lines of 1000 bytes each: {} bytes",
+            html.len()
+        );
         let doc = parse(&html);
         assert_eq!(with_class(&doc, "bar").len(), 501);
         let opened = with_class(&doc, "span")
