@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::serve::ServeHome as Stack;
 use common::workflow::require_private_tmp;
