@@ -140,21 +140,21 @@ fn rows_chart(out: &mut String, timeline: &Timeline) {
             duration_ms(s.start_ms as f64),
             duration_ms(s.end_ms as f64),
         );
-        // A retry replaces the attempt of the same step before it: a line from that attempt's
-        // end to this one's start.
+        // A retry replaces the attempt of the same step before it: an elbow from that attempt's
+        // end down to this one's start (a retry often starts the moment the attempt ends, where
+        // a straight line would have no length).
         let step = step_of(&s.node);
         if let Some((px, py)) = last_of_step.get(step) {
+            let knee = px + 5.0;
             let _ = write!(
                 out,
-                "<path class=\"retry\" d=\"M{px:.1},{:.1} C{:.1},{:.1} {:.1},{:.1} {x1:.1},{:.1}\">\
-                 <title>retry of {}</title></path>",
+                "<path class=\"retry\" d=\"M{px:.1},{:.1} H{knee:.1} V{:.1} H{x1:.1}\">\
+                 <title>retry of {}</title></path><circle class=\"retry-start\" cx=\"{x1:.1}\" \
+                 cy=\"{:.1}\" r=\"2.5\"/>",
                 py + 5.0,
-                px + 12.0,
-                py + 5.0,
-                x1 - 12.0,
                 y + 5.0,
-                y + 5.0,
-                Esc(step)
+                Esc(step),
+                y + 5.0
             );
         }
         if overlaps(s, timeline.fault) {
@@ -176,8 +176,8 @@ fn rows_chart(out: &mut String, timeline: &Timeline) {
     out.push_str(
         "<div class=\"legend\"><span><i class=\"ok\"></i>succeeded</span><span><i class=\"err\">\
          </i>failed (killed, interrupted)</span><span><i class=\"fault\"></i>fault window</span>\
-         <span><i class=\"mark\"></i>ran while the fault was on: its telemetry had to wait or be \
-         replayed</span><span>curves link a retry to the attempt it replaces</span></div>",
+         <span><i class=\"mark\"></i>ran while the fault was on</span><span>a line leads from an \
+         attempt to the retry that replaces it</span></div>",
     );
 }
 
