@@ -58,18 +58,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, crate::report::html::task::render(&view))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let shown = if args.logs {
-        view.clone()
-    } else {
-        view.without_logs()
-    };
+    // Logs fetched only for the page stay off the terminal.
+    let stripped = (args.html.is_some() && !args.logs).then(|| view.without_logs());
+    let shown = stripped.as_ref().unwrap_or(&view);
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&shown).expect("views always serialize")
+            serde_json::to_string_pretty(shown).expect("views always serialize")
         );
     } else {
-        print!("{}", render_task(&shown, crate::ui::color_enabled()));
+        print!("{}", render_task(shown, crate::ui::color_enabled()));
     }
     // The records name the task but nothing of it reached the trace backend: a person looking
     // for the trace found nothing, and a script must not take that for success.

@@ -94,13 +94,14 @@ impl Axis {
                 out,
                 "<rect class=\"fault\" x=\"{x1:.2}\" y=\"{AXIS}\" width=\"{:.2}\" height=\"{:.1}\">\
                  <title>fault from {} to {}</title></rect>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" class=\"muted\">fault</text>",
+                 <text x=\"{:.1}\" y=\"{:.1}\" class=\"muted\" text-anchor=\"end\">fault</text>",
                 (x2 - x1).max(1.0),
                 bottom - AXIS,
                 duration_ms(a as f64),
                 duration_ms(b as f64),
-                x1 + 3.0,
-                AXIS + 10.0
+                // Inside the window's top right corner, clear of the markers at bar ends.
+                (x2 - 4.0).max(x1 + 24.0),
+                AXIS + 11.0
             );
         }
     }
