@@ -1,6 +1,6 @@
 //! The HTML reports end to end: a real pipeline through `obsctl run` and the shim into a real
 //! `obsctl serve`, then `obsctl verify --report x.html`, `obsctl trace --html` and `obsctl chaos
-//! --report x.html`. Each file must be self-contained (nothing that loads or runs), name the run
+//! --report x.html`; a 500-step burst's page stays within a few MB. Each file must be self-contained (nothing that loads or runs), name the run
 //! and every check, and draw its bars; a failed check must read as failed. Then Debian's headless
 //! chromium renders each file: its DOM must still hold the sections and bars, and the pages and
 //! their screenshots (light and dark) are kept in `target/tmp/html-report/` for a person to look at.
@@ -348,4 +348,43 @@ fn a_chaos_outage_page_shades_the_fault_over_the_steps() {
         "chaos-outage",
         &["class=\"fault\"", "collector-outage/stop"],
     );
+}
+
+#[test]
+fn a_500_step_burst_gives_a_page_of_a_few_megabytes_at_most() {
+    let test = "a_500_step_burst_gives_a_page_of_a_few_megabytes_at_most";
+    if !require_private_tmp(test) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = ServeHome::start();
+    let burst = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/burst.yaml");
+    stack.run_workflow(burst, &["-p", "count=500"]);
+    let state = stack.state_dir().display().to_string();
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("burst.html");
+    let out = stack
+        .obsctl(&[
+            "verify",
+            "--state-dir",
+            &state,
+            "--timeout",
+            "30s",
+            "--report",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    // The size is judged here, whatever the checks found.
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = read(&file);
+    eprintln!("500-step burst: verify page of {} bytes", html.len());
+    assert!(html.len() < 3 * 1024 * 1024, "{} bytes", html.len());
+    assert_self_contained(&html);
+    // The workflow's root and one bar per step.
+    assert_eq!(bars(&parse(&html)).len(), 501);
 }
