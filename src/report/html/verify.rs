@@ -29,13 +29,27 @@ pub struct Evidence {
     pub missing_traces: Vec<TraceId>,
     pub parity: Vec<StepParity>,
     pub links: Vec<Link>,
+    /// When the runs ran: the earliest start and the latest finish the records give (RFC 3339).
+    pub ran: Option<(String, Option<String>)>,
 }
 
 impl Evidence {
     pub fn of(expectation: &Expectation, observed: &Observed, links: Vec<Link>) -> Self {
+        // RFC 3339 in UTC with the same precision sorts as text.
+        let started = expectation
+            .runs
+            .iter()
+            .filter_map(|r| r.status.started_at.clone())
+            .min();
+        let finished = expectation
+            .runs
+            .iter()
+            .filter_map(|r| r.status.finished_at.clone())
+            .max();
         let mut evidence = Self {
             parity: parity_by_step(expectation, observed),
             links,
+            ran: started.map(|s| (s, finished)),
             ..Self::default()
         };
         let mut seen = Vec::new();
@@ -214,10 +228,16 @@ pub fn render(report: &VerifyReport, evidence: &Evidence) -> String {
     body.push_str("<a href=\"#traces\">traces</a></nav></header>");
 
     let wait = &report.wait;
+    let ran = match &evidence.ran {
+        Some((start, Some(end))) => format!("{} to {}", Esc(start), Esc(end)),
+        Some((start, None)) => format!("from {} (not finished)", Esc(start)),
+        None => "<span class=\"muted\">not recorded</span>".to_string(),
+    };
     facts(
         &mut body,
         &[
             ("runs", runs_html(&report.runs)),
+            ("ran", ran),
             (
                 "metrics compared",
                 format!(
@@ -487,6 +507,7 @@ mod tests {
             traces: vec![sample()],
             missing_traces: vec![],
             parity: vec![],
+            ran: Some(("2026-01-02T03:04:05.000Z".into(), None)),
             links: vec![Link {
                 label: "trace".into(),
                 url: "http://127.0.0.1:3200/api/traces/ab".into(),
@@ -499,5 +520,6 @@ mod tests {
             doc.descendants()
                 .any(|n| n.attribute("href") == Some("http://127.0.0.1:3200/api/traces/ab"))
         );
+        assert!(html.contains("from 2026-01-02T03:04:05.000Z (not finished)"));
     }
 }
