@@ -1,6 +1,6 @@
 //! `obsctl trace <taskId>`: argument handling and output only. The lookup lives in
-//! `report::task`, the waterfall in `report::waterfall`, the HTML page in `report::html::task`. An unknown task, or a task none of whose
-//! traces the trace backend has, exits 1.
+//! `report::task`, the waterfall in `report::waterfall`, the HTML page in `report::html::task`.
+//! An unknown task, or a task none of whose traces the trace backend has, exits 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

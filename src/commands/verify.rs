@@ -1,6 +1,6 @@
 //! `obsctl verify`: argument handling and output only. The checks live in `checks`, the
-//! renderings in `report::verify` and `report::html::verify`. Exit codes: 0 all checks passed, 1 could not run, 2 a check
-//! failed.
+//! renderings in `report::verify` and `report::html::verify`. Exit codes: 0 all checks passed,
+//! 1 could not run, 2 a check failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

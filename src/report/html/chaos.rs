@@ -20,7 +20,7 @@ const PLOT_END: f64 = 985.0;
 const AXIS: f64 = 22.0;
 const ROW: f64 = 16.0;
 
-/// The attempt's step without the run name and retry number: `steps[0].work(1)` → `steps[0].work`.
+/// The attempt's step without run name and retry number: `steps[0].work(1)` → `steps[0].work`.
 fn step_of(node: &str) -> &str {
     let short = node.split_once('.').map_or(node, |(_, rest)| rest);
     match short.rfind('(') {
