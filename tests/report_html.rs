@@ -273,6 +273,23 @@ fn a_run_without_spans_is_marked_failed_in_the_page() {
         .collect();
     assert!(h1.contains("FAIL"), "{h1}");
     assert!(html.contains("ran without telemetry"));
+    // Any other extension keeps the JSON report.
+    let json_file = out_dir.path().join("verify.json");
+    let out = stack
+        .obsctl(&[
+            "verify",
+            "--state-dir",
+            &state,
+            "--timeout",
+            "1s",
+            "--report",
+        ])
+        .arg(&json_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_str(&read(&json_file)).unwrap();
+    assert_eq!(json["passed"], false);
     render_in_browser(
         test,
         &file,
