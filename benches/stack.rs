@@ -164,7 +164,11 @@ fn main() {
         "obsctl / compose",
     ]);
     for (name, o, c) in [
-        ("up → all 5 ready", &mut o_up, &mut c_up),
+        (
+            &*format!("up → all {} ready", Component::ALL.len()),
+            &mut o_up,
+            &mut c_up,
+        ),
         ("up again (no change) → ready", &mut o_again, &mut c_again),
         ("down --volumes → nothing left", &mut o_down, &mut c_down),
     ] {

@@ -177,6 +177,7 @@ fn synthetic(n: usize) -> (Expectation, Observed) {
         ],
         trace_id,
         root_span_id: root,
+        sampled: None,
         status: WorkflowStatus {
             phase: Phase::Succeeded,
             started_at: Some("2026-11-23T17:40:00.000Z".into()),

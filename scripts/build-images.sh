@@ -9,13 +9,19 @@
 #   obsctl-local/busybox:<v>     Debian's busybox-static, /bin/sh and the applets.
 #   obsctl-local/prometheus:<v>  Debian's /usr/bin/prometheus; the stack's Prometheus.
 #   obsctl-local/standin:<v>     busybox httpd answering the readiness endpoints of the collector
-#                                (:13133 /ready), Tempo (:3200 /ready), Loki (:3100 /ready) and Grafana
-#                                (:3000 /api/health); it ignores its arguments. For exercising
-#                                `obsctl up` where those images cannot be had; it stores nothing.
-#   obsctl-local/obsctl:<v>      the obsctl binary (default target/debug/obsctl), when present;
-#                                given the collector's, Tempo's or Loki's arguments it runs
-#                                `obsctl serve` in their place (a real OTLP receiver and query API
-#                                on their readiness port). `--obsctl ""` skips this image.
+#                                (:13133 /ready), the aggregator (:8889 /ready), Tempo (:3200 /ready),
+#                                Loki (:3100 /ready) and Grafana (:3000 /api/health); it ignores its
+#                                arguments. For timing `obsctl up` only: it receives and stores nothing.
+#   obsctl-local/obsctl:<v>      the obsctl binary (default target/debug/obsctl), when present, also
+#                                tagged <v>-<sha256 of the binary, 12 hex> (printed), so that a test
+#                                keeps the binary it built even when another build retags <v>. It is
+#                                the aggregator's real image (`obsctl serve`); given the collector's
+#                                arguments it runs `obsctl relay` on the mounted collector config
+#                                (forwards OTLP as the pipelines say, no processing, no queue); given
+#                                Tempo's or Loki's it runs `obsctl serve` with its query API on their
+#                                port (stores what it receives; answers obsctl's subset of their
+#                                APIs). `--obsctl ""` skips this image. docs/observability.md says
+#                                what each stand-in does not do.
 # Then, for example:
 #   OBSCTL_IMAGE_PROMETHEUS=obsctl-local/prometheus:2.42.0 obsctl up
 # Needs: docker, busybox-static, prometheus (apt-get install busybox-static prometheus).
@@ -95,7 +101,7 @@ cat > "$ctx/root/standin" <<'SCRIPT'
 #!/bin/busybox sh
 # Arguments are the real component's flags: ignored. One httpd per readiness port. As PID 1 the
 # shell must handle SIGTERM itself, or `docker stop` waits for its SIGKILL timeout.
-for port in 3000 3100 3200 4318 13133; do /bin/busybox httpd -p "$port" -h /www; done
+for port in 3000 3100 3200 4318 8889 13133; do /bin/busybox httpd -p "$port" -h /www; done
 trap 'exit 0' TERM INT
 /bin/busybox httpd -f -p 4317 -h /www &
 wait
@@ -127,9 +133,10 @@ else
     echo "build-images.sh: prometheus is not installed; skipping its image (apt-get install prometheus)" >&2
 fi
 
-# obsctl, whose entrypoint also stands in for the collector, Tempo and Loki: given the real
-# component's arguments it runs `obsctl serve` (a real OTLP receiver) with its query API, which
-# answers /ready, on that component's readiness port and its database on the component's volume.
+# obsctl: the aggregator runs it as it is (`serve ...`). Its entrypoint also stands in for the
+# collector (`obsctl relay` on the collector's own config: data takes the real stack's path) and
+# for Tempo and Loki (`obsctl serve` with its query API, which answers /ready, on that
+# component's port and its database on the component's volume).
 if [ -n "$obsctl_bin" ] && [ -x "$obsctl_bin" ]; then
     obsctl_help="$("$obsctl_bin" --version)"
     obsctl_version="$(awk '{print $2}' <<<"$obsctl_help")"
@@ -143,7 +150,7 @@ serve() {
         --api "0.0.0.0:$1" --data-dir "$2/obsctl" --endpoints-file /tmp/endpoints.json
 }
 case "$*" in
-    *otelcol*) serve 13133 /var/lib/otelcol ;;
+    *otelcol*) exec /bin/obsctl relay --config "${1#--config=}" ;;
     *tempo.yaml*) serve 3200 /var/tempo ;;
     *loki.yaml*) serve 3100 /loki ;;
     *) exec /bin/obsctl "$@" ;;
@@ -156,5 +163,8 @@ COPY root/ /
 ENTRYPOINT ["/bin/entrypoint"]
 DOCKERFILE
     build "obsctl-local/obsctl:$obsctl_version" "$ctx"
-    echo "obsctl=obsctl-local/obsctl:$obsctl_version"
+    obsctl_sum="$(sha256sum "$obsctl_bin")"
+    obsctl_ref="obsctl-local/obsctl:$obsctl_version-${obsctl_sum:0:12}"
+    docker tag "obsctl-local/obsctl:$obsctl_version" "$obsctl_ref"
+    echo "obsctl=$obsctl_ref"
 fi

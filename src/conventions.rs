@@ -47,6 +47,17 @@ pub mod resource {
     pub const K8S_POD_NAME: &str = "k8s.pod.name";
     /// `service.name` when `OTEL_SERVICE_NAME` is unset.
     pub const DEFAULT_SERVICE_NAME: &str = "agent-steps";
+    /// The resource attributes that become log index labels (`stack/loki/loki.yaml`
+    /// `limits_config.otlp_config`, and the embedded backend's Loki API): bounded by services,
+    /// environments and namespaces, never by processes or steps. Everything else is structured
+    /// metadata.
+    pub const LOG_INDEX_LABELS: [&str; 5] = [
+        SERVICE_NAME,
+        "service.namespace",
+        DEPLOYMENT_ENVIRONMENT,
+        K8S_NAMESPACE,
+        "k8s.namespace.name",
+    ];
 }
 
 /// Metric names as they appear in Prometheus (seed 000, subtask 2).
@@ -111,6 +122,10 @@ pub mod env {
     pub const OBSCTL_SPOOL_MAX_BYTES: &str = "OBSCTL_SPOOL_MAX_BYTES";
     /// Total time the shim may spend exporting after the step ended, in milliseconds.
     pub const OBSCTL_EXPORT_BUDGET_MS: &str = "OBSCTL_EXPORT_BUDGET_MS";
+    /// Whether the shim exports the step's output lines as OTLP log records: `otlp` (default)
+    /// or `none`. obsctl's own switch, because seed 000 sets `OTEL_LOGS_EXPORTER=none` for the
+    /// step's OpenTelemetry SDK, which must not also silence the shim's log correlation.
+    pub const OBSCTL_STEP_LOGS: &str = "OBSCTL_STEP_LOGS";
     /// The pod name, when the pod spec passes it down (Kubernetes downward API).
     pub const POD_NAME: &str = "POD_NAME";
 
@@ -127,5 +142,7 @@ pub mod env {
     pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
     pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
     pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+    /// The step's own OpenTelemetry SDK log exporter; the shim does not read it (see
+    /// [`OBSCTL_STEP_LOGS`]).
     pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
 }

@@ -594,3 +594,38 @@ fn configured_headers_reach_the_collector_over_every_protocol() {
     });
     assert!(seen.iter().all(|v| v == "tenant a"), "{seen:?}");
 }
+
+/// Seed 000 sets `OTEL_LOGS_EXPORTER=none` for the step's own SDK: the shim still exports the
+/// step's output (log correlation needs it). Only obsctl's `OBSCTL_STEP_LOGS=none` turns the
+/// step logs off, and the span and metrics go out either way.
+#[test]
+fn step_logs_follow_obsctl_step_logs_not_otel_logs_exporter() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().unwrap();
+    for (var, value, logs_expected) in [
+        ("OTEL_LOGS_EXPORTER", "none", true),
+        ("OBSCTL_STEP_LOGS", "none", false),
+    ] {
+        let mut env = rx.env("grpc");
+        env.push((var, value.into()));
+        let before = (
+            rx.received.count(Signal::Logs),
+            rx.received.count(Signal::Metrics),
+        );
+        let out = shim(spool.path(), &env)
+            .args(["--agent", "clippy", "--step", "verify", "--"])
+            .args(["sh", "-c", "echo line for the logs"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        poll("the metrics of the step", WAIT, || {
+            (rx.received.count(Signal::Metrics) > before.1).then_some(())
+        });
+        let logs = rx.received.count(Signal::Logs) - before.0;
+        assert_eq!(
+            logs > 0,
+            logs_expected,
+            "{var}={value}: {logs} log requests"
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! `obsctl up` / `status` / `down` on the real Docker Engine, through obsctl's own code paths.
 //! No registry is reachable here, so images come from scripts/build-images.sh: Debian's real
-//! Prometheus; the obsctl image, which runs `obsctl serve` (a real OTLP receiver with a
-//! Tempo-shaped API) in place of the collector, Tempo and Loki, whose images cannot be had here;
-//! and for Grafana a busybox-httpd stand-in answering `/api/health` with 200, nothing more.
+//! Prometheus; the obsctl image, which is the aggregator itself and stands in for the collector
+//! (`obsctl relay` on the stack's collector config) and for Tempo and Loki (`obsctl serve` with
+//! their query APIs), whose images cannot be had here; and for Grafana a busybox-httpd stand-in
+//! answering `/api/health` with 200, nothing more.
 
 mod common;
 
@@ -75,6 +76,7 @@ fn up_status_kill_repair_down_on_the_real_engine() {
 
     let config_arg = config.display().to_string();
     let collector_image = format!("collector={serve}");
+    env.set("OBSCTL_IMAGE_AGGREGATOR", &serve);
     let up_args = [
         "up",
         "--runtime",
@@ -203,7 +205,8 @@ fn up_status_kill_repair_down_on_the_real_engine() {
     }
 
     // OTLP reaches the collector's container through the published 127.0.0.1 port: a span sent
-    // over OTLP/HTTP comes back from the stand-in collector's trace API.
+    // over OTLP/HTTP travels the collector's traces pipeline to Tempo('s stand-in) and comes back
+    // from its trace API.
     let trace_id = format!("{:032x}", std::process::id() as u128 + 0x5eed_0000_0000);
     let span = serde_json::json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent-steps"}}]},
@@ -220,14 +223,14 @@ fn up_status_kill_repair_down_on_the_real_engine() {
         .1;
     let status = post_json(&format!("http://127.0.0.1:{otlp_port}/v1/traces"), &span);
     assert_eq!(status, 200, "OTLP/HTTP export through the published port");
-    let health_port = &env
+    let tempo_port = &env
         .env
         .iter()
-        .find(|(k, _)| *k == Port::CollectorHealth.env())
+        .find(|(k, _)| *k == Port::Tempo.env())
         .unwrap()
         .1;
     let (code, trace) = get_json(
-        &format!("http://127.0.0.1:{health_port}/api/traces/{trace_id}"),
+        &format!("http://127.0.0.1:{tempo_port}/api/traces/{trace_id}"),
         &[],
     );
     assert_eq!(code, 200, "{trace}");
@@ -251,7 +254,7 @@ fn up_status_kill_repair_down_on_the_real_engine() {
     assert!(out.status.success(), "second up: {}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tempo started"), "{stderr}");
-    for c in ["collector", "loki", "prometheus", "grafana"] {
+    for c in ["collector", "aggregator", "loki", "prometheus", "grafana"] {
         assert!(stderr.contains(&format!("{c} unchanged")), "{c}: {stderr}");
     }
     let (code, status) = status_json(&env);
@@ -295,7 +298,7 @@ fn a_crashing_component_fails_up_with_its_state_and_last_logs() {
         return;
     };
     let p = env.project.clone();
-    for c in ["COLLECTOR", "LOKI", "GRAFANA"] {
+    for c in ["COLLECTOR", "AGGREGATOR", "LOKI", "GRAFANA"] {
         env.set(&format!("OBSCTL_IMAGE_{c}"), &images["standin"]);
     }
     env.set("OBSCTL_IMAGE_PROMETHEUS", &images["prometheus"]);

@@ -1,5 +1,6 @@
 //! Static checks of the `stack/` files obsctl mounts: Prometheus config and rules through the
-//! real `promtool`, every dashboard query run against a real Prometheus holding sample data,
+//! real `promtool`, every dashboard query run against a real Prometheus holding data from real shim
+//! steps (through `obsctl serve`, the aggregator),
 //! datasource uids, and the collector's pipelines parsed into typed structs.
 
 mod common;
@@ -7,7 +8,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::stack::*;
 use common::*;
 use obsctl::stack::definition::{Component, Port};
 use obsctl::stack::files;
@@ -152,36 +152,28 @@ fn collector_pipelines_reference_only_defined_components() {
         );
     }
 
-    // Short-lived processes send delta metrics: they must become cumulative before the exporter.
+    // Short-lived processes send delta metrics: the collector forwards them unchanged to the
+    // aggregator, the single writer of every series (docs/metrics-path.md); nothing in the
+    // collector keeps metric state.
     let metrics = &cfg.service.pipelines["metrics"];
+    assert_eq!(metrics.processors, ["memory_limiter", "batch"]);
+    assert_eq!(metrics.exporters, ["otlp/aggregator"]);
+    let aggregator = &cfg.exporters["otlp/aggregator"];
     assert_eq!(
-        metrics.processors,
-        [
-            "memory_limiter",
-            "transform/prometheus_names",
-            "deltatocumulative",
-            "batch"
-        ]
+        aggregator["endpoint"],
+        format!(
+            "{}:{}",
+            Component::Aggregator.service(),
+            Port::OtlpGrpc.container_port()
+        )
     );
-    // The exporter would append the unit (agent_step_duration_ms_milliseconds) unless cleared.
-    let statements = format!(
-        "{:?}",
-        cfg.processors["transform/prometheus_names"]["metric_statements"]
-    );
+    let aggregator_svc = obsctl::stack::definition::service(Component::Aggregator);
     assert!(
-        statements.contains(r#"set(unit, \"\") where name == \"agent_step_duration_ms\""#),
-        "{statements}"
-    );
-    assert_eq!(metrics.exporters, ["prometheus"]);
-    let prom = &cfg.exporters["prometheus"];
-    assert_eq!(
-        prom["enable_open_metrics"],
-        Value::Bool(true),
-        "exemplars need OpenMetrics"
-    );
-    assert_eq!(
-        prom["resource_to_telemetry_conversion"]["enabled"],
-        Value::Bool(false)
+        aggregator_svc
+            .command
+            .contains(&format!("--otlp-grpc=0.0.0.0:{}", Port::OtlpGrpc.container_port()).as_str()),
+        "{:?}",
+        aggregator_svc.command
     );
     assert_eq!(cfg.service.pipelines["traces"].exporters, ["otlp/tempo"]);
     assert_eq!(cfg.service.pipelines["logs"].exporters, ["otlphttp/loki"]);
@@ -189,7 +181,7 @@ fn collector_pipelines_reference_only_defined_components() {
         cfg.exporters["otlphttp/loki"]["endpoint"],
         "http://loki:3100/otlp"
     );
-    for exporter in ["otlp/tempo", "otlphttp/loki"] {
+    for exporter in ["otlp/tempo", "otlphttp/loki", "otlp/aggregator"] {
         assert_eq!(
             cfg.exporters[exporter]["sending_queue"]["storage"], "file_storage",
             "{exporter}: the queue must survive a restart"
@@ -206,20 +198,25 @@ fn collector_pipelines_reference_only_defined_components() {
         .as_str()
         .unwrap();
     assert!(http.ends_with(&format!(":{}", Port::OtlpHttp.container_port())));
-    // The prometheus scrape target is the exporter's port on the collector's service name.
+    // Prometheus scrapes the aggregator's query API, where it serves /metrics.
     let prom_cfg: Value = yaml("prometheus/prometheus.yml");
     let target = prom_cfg["scrape_configs"][0]["static_configs"][0]["targets"][0]
         .as_str()
         .unwrap();
-    let exporter_port = prom["endpoint"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap();
     assert_eq!(
         target,
-        format!("{}:{exporter_port}", Component::Collector.service())
+        format!(
+            "{}:{}",
+            Component::Aggregator.service(),
+            Port::Aggregator.container_port()
+        )
+    );
+    assert!(
+        aggregator_svc
+            .command
+            .contains(&format!("--api=0.0.0.0:{}", Port::Aggregator.container_port()).as_str()),
+        "{:?}",
+        aggregator_svc.command
     );
 }
 
@@ -239,6 +236,26 @@ fn backends_listen_where_obsctl_publishes() {
         loki["limits_config"]["allow_structured_metadata"],
         Value::Bool(true)
     );
+    // Index labels: exactly obsctl's bounded list, Loki's defaults (which include the
+    // per-process service.instance.id and k8s.pod.name) ignored.
+    let resource = &loki["limits_config"]["otlp_config"]["resource_attributes"];
+    assert_eq!(resource["ignore_defaults"], Value::Bool(true));
+    let configs = resource["attributes_config"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{configs:?}");
+    assert_eq!(configs[0]["action"], "index_label");
+    let indexed: Vec<&str> = configs[0]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(indexed, obsctl::conventions::resource::LOG_INDEX_LABELS);
+    for per_step in [
+        obsctl::conventions::resource::SERVICE_INSTANCE_ID,
+        obsctl::conventions::resource::K8S_POD_NAME,
+    ] {
+        assert!(!indexed.contains(&per_step), "{per_step} is per step");
+    }
 }
 
 #[derive(Deserialize)]
@@ -388,62 +405,104 @@ fn dashboard_has_the_seed_panels_and_variables() {
     assert!(panels.iter().any(|p| p["type"] == "heatmap"));
 }
 
-/// Sample data shaped as the collector's Prometheus exporter exposes it (OpenMetrics, one series
-/// per step process, target_info carrying resource attributes, exemplars on duration buckets).
-fn sample_openmetrics() -> (String, Vec<String>) {
-    let steps = [
-        (
-            "i-1", "clippy", "verify", "success", "org/a", "7", "task-1", 420.0,
-        ),
-        (
-            "i-2", "tests", "test", "failure", "org/a", "7", "task-1", 5300.0,
-        ),
-        (
-            "i-3", "deployer", "deploy", "success", "org/b", "9", "task-2", 61000.0,
-        ),
-    ];
-    let bounds = [100.0, 1000.0, 10000.0, 100000.0];
-    let mut trace_ids = Vec::new();
-    let mut hist = String::from("# TYPE agent_step_duration_ms histogram\n");
-    let mut succ = String::from("# TYPE agent_step_success counter\n");
-    let mut fail = String::from("# TYPE agent_step_fail counter\n");
-    let mut info = String::from("# TYPE target info\n");
-    for (n, (inst, agent, step, outcome, repo, pr, task, ms)) in steps.iter().enumerate() {
-        let trace = format!("{:032x}", 0xabc0 + n);
-        trace_ids.push(trace.clone());
-        let base = format!(
-            "job=\"agent-steps\",instance=\"{inst}\",repo=\"{repo}\",prNumber=\"{pr}\",taskId=\"{task}\",agent=\"{agent}\",workflowName=\"agent-pipeline\",stepName=\"{step}\",outcome=\"{outcome}\""
-        );
-        let mut exemplar_done = false;
-        for b in bounds {
-            let count = if *ms <= b { 1 } else { 0 };
-            let ex = if count == 1 && !exemplar_done {
-                exemplar_done = true;
-                format!(
-                    " # {{trace_id=\"{trace}\",span_id=\"{:016x}\"}} {ms}",
-                    0x10 + n
-                )
-            } else {
-                String::new()
-            };
-            hist += &format!("agent_step_duration_ms_bucket{{{base},le=\"{b}\"}} {count}{ex}\n");
+/// One real step: agent, step name, repo, PR, task and exit code.
+type Step = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    i32,
+);
+
+/// Label sets the dashboard test runs: an agent that always succeeds, one with a failing and a
+/// succeeding step, two repos with one PR and one task each.
+const STEPS: [Step; 4] = [
+    ("clippy", "verify", "org/a", "7", "task-1", 0),
+    ("tests", "test", "org/a", "7", "task-1", 1),
+    ("deployer", "deploy", "org/b", "9", "task-2", 0),
+    ("tests", "test", "org/b", "9", "task-2", 0),
+];
+
+/// Runs every step of [`STEPS`] once through the real shim, exporting to `serve`; answers the
+/// steps' trace ids.
+fn run_steps(serve: &Serve, spool: &std::path::Path) -> Vec<String> {
+    STEPS
+        .iter()
+        .map(|(agent, step, repo, pr, task, code)| {
+            let mut env = serve.env("grpc");
+            env.extend([
+                ("AGENT", agent.to_string()),
+                ("STEP", step.to_string()),
+                ("REPO", repo.to_string()),
+                ("PR_NUMBER", pr.to_string()),
+                ("TASK_ID", task.to_string()),
+                ("WORKFLOW_NAME", "agent-pipeline".to_string()),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=dev".to_string(),
+                ),
+            ]);
+            let out = common::shim::obsctl("shim", spool, &env)
+                .args(["--", "sh", "-c", &format!("exit {code}")])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(*code));
+            let first = String::from_utf8_lossy(&out.stdout);
+            let line: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+            line["trace_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// A panel's result keyed by one label.
+fn by_label(result: &[Value], label: &str) -> BTreeMap<String, f64> {
+    result
+        .iter()
+        .map(|s| {
+            (
+                s["metric"][label].as_str().unwrap_or_default().to_string(),
+                s["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// What each counting panel says about [`STEPS`] (run twice, so every series grew within the
+/// windows): who failed, who always succeeded, how many PRs and tasks each repo had.
+fn assert_panel_claim(title: &str, expr: &str, result: &[Value]) {
+    let what = format!("{title}: {expr}");
+    match title {
+        "Failures by agent" => {
+            let m = by_label(result, "agent");
+            assert!(m["tests"] > 0.0, "{what}: {m:?}");
+            assert_eq!((m["clippy"], m["deployer"]), (0.0, 0.0), "{what}: {m:?}");
         }
-        hist += &format!("agent_step_duration_ms_bucket{{{base},le=\"+Inf\"}} 1\n");
-        hist += &format!("agent_step_duration_ms_sum{{{base}}} {ms}\n");
-        hist += &format!("agent_step_duration_ms_count{{{base}}} 1\n");
-        let clabels = format!(
-            "job=\"agent-steps\",instance=\"{inst}\",agent=\"{agent}\",repo=\"{repo}\",prNumber=\"{pr}\",stepName=\"{step}\""
-        );
-        if *outcome == "success" {
-            succ += &format!("agent_step_success_total{{{clabels}}} 1\n");
-        } else {
-            fail += &format!("agent_step_fail_total{{{clabels}}} 1\n");
+        "Success rate by agent" => {
+            let m = by_label(result, "agent");
+            assert_eq!((m["clippy"], m["deployer"]), (1.0, 1.0), "{what}: {m:?}");
+            assert!(m["tests"] > 0.0 && m["tests"] < 1.0, "{what}: {m:?}");
         }
-        info += &format!(
-            "target_info{{job=\"agent-steps\",instance=\"{inst}\",deployment_environment=\"dev\"}} 1\n"
-        );
+        "Active PRs per repo" | "Tasks in flight per repo" => {
+            let m = by_label(result, "repo");
+            let want = BTreeMap::from([("org/a".to_string(), 1.0), ("org/b".to_string(), 1.0)]);
+            assert_eq!(m, want, "{what}");
+        }
+        "Errors by stepName" if expr.starts_with("sum") => {
+            let m = by_label(result, "stepName");
+            assert!(m["test"] > 0.0, "{what}: {m:?}");
+            assert_eq!((m["verify"], m["deploy"]), (0.0, 0.0), "{what}: {m:?}");
+        }
+        "Errors by stepName" => {
+            let m = by_label(result, "stepName");
+            assert_eq!(m.keys().collect::<Vec<_>>(), ["test"], "{what}");
+        }
+        "Top slow PRs (mean step duration)" => {
+            let m = by_label(result, "prNumber");
+            assert_eq!(m.len(), 2, "{what}: {m:?}");
+        }
+        _ => {}
     }
-    (format!("{hist}{succ}{fail}{info}# EOF\n"), trace_ids)
 }
 
 /// Grafana's variables replaced the way "All" does (allValue `.*`) and its interval macros by
@@ -469,24 +528,27 @@ fn expand(expr: &str) -> String {
 }
 
 #[test]
-fn every_dashboard_query_runs_on_a_real_prometheus_with_sample_data() {
-    let (body, trace_ids) = sample_openmetrics();
-    let target = serve_openmetrics(body);
-    let Some(prometheus) = Prometheus::start_honoring_labels(
-        "every_dashboard_query_runs_on_a_real_prometheus_with_sample_data",
-        &target,
-    ) else {
+fn every_dashboard_query_runs_on_a_real_prometheus_with_data_from_real_steps() {
+    let test = "every_dashboard_query_runs_on_a_real_prometheus_with_data_from_real_steps";
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let Some(prometheus) = Prometheus::start(test, serve.api_addr()) else {
         return;
     };
     let base = &prometheus.url;
     let query = |q: &str| get_json(&format!("{base}/api/v1/query"), &[("query", q)]);
-    poll("sample data scraped twice", Duration::from_secs(30), || {
-        let (_, v) = query("count_over_time(agent_step_duration_ms_count[1m])");
-        let n = v["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse::<f64>()
-            .ok()?;
-        (n >= 2.0).then_some(())
+    let spool = tempfile::tempdir().unwrap();
+    // Two rounds, each scraped before the next: every series then grows between samples, which
+    // is what rate() and increase() measure (a series' first sample is only its baseline).
+    let mut trace_ids = run_steps(&serve, spool.path());
+    let per_round = STEPS.len() as f64;
+    poll("the first round scraped", Duration::from_secs(30), || {
+        (prometheus.value("sum(agent_step_duration_ms_count)") == Some(per_round)).then_some(())
+    });
+    trace_ids.extend(run_steps(&serve, spool.path()));
+    poll("the second round scraped", Duration::from_secs(30), || {
+        (prometheus.value("sum(agent_step_duration_ms_count)") == Some(2.0 * per_round))
+            .then_some(())
     });
 
     let d = dashboard();
@@ -504,16 +566,17 @@ fn every_dashboard_query_runs_on_a_real_prometheus_with_sample_data() {
             let result = v["data"]["result"].as_array().unwrap();
             assert!(
                 !result.is_empty(),
-                "{title}: {expr} returned no data from the sample"
+                "{title}: {expr} returned no data from the steps"
             );
             for sample in result {
-                let value = sample["value"][1].as_str().unwrap();
+                let value: f64 = sample["value"][1].as_str().unwrap().parse().unwrap();
                 assert!(
-                    value != "NaN",
-                    "{title}: {expr} gave NaN for {}",
+                    value.is_finite() && value >= 0.0,
+                    "{title}: {expr} gave {value} for {}",
                     sample["metric"]
                 );
             }
+            assert_panel_claim(title, &expr, result);
             if t["exemplar"] == true && !expr.contains("outcome=\"failure\"") {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -542,13 +605,17 @@ fn every_dashboard_query_runs_on_a_real_prometheus_with_sample_data() {
     }
     assert!(ran >= 10, "ran {ran} panel queries");
 
-    // Annotation queries must parse and run (the sample has no deploy in the last minute).
+    // The deployment annotation marks the deploy steps of the last minute.
     for a in d["annotations"]["list"].as_array().unwrap() {
         if let Some(expr) = a["expr"].as_str() {
             let (status, v) = query(&expand(expr));
             assert_eq!(
                 (status, v["status"].as_str()),
                 (200, Some("success")),
+                "{expr}: {v}"
+            );
+            assert_eq!(
+                v["data"]["result"][0]["metric"]["repo"], "org/b",
                 "{expr}: {v}"
             );
         }

@@ -118,6 +118,20 @@ fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
             "{labels:#}"
         );
         assert!(!labels["stepName"].as_str().unwrap().is_empty());
+        // Seed 000's annotations: the traceparent the step started with (the run's trace) and
+        // the commit.
+        let tp = labels["trace.context"].as_str().unwrap();
+        assert!(
+            tp.starts_with(&format!(
+                "00-{}-",
+                status["metadata"]["uid"].as_str().unwrap()
+            )),
+            "{tp} is in the run's trace"
+        );
+        assert_eq!(
+            labels["commitSha"],
+            "3f2c1e0d9b8a7f6e5d4c3b2a190807f6e5d4c3b2"
+        );
         // The shim is the entrypoint, run through the bundled loader.
         let entrypoint = c["Config"]["Entrypoint"].to_string();
         assert!(entrypoint.contains("\"shim\""), "{entrypoint}");
@@ -176,8 +190,9 @@ fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() 
     }
     let mut env = StackEnv::new("s");
     env.free_ports();
-    // The collector, Tempo and Loki are `obsctl serve` (real OTLP receivers); Grafana a stand-in.
-    for c in ["COLLECTOR", "TEMPO", "LOKI"] {
+    // The aggregator is obsctl itself; the collector's stand-in is `obsctl relay` on the stack's
+    // collector config, Tempo's and Loki's `obsctl serve`; Grafana a busybox stand-in.
+    for c in ["COLLECTOR", "AGGREGATOR", "TEMPO", "LOKI"] {
         env.set(&format!("OBSCTL_IMAGE_{c}"), &images["obsctl"]);
     }
     env.set("OBSCTL_IMAGE_GRAFANA", &images["standin"]);
@@ -211,18 +226,17 @@ fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() 
             "{env_list}"
         );
     }
-    // The spans went to the collector container by its network name; its API is published on
-    // the collector's health port.
-    let health = env
+    // The spans went to the collector container by its network name, and on to Tempo.
+    let tempo = env
         .env
         .iter()
-        .find(|(k, _)| *k == Port::CollectorHealth.env())
+        .find(|(k, _)| *k == Port::Tempo.env())
         .unwrap()
         .1
         .clone();
-    let api = format!("http://127.0.0.1:{health}");
+    let api = format!("http://127.0.0.1:{tempo}");
     poll(
-        "step spans at the collector",
+        "step spans in Tempo, through the collector",
         Duration::from_secs(30),
         || {
             let (code, v) = get_json(

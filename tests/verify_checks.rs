@@ -463,3 +463,54 @@ fn a_short_counter_is_reported_without_blaming_double_counting() {
         "no exemplars on agent_step_duration_ms for run wf"
     );
 }
+
+/// A run left unsampled by `--sampler-ratio` has no spans, no root span and no exemplars by
+/// design: the span checks judge the sampled runs only and say how many were not sampled, while
+/// counters, the histogram and the logs are still checked in full.
+#[test]
+fn an_unsampled_run_is_left_out_of_span_checks_and_counted() {
+    let sampled = Scenario::clean("wf-sampled");
+    let mut unsampled = Scenario::clean("wf-unsampled");
+    unsampled.record.sampled = Some(false);
+    // A trace of its own, as every run has (the scenario's trace id is fixed).
+    let own = TraceId::random();
+    unsampled.record.trace_id = own;
+    for node in unsampled.record.status.nodes.values_mut() {
+        if let Some(t) = &mut node.telemetry {
+            t.trace_id = own;
+        }
+    }
+    let all = [sampled.record.clone(), unsampled.record.clone()];
+    let expectation = Expectation::new(all.to_vec(), &all);
+    assert_eq!(
+        expectation.unsampled_runs.iter().collect::<Vec<_>>(),
+        ["wf-unsampled"]
+    );
+    assert!(!expectation.trace_ids().contains(&unsampled.trace_id()));
+    // Only the sampled run's spans reached the trace backend.
+    let observed = sampled.observed();
+    let results = run_all(&expectation, &observed, &Thresholds::default());
+    let coverage = check(&results, CheckId::SpanCoverage);
+    assert!(coverage.passed, "{}", coverage.summary);
+    assert_eq!((coverage.expected, coverage.found), (4, 4));
+    assert!(
+        coverage
+            .summary
+            .contains("1 run(s) not sampled (4 step attempts without spans by design)"),
+        "{}",
+        coverage.summary
+    );
+    assert!(check(&results, CheckId::NoOrphans).passed);
+
+    // Nothing sampled: nothing to judge spans by, which fails rather than passes silently.
+    let alone = [unsampled.record.clone()];
+    let expectation = Expectation::new(alone.to_vec(), &alone);
+    let results = run_all(&expectation, &unsampled.observed(), &Thresholds::default());
+    let coverage = check(&results, CheckId::SpanCoverage);
+    assert!(!coverage.passed);
+    assert!(
+        coverage.summary.starts_with("no sampled run"),
+        "{}",
+        coverage.summary
+    );
+}

@@ -239,3 +239,106 @@ fn the_same_pipeline_twice_against_one_backend_verifies_both_times() {
         assert_eq!(check(&report, "workflow-outputs")["status"], "passed");
     }
 }
+
+/// Seed 000 subtask 3's baseline variables exactly as the seed lists them, in the environment
+/// `obsctl run` and its steps inherit, `OTEL_LOGS_EXPORTER=none` included: the step logs still
+/// arrive (obsctl's own `OBSCTL_STEP_LOGS` governs them) and `verify` passes log correlation.
+#[test]
+fn the_seeds_baseline_environment_keeps_log_correlation() {
+    if !require_private_tmp("the_seeds_baseline_environment_keeps_log_correlation") {
+        return;
+    }
+    let serve = Stack::start();
+    let state = serve.state_dir();
+    let out = serve
+        .obsctl(&["run", WORKFLOW, "--state-dir", state.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &serve.serve.grpc)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_SERVICE_NAME", "agent-steps")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=agent-steps,deployment.environment=dev,k8s.namespace=default",
+        )
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0.5")
+        .env("OTEL_METRICS_EXPORTER", "otlp")
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "10000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = serve
+        .obsctl(&[
+            "verify",
+            "--state-dir",
+            &state_arg(&state),
+            "--output",
+            "json",
+            "--timeout",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    let report = json(&out);
+    let logs = check(&report, "log-correlation");
+    assert_eq!(logs["passed"], true, "{logs:#}");
+    assert_eq!(logs["found"], 5, "{logs:#}");
+    assert_eq!(
+        check(&report, "counter-parity")["passed"],
+        true,
+        "{report:#}"
+    );
+}
+
+/// `--sampler-ratio 0`: the run is not sampled as a whole (no step span, no root span), its
+/// counters and logs are complete, and `verify` says the run was not sampled instead of failing
+/// its coverage on missing spans.
+#[test]
+fn an_unsampled_run_has_no_spans_and_exact_counters() {
+    if !require_private_tmp("an_unsampled_run_has_no_spans_and_exact_counters") {
+        return;
+    }
+    let serve = Stack::start();
+    serve.run_workflow(&["--sampler-ratio", "0"]);
+    let out = serve
+        .obsctl(&[
+            "verify",
+            "--state-dir",
+            &state_arg(&serve.state_dir()),
+            "--output",
+            "json",
+            "--timeout",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    let report = json(&out);
+    let coverage = check(&report, "span-coverage");
+    assert!(
+        coverage["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 run(s) not sampled (5 step attempts without spans by design)"),
+        "{coverage:#}"
+    );
+    assert_eq!(coverage["expected"], 0, "{coverage:#}");
+    assert_eq!(
+        check(&report, "counter-parity")["passed"],
+        true,
+        "{report:#}"
+    );
+    assert_eq!(check(&report, "log-correlation")["found"], 5, "{report:#}");
+    // Nothing of the run reached the trace backend.
+    let (status, search) = serve.serve.get("/api/search?tags=taskId%3DT-e2e").unwrap();
+    assert_eq!(status, 200);
+    let search: serde_json::Value = serde_json::from_str(&search).unwrap();
+    assert_eq!(
+        search["traces"].as_array().map(Vec::len),
+        Some(0),
+        "{search}"
+    );
+}

@@ -137,8 +137,8 @@ pub async fn collect(
             match settle(fetch_exemplars(backends, expectation, &mut observed).await)? {
                 Some(e) => (progress.exemplars, last_transient) = (Some(e.to_string()), Some(e)),
                 None => {
-                    exemplars_done =
-                        !observed.exemplars.is_empty() || expectation.attempts.is_empty();
+                    exemplars_done = !observed.exemplars.is_empty()
+                        || expectation.traced_attempts().next().is_none();
                     if !exemplars_done {
                         progress.exemplars = Some(format!(
                             "Prometheus: no exemplar yet on {} for run(s) {}",
@@ -240,8 +240,7 @@ fn missing_spans(expectation: &Expectation, observed: &Observed) -> Option<Strin
         .flat_map(|t| t.spans.iter().map(|s| (s.trace_id, s.span_id)))
         .collect();
     let missing: Vec<String> = expectation
-        .attempts
-        .iter()
+        .traced_attempts()
         .filter(|a| !seen.contains(&(a.trace_id, a.span_id)))
         .map(|a| a.span_name())
         .collect();
@@ -249,7 +248,7 @@ fn missing_spans(expectation: &Expectation, observed: &Observed) -> Option<Strin
         format!(
             "Tempo: {} of {} step spans not found ({})",
             missing.len(),
-            expectation.attempts.len(),
+            expectation.traced_attempts().count(),
             missing.join(", ")
         )
     })

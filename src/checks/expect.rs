@@ -187,6 +187,9 @@ pub struct Expectation {
     pub window: (u64, u64),
     /// Per verified run, the link outputs its workflow declares (see [`declared_links`]).
     pub declared_links: BTreeMap<String, BTreeSet<&'static str>>,
+    /// Verified runs whose trace was not sampled (`obsctl run --sampler-ratio`): their steps have
+    /// no spans by design, so span checks leave them out; metrics and logs still count them.
+    pub unsampled_runs: BTreeSet<String>,
 }
 
 /// The link outputs (`prHtmlUrl`, `actionsRunUrl`, `previewUrl`) a run's workflow declares: an
@@ -320,6 +323,11 @@ impl Expectation {
             .flatten()
             .max()
             .unwrap_or(now);
+        let unsampled_runs = runs
+            .iter()
+            .filter(|r| !r.traced())
+            .map(|r| r.name.clone())
+            .collect();
         Self {
             runs,
             attempts,
@@ -331,15 +339,24 @@ impl Expectation {
             baseline,
             window: (baseline, end.max(baseline)),
             declared_links,
+            unsampled_runs,
         }
     }
 
-    /// The distinct traces the verified runs wrote to.
+    /// The attempts whose run was sampled: the ones that must have a span.
+    pub fn traced_attempts(&self) -> impl Iterator<Item = &StepAttempt> {
+        self.attempts
+            .iter()
+            .filter(|a| !self.unsampled_runs.contains(&a.run))
+    }
+
+    /// The distinct traces the verified, sampled runs wrote to.
     pub fn trace_ids(&self) -> BTreeSet<TraceId> {
         self.runs
             .iter()
+            .filter(|r| r.traced())
             .map(|r| r.trace_id)
-            .chain(self.attempts.iter().map(|a| a.trace_id))
+            .chain(self.traced_attempts().map(|a| a.trace_id))
             .collect()
     }
 }

@@ -93,6 +93,7 @@ mod tests {
             }],
             trace_id: TraceId::random(),
             root_span_id: SpanId::random(),
+            sampled: None,
             status: WorkflowStatus {
                 phase: Phase::Succeeded,
                 started_at: Some(started.into()),

@@ -114,13 +114,15 @@ pub fn span_coverage(
     observed: &Observed,
     min_coverage: f64,
 ) -> CheckResult {
-    let expected = (expectation.attempts.len() + expectation.untraced.len()) as u64;
+    let traced: Vec<&StepAttempt> = expectation.traced_attempts().collect();
+    let not_sampled = expectation.attempts.len() - traced.len();
+    let expected = (traced.len() + expectation.untraced.len()) as u64;
     let mut result = CheckResult::new(CheckId::SpanCoverage, expected, 0);
     result.missing.extend(expectation.untraced.iter().cloned());
     // One index per trace, built once: attempts look their span up by id.
     let mut indexes: BTreeMap<TraceId, SpanIndex> = BTreeMap::new();
     let mut duplicated: BTreeSet<(TraceId, SpanId)> = BTreeSet::new();
-    for attempt in &expectation.attempts {
+    for attempt in traced {
         let index = indexes
             .entry(attempt.trace_id)
             .or_insert_with(|| SpanIndex::new(spans_of(observed, attempt.trace_id)));
@@ -155,12 +157,24 @@ pub fn span_coverage(
     } else {
         result.found as f64 / expected as f64
     };
+    // Runs left unsampled on purpose are no coverage failure, but a verification where no run
+    // was sampled has nothing to judge spans by.
     result.set_passed(expected > 0 && coverage >= min_coverage);
-    result.summary = if expected == 0 {
-        "no executed step attempts in the selected runs".to_string()
+    let unsampled = if expectation.unsampled_runs.is_empty() {
+        String::new()
     } else {
         format!(
-            "{} of {expected} step attempts have a correct span ({:.1}%, threshold {:.1}%)",
+            "; {} run(s) not sampled ({not_sampled} step attempts without spans by design)",
+            expectation.unsampled_runs.len()
+        )
+    };
+    result.summary = if expected == 0 && expectation.attempts.is_empty() {
+        "no executed step attempts in the selected runs".to_string()
+    } else if expected == 0 {
+        format!("no sampled run among the selected runs{unsampled}")
+    } else {
+        format!(
+            "{} of {expected} step attempts of sampled runs have a correct span ({:.1}%, threshold {:.1}%){unsampled}",
             result.found,
             coverage * 100.0,
             min_coverage * 100.0

@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod demo;
 pub mod down;
 pub mod flush;
+pub mod relay;
 pub mod run;
 pub mod runs;
 pub mod serve;
@@ -35,6 +36,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Wrap one agent step: a span, a duration sample, success/fail counters and correlated logs.
     Shim(shim::Args),
+    /// Stand in for the OpenTelemetry Collector where its image cannot be had: forward OTLP as
+    /// a collector config's pipelines say, without processing or queueing it.
+    Relay(relay::Args),
     /// Replay telemetry the shim spooled while the collector was unreachable.
     Flush(flush::Args),
     /// Run an Argo Workflow locally, one traced step per pod.
@@ -116,6 +120,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Shim(args) => shim::run(args),
+        Command::Relay(args) => relay::run(args),
         Command::Flush(args) => flush::run(args),
         Command::Run(args) => run::run(args),
         Command::Runs(args) => runs::run(args),

@@ -153,6 +153,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .is_some_and(|e| e.runtime == crate::stack::endpoints::Runtime::Docker),
     };
     let otel = otel_config(&args, &loaded.parameters);
+    // One sampling decision per run, kept in the record so that `verify` knows which runs have
+    // no spans by design; a resumed run keeps the decision it started with.
+    let mut record = record;
+    if record.sampled.is_none() {
+        record.sampled = Some(otel.run_sampled(record.trace_id));
+    }
     let config = RunConfig {
         store: store.clone(),
         otel,

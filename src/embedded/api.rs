@@ -1,5 +1,6 @@
 //! The query API on one HTTP address: Tempo (`/api/traces`, `/api/v2/traces`, `/api/search`,
-//! `/api/echo`), Loki (`/loki/api/v1/query_range`, `/loki/api/v1/labels`), Prometheus
+//! `/api/echo`), Loki (`/loki/api/v1/query_range`, `/loki/api/v1/labels`, and OTLP ingestion at
+//! `/otlp/v1/logs`, where a collector's `otlphttp` exporter sends Loki logs), Prometheus
 //! (`/metrics`, `/api/v1/query`, `/api/v1/query_exemplars`), and `/ready`.
 
 // Helpers return the finished error `Response` so handlers can answer early; boxing it would
@@ -488,7 +489,10 @@ async fn unsupported(uri: axum::http::Uri) -> Response {
 }
 
 pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
+    // Loki's own OTLP path: the same ingest as the OTLP/HTTP listener (it has its own limits).
+    let loki_otlp = super::otlp_http::router(super::pipeline::Sink::Store(store.clone()), timeout);
     Router::new()
+        .nest_service("/otlp", loki_otlp)
         .route("/ready", get(ready))
         .route("/-/ready", get(ready))
         .route("/api/echo", get(echo))

@@ -286,6 +286,11 @@ fn temporality(raw: i32) -> Option<Temporality> {
     }
 }
 
+/// Resource attributes that become labels of every point: bounded by how many environments
+/// exist, and what the dashboard filters on. Every other resource attribute (above all the
+/// per-process `service.instance.id`) stays out, so a series never multiplies by processes.
+pub const RESOURCE_LABELS: [&str; 1] = [crate::conventions::resource::DEPLOYMENT_ENVIRONMENT];
+
 /// Converts every data point into a [`MetricPoint`]; points of unsupported types or with
 /// invalid exemplar ids are rejected.
 pub fn metric_points(request: &ExportMetricsServiceRequest) -> (Vec<MetricPoint>, Rejections) {
@@ -297,6 +302,14 @@ pub fn metric_points(request: &ExportMetricsServiceRequest) -> (Vec<MetricPoint>
             .as_ref()
             .map(|r| r.attributes.encode_to_vec_kv())
             .unwrap_or_default();
+        let promoted: Vec<KeyValue> = rm
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .filter(|kv| RESOURCE_LABELS.contains(&kv.key.as_str()))
+            .cloned()
+            .collect();
+        let resource = (resource.as_slice(), promoted.as_slice());
         for sm in &rm.scope_metrics {
             let scope = sm
                 .scope
@@ -304,7 +317,7 @@ pub fn metric_points(request: &ExportMetricsServiceRequest) -> (Vec<MetricPoint>
                 .map(|s| format!("{}@{}", s.name, s.version))
                 .unwrap_or_default();
             for metric in &sm.metrics {
-                convert_metric(metric, &resource, &scope, &mut points, &mut rejections);
+                convert_metric(metric, resource, &scope, &mut points, &mut rejections);
             }
         }
     }
@@ -326,7 +339,7 @@ impl EncodeKv for Vec<KeyValue> {
 
 fn convert_metric(
     metric: &Metric,
-    resource: &[u8],
+    (resource, promoted): (&[u8], &[KeyValue]),
     scope: &str,
     points: &mut Vec<MetricPoint>,
     rejections: &mut Rejections,
@@ -348,11 +361,14 @@ fn convert_metric(
             metric.name.as_bytes(),
             &attributes.encode_to_vec_kv(),
         ]);
+        let mut labels = labels_of(promoted);
+        // A point attribute of the same name wins over the resource's.
+        labels.extend(labels_of(attributes));
         Ok(MetricPoint {
             name: name.clone(),
             kind,
             help: metric.description.clone(),
-            labels: labels_of(attributes),
+            labels,
             temporality,
             stream,
             start_ns,

@@ -85,19 +85,10 @@ pub fn parse(text: &str) -> Result<LogQuery, QueryError> {
     Ok(LogQuery { selector, stages })
 }
 
-/// Resource attributes Loki's OTLP ingestion makes index labels by default; the rest becomes
-/// structured metadata.
+/// Resource attributes that are index labels, as the stack's Loki is configured; the rest
+/// becomes structured metadata.
 fn is_index_label(key: &str) -> bool {
-    matches!(
-        key,
-        "service.name"
-            | "service.namespace"
-            | "service.instance.id"
-            | "deployment.environment"
-            | "deployment.environment.name"
-            | "container.name"
-    ) || key.starts_with("k8s.")
-        || key.starts_with("cloud.")
+    crate::conventions::resource::LOG_INDEX_LABELS.contains(&key)
 }
 
 /// One log record as Loki shows it: stream labels, structured metadata, line.

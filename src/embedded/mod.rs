@@ -10,6 +10,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod pipeline;
 pub mod promql;
+pub mod relay;
 pub mod store;
 pub mod tempo;
 
@@ -148,7 +149,8 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let router = otlp_grpc::router(store.clone(), config.request_timeout);
+        let router =
+            otlp_grpc::router(pipeline::Sink::Store(store.clone()), config.request_timeout);
         let rx = stop_rx.clone();
         tasks.push((
             "otlp-grpc",
@@ -164,7 +166,7 @@ impl Server {
                     .map_err(|e| e.to_string())
             }),
         ));
-        let app = otlp_http::router(store.clone(), config.request_timeout);
+        let app = otlp_http::router(pipeline::Sink::Store(store.clone()), config.request_timeout);
         let rx = stop_rx.clone();
         tasks.push((
             "otlp-http",

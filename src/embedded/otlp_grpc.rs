@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use prost::Message;
@@ -31,8 +30,7 @@ use crate::otlp::proto::collector::trace::v1::{
 };
 
 use super::ingest::MAX_BODY_BYTES;
-use super::pipeline::{self, Outcome};
-use super::store::Store;
+use super::pipeline::{self, Outcome, Sink};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -41,10 +39,7 @@ pub trait Signal: Send + Sync + 'static {
     const SERVICE: &'static str;
     type Request: Message + Default + Send + 'static;
     type Response: Message + Send + 'static;
-    fn ingest(
-        store: Arc<Store>,
-        request: Self::Request,
-    ) -> BoxFuture<Result<Self::Response, Status>>;
+    fn ingest(sink: Sink, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>>;
 }
 
 fn partial<T>(outcome: Outcome, make: impl FnOnce(i64, String) -> T) -> Option<T> {
@@ -59,12 +54,9 @@ impl Signal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     type Request = ExportTraceServiceRequest;
     type Response = ExportTraceServiceResponse;
-    fn ingest(
-        store: Arc<Store>,
-        request: Self::Request,
-    ) -> BoxFuture<Result<Self::Response, Status>> {
+    fn ingest(sink: Sink, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
         Box::pin(async move {
-            let outcome = pipeline::traces(&store, request, Vec::new())
+            let outcome = pipeline::traces(&sink, request, Vec::new())
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             Ok(ExportTraceServiceResponse {
@@ -83,12 +75,9 @@ impl Signal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     type Request = ExportMetricsServiceRequest;
     type Response = ExportMetricsServiceResponse;
-    fn ingest(
-        store: Arc<Store>,
-        request: Self::Request,
-    ) -> BoxFuture<Result<Self::Response, Status>> {
+    fn ingest(sink: Sink, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
         Box::pin(async move {
-            let outcome = pipeline::metrics(&store, request, Vec::new())
+            let outcome = pipeline::metrics(&sink, request, Vec::new())
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             Ok(ExportMetricsServiceResponse {
@@ -107,12 +96,9 @@ impl Signal for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     type Request = ExportLogsServiceRequest;
     type Response = ExportLogsServiceResponse;
-    fn ingest(
-        store: Arc<Store>,
-        request: Self::Request,
-    ) -> BoxFuture<Result<Self::Response, Status>> {
+    fn ingest(sink: Sink, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
         Box::pin(async move {
-            let outcome = pipeline::logs(&store, request, Vec::new())
+            let outcome = pipeline::logs(&sink, request, Vec::new())
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             Ok(ExportLogsServiceResponse {
@@ -163,31 +149,31 @@ impl<R> Decoder for OtlpCodec<R> {
     }
 }
 
-struct Export<S>(Arc<Store>, PhantomData<S>);
+struct Export<S>(Sink, PhantomData<S>);
 
 impl<S: Signal> UnaryService<Vec<u8>> for Export<S> {
     type Response = S::Response;
     type Future = BoxFuture<Result<Response<S::Response>, Status>>;
     fn call(&mut self, request: Request<Vec<u8>>) -> Self::Future {
-        let store = self.0.clone();
+        let sink = self.0.clone();
         Box::pin(async move {
             let message = S::Request::decode(request.into_inner().as_slice())
                 .map_err(|e| Status::invalid_argument(format!("invalid protobuf: {e}")))?;
-            S::ingest(store, message).await.map(Response::new)
+            S::ingest(sink, message).await.map(Response::new)
         })
     }
 }
 
 /// One OTLP gRPC service (`/<SERVICE>/Export`).
 pub struct OtlpService<S> {
-    store: Arc<Store>,
+    sink: Sink,
     signal: PhantomData<S>,
 }
 
 impl<S> Clone for OtlpService<S> {
     fn clone(&self) -> Self {
         Self {
-            store: self.store.clone(),
+            sink: self.sink.clone(),
             signal: PhantomData,
         }
     }
@@ -212,7 +198,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let store = self.store.clone();
+        let sink = self.sink.clone();
         let is_export = req
             .uri()
             .path()
@@ -228,7 +214,7 @@ where
             let mut grpc = Grpc::new(OtlpCodec::<S::Response>(PhantomData))
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(MAX_BODY_BYTES), None);
-            let mut response = grpc.unary(Export::<S>(store, PhantomData), req).await;
+            let mut response = grpc.unary(Export::<S>(sink, PhantomData), req).await;
             // tonic reports a message over the size limit as OutOfRange; OTLP clients expect
             // ResourceExhausted. Nothing else here produces OutOfRange.
             let headers = response.headers_mut();
@@ -244,19 +230,19 @@ where
 }
 
 /// The gRPC router with all three services.
-pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> tonic::transport::server::Router {
+pub fn router(sink: Sink, timeout: std::time::Duration) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
         .timeout(timeout)
         .add_service(OtlpService::<Traces> {
-            store: store.clone(),
+            sink: sink.clone(),
             signal: PhantomData,
         })
         .add_service(OtlpService::<Metrics> {
-            store: store.clone(),
+            sink: sink.clone(),
             signal: PhantomData,
         })
         .add_service(OtlpService::<Logs> {
-            store,
+            sink,
             signal: PhantomData,
         })
 }

@@ -5,8 +5,6 @@
 // Helpers return the finished error `Response` so handlers can answer early.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -27,8 +25,8 @@ use crate::otlp::proto::collector::trace::v1::{
 };
 
 use super::ingest::{self, DecodeError, Encoding, MAX_BODY_BYTES};
+use super::pipeline::Sink;
 use super::pipeline::{self, IngestError, Outcome};
-use super::store::Store;
 
 /// `google.rpc.Status`, the body of an OTLP/HTTP error response.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -153,12 +151,12 @@ fn partial<T>(outcome: Outcome, make: impl FnOnce(i64, String) -> T) -> Option<T
     (outcome.rejected > 0).then(|| make(outcome.rejected, outcome.message))
 }
 
-async fn traces(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn traces(State(sink): State<Sink>, headers: HeaderMap, body: Bytes) -> Response {
     let (encoding, decoded) = match prepare::<ExportTraceServiceRequest>(&headers, body) {
         Ok(x) => x,
         Err(response) => return response,
     };
-    match pipeline::traces(&store, decoded.request, decoded.problems).await {
+    match pipeline::traces(&sink, decoded.request, decoded.problems).await {
         Ok(outcome) => respond(
             encoding,
             &ExportTraceServiceResponse {
@@ -174,12 +172,12 @@ async fn traces(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes
     }
 }
 
-async fn logs(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn logs(State(sink): State<Sink>, headers: HeaderMap, body: Bytes) -> Response {
     let (encoding, decoded) = match prepare::<ExportLogsServiceRequest>(&headers, body) {
         Ok(x) => x,
         Err(response) => return response,
     };
-    match pipeline::logs(&store, decoded.request, decoded.problems).await {
+    match pipeline::logs(&sink, decoded.request, decoded.problems).await {
         Ok(outcome) => respond(
             encoding,
             &ExportLogsServiceResponse {
@@ -195,12 +193,12 @@ async fn logs(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-async fn metrics(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn metrics(State(sink): State<Sink>, headers: HeaderMap, body: Bytes) -> Response {
     let (encoding, decoded) = match prepare::<ExportMetricsServiceRequest>(&headers, body) {
         Ok(x) => x,
         Err(response) => return response,
     };
-    match pipeline::metrics(&store, decoded.request, decoded.problems).await {
+    match pipeline::metrics(&sink, decoded.request, decoded.problems).await {
         Ok(outcome) => respond(
             encoding,
             &ExportMetricsServiceResponse {
@@ -216,7 +214,7 @@ async fn metrics(State(store): State<Arc<Store>>, headers: HeaderMap, body: Byte
     }
 }
 
-pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
+pub fn router(sink: Sink, timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/metrics", post(metrics))
@@ -226,5 +224,5 @@ pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
             timeout,
             super::time_limit,
         ))
-        .with_state(store)
+        .with_state(sink)
 }

@@ -1,5 +1,7 @@
 //! One ingest path for both transports: validate, store in one transaction, then report what
-//! was rejected. The store runs on the blocking pool; the answer is sent only after commit.
+//! was rejected. The store runs on the blocking pool; the answer is sent only after commit. A
+//! relay ([`super::relay`]) takes the same path but hands each request on unchanged, answering
+//! only after the next hop accepted it.
 
 use std::sync::Arc;
 
@@ -8,7 +10,16 @@ use crate::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use crate::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::ingest::{self, Rejections};
+use super::relay::Routes;
 use super::store::{Store, StoreError};
+use crate::otlp::export::{ExportError, ExportRequest};
+
+/// Where received OTLP goes: into the store, or on to the next hop.
+#[derive(Clone)]
+pub enum Sink {
+    Store(Arc<Store>),
+    Relay(Arc<Routes>),
+}
 
 /// Items rejected from an otherwise stored request (OTLP partial success).
 #[derive(Debug, Default)]
@@ -23,6 +34,8 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("storage task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("not forwarded: {0}")]
+    Forward(#[from] ExportError),
 }
 
 fn outcome(rejections: Rejections, problems: &[String]) -> Outcome {
@@ -37,10 +50,14 @@ fn outcome(rejections: Rejections, problems: &[String]) -> Outcome {
 }
 
 pub async fn traces(
-    store: &Arc<Store>,
+    sink: &Sink,
     mut request: ExportTraceServiceRequest,
     problems: Vec<String>,
 ) -> Result<Outcome, IngestError> {
+    let store = match sink {
+        Sink::Store(store) => store,
+        Sink::Relay(routes) => return forward(routes, ExportRequest::Traces(request)).await,
+    };
     let rejections = ingest::validate_spans(&mut request);
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.insert_spans(&request.resource_spans)).await??;
@@ -48,10 +65,14 @@ pub async fn traces(
 }
 
 pub async fn logs(
-    store: &Arc<Store>,
+    sink: &Sink,
     mut request: ExportLogsServiceRequest,
     problems: Vec<String>,
 ) -> Result<Outcome, IngestError> {
+    let store = match sink {
+        Sink::Store(store) => store,
+        Sink::Relay(routes) => return forward(routes, ExportRequest::Logs(request)).await,
+    };
     let rejections = ingest::validate_logs(&mut request);
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.insert_logs(&request.resource_logs)).await??;
@@ -59,14 +80,25 @@ pub async fn logs(
 }
 
 pub async fn metrics(
-    store: &Arc<Store>,
+    sink: &Sink,
     request: ExportMetricsServiceRequest,
     problems: Vec<String>,
 ) -> Result<Outcome, IngestError> {
+    let store = match sink {
+        Sink::Store(store) => store,
+        Sink::Relay(routes) => return forward(routes, ExportRequest::Metrics(request)).await,
+    };
     let (points, mut rejections) = ingest::metric_points(&request);
     let store = store.clone();
     let refused = tokio::task::spawn_blocking(move || store.apply_metrics(&points)).await??;
     rejections.count += refused.len() as i64;
     rejections.reasons.extend(refused);
     Ok(outcome(rejections, &problems))
+}
+
+/// Hands `request` to the next hop of its signal; the sender hears success only once that hop
+/// accepted it (nothing is queued here), and a retryable failure otherwise.
+async fn forward(routes: &Routes, request: ExportRequest) -> Result<Outcome, IngestError> {
+    routes.send(&request).await?;
+    Ok(Outcome::default())
 }

@@ -198,12 +198,15 @@ fn command_line(command: &[OsString]) -> String {
         .join(" ")
 }
 
-/// `OTEL_<SIGNAL>_EXPORTER=none` turns a signal off; anything else means OTLP.
+/// `OTEL_TRACES_EXPORTER=none` / `OTEL_METRICS_EXPORTER=none` turn the span / the metrics off,
+/// `OBSCTL_STEP_LOGS=none` the step's log records; anything else means OTLP. The step logs have
+/// their own switch: `OTEL_LOGS_EXPORTER` configures the step's own SDK (seed 000 sets it to
+/// `none` there), and honouring it here would silently drop log correlation.
 fn signal_enabled(signal: Signal) -> bool {
     let var = match signal {
         Signal::Traces => env::OTEL_TRACES_EXPORTER,
         Signal::Metrics => env::OTEL_METRICS_EXPORTER,
-        Signal::Logs => env::OTEL_LOGS_EXPORTER,
+        Signal::Logs => env::OBSCTL_STEP_LOGS,
     };
     lookup(var).is_none_or(|v| v.trim() != "none")
 }

@@ -20,11 +20,11 @@ pub enum ConfigError {
     #[error("stack config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error(
-        "{origin}: unknown component {name:?} (expected one of: collector, tempo, loki, prometheus, grafana)"
+        "{origin}: unknown component {name:?} (expected one of: collector, aggregator, tempo, loki, prometheus, grafana)"
     )]
     UnknownComponent { origin: String, name: String },
     #[error(
-        "{origin}: unknown port {name:?} (expected one of: otlp-grpc, otlp-http, collector-health, tempo, loki, prometheus, grafana)"
+        "{origin}: unknown port {name:?} (expected one of: otlp-grpc, otlp-http, collector-health, aggregator, tempo, loki, prometheus, grafana)"
     )]
     UnknownPort { origin: String, name: String },
     #[error("unknown environment variable {name}; the known ones are {}", known.join(", "))]

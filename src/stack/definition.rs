@@ -1,4 +1,4 @@
-//! What the Docker stack is: five components, their pinned images, commands, ports, mounts and
+//! What the Docker stack is: six components, their pinned images, commands, ports, mounts and
 //! data volumes. `obsctl up` creates containers from this, and `stack/compose/docker-compose.yml`
 //! is checked against it (see [`compose`]) so the two can never drift.
 
@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Component {
     Collector,
+    /// obsctl's metrics accumulator (`obsctl serve`): the single writer of every step series,
+    /// between the collector and Prometheus (docs/metrics-path.md).
+    Aggregator,
     Tempo,
     Loki,
     Prometheus,
@@ -31,9 +34,10 @@ pub enum Component {
 
 impl Component {
     /// In start order: backends before the collector that feeds them, Grafana last.
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 6] = [
         Component::Tempo,
         Component::Loki,
+        Component::Aggregator,
         Component::Collector,
         Component::Prometheus,
         Component::Grafana,
@@ -42,6 +46,7 @@ impl Component {
     pub fn name(self) -> &'static str {
         match self {
             Component::Collector => "collector",
+            Component::Aggregator => "aggregator",
             Component::Tempo => "tempo",
             Component::Loki => "loki",
             Component::Prometheus => "prometheus",
@@ -58,10 +63,12 @@ impl Component {
         }
     }
 
-    /// Pinned upstream image; never `latest`.
+    /// Pinned upstream image; never `latest`. No registry publishes obsctl's own image: the
+    /// aggregator's is built from the obsctl binary by `scripts/build-images.sh`, under this tag.
     pub fn default_image(self) -> &'static str {
         match self {
             Component::Collector => "otel/opentelemetry-collector-contrib:0.115.1",
+            Component::Aggregator => concat!("obsctl-local/obsctl:", env!("CARGO_PKG_VERSION")),
             Component::Tempo => "grafana/tempo:2.6.1",
             Component::Loki => "grafana/loki:3.3.2",
             Component::Prometheus => "prom/prometheus:v2.55.1",
@@ -91,6 +98,8 @@ pub enum Port {
     OtlpGrpc,
     OtlpHttp,
     CollectorHealth,
+    /// The aggregator's `/metrics` (and its query API), which Prometheus scrapes.
+    Aggregator,
     Tempo,
     Loki,
     Prometheus,
@@ -98,10 +107,11 @@ pub enum Port {
 }
 
 impl Port {
-    pub const ALL: [Port; 7] = [
+    pub const ALL: [Port; 8] = [
         Port::OtlpGrpc,
         Port::OtlpHttp,
         Port::CollectorHealth,
+        Port::Aggregator,
         Port::Tempo,
         Port::Loki,
         Port::Prometheus,
@@ -114,6 +124,7 @@ impl Port {
             Port::OtlpGrpc => "otlp-grpc",
             Port::OtlpHttp => "otlp-http",
             Port::CollectorHealth => "collector-health",
+            Port::Aggregator => "aggregator",
             Port::Tempo => "tempo",
             Port::Loki => "loki",
             Port::Prometheus => "prometheus",
@@ -135,6 +146,9 @@ impl Port {
             Port::OtlpGrpc => 4317,
             Port::OtlpHttp => 4318,
             Port::CollectorHealth => 13133,
+            // The port the collector's `prometheus` exporter conventionally uses, which this
+            // component replaces.
+            Port::Aggregator => 8889,
             Port::Tempo => 3200,
             Port::Loki => 3100,
             Port::Prometheus => 9090,
@@ -185,7 +199,7 @@ const fn mount(source: &'static str, target: &'static str) -> Mount {
     Mount { source, target }
 }
 
-/// The five services, in [`Component::ALL`] order.
+/// The services, in [`Component::ALL`] order.
 pub fn services() -> Vec<Service> {
     Component::ALL.into_iter().map(service).collect()
 }
@@ -207,7 +221,30 @@ pub fn service(component: Component) -> Service {
             data_dir: "/var/lib/otelcol",
             env: vec![],
             ready: (Port::CollectorHealth, "/ready"),
-            depends_on: vec![Component::Tempo, Component::Loki],
+            depends_on: vec![Component::Tempo, Component::Loki, Component::Aggregator],
+        },
+        Component::Aggregator => Service {
+            component,
+            // The image's entrypoint runs any obsctl subcommand. The OTLP ports are reached only
+            // inside the stack's network (from the collector); the query API is published for
+            // `curl`, benchmarks and tests. Series retention is the accumulator's default.
+            command: vec![
+                "serve",
+                "--allow-remote",
+                "--otlp-grpc=0.0.0.0:4317",
+                "--otlp-http=0.0.0.0:4318",
+                "--api=0.0.0.0:8889",
+                "--data-dir=/var/lib/obsctl",
+                "--endpoints-file=/tmp/endpoints.json",
+            ],
+            // A fresh named volume is root-owned and the image has no other user.
+            user: Some("0:0"),
+            ports: vec![Port::Aggregator],
+            mounts: vec![],
+            data_dir: "/var/lib/obsctl",
+            env: vec![],
+            ready: (Port::Aggregator, "/ready"),
+            depends_on: vec![],
         },
         Component::Tempo => Service {
             component,
@@ -251,7 +288,7 @@ pub fn service(component: Component) -> Service {
             data_dir: "/prometheus",
             env: vec![],
             ready: (Port::Prometheus, "/-/ready"),
-            depends_on: vec![Component::Collector],
+            depends_on: vec![Component::Aggregator],
         },
         Component::Grafana => Service {
             component,
@@ -281,6 +318,7 @@ pub fn service(component: Component) -> Service {
 pub fn owner(port: Port) -> Component {
     match port {
         Port::OtlpGrpc | Port::OtlpHttp | Port::CollectorHealth => Component::Collector,
+        Port::Aggregator => Component::Aggregator,
         Port::Tempo => Component::Tempo,
         Port::Loki => Component::Loki,
         Port::Prometheus => Component::Prometheus,

@@ -24,6 +24,9 @@ use crate::workflow::runner::{
 /// label=io.obsctl.run=<name>` removes a run's finished steps, as deleting a Workflow removes its
 /// pods).
 pub const LABEL_RUN: &str = "io.obsctl.run";
+/// Seed 000 subtask 4's pod annotations, carried as container labels.
+pub const ANNOTATION_TRACE_CONTEXT: &str = "trace.context";
+pub const ANNOTATION_COMMIT_SHA: &str = "commitSha";
 /// Where the shim bundle is mounted in every step container.
 const BUNDLE_MOUNT: &str = "/.obsctl";
 
@@ -141,8 +144,14 @@ impl DockerRunner {
                 .unwrap_or_default()
         };
         // Label values are limited to 63 characters of [A-Za-z0-9._-] on Kubernetes; Docker
-        // takes anything, so values are kept as they are.
+        // takes anything, so values are kept as they are. Seed 000's pod annotations
+        // (`trace.context`, `commitSha`) are labels of the same name too: Docker Engine before
+        // API 1.43 has no annotations. `trace.context` is the traceparent the step starts with
+        // (the run's trace, parent of the step's span); the step's own span id is only chosen
+        // when its shim starts, and is in its first output line and the run record.
         HashMap::from([
+            (ANNOTATION_TRACE_CONTEXT.to_string(), get(env::TRACEPARENT)),
+            (ANNOTATION_COMMIT_SHA.to_string(), get(env::COMMIT_SHA)),
             (
                 "workflows.argoproj.io/workflow".to_string(),
                 get(env::WORKFLOW_NAME),

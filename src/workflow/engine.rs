@@ -117,6 +117,7 @@ pub fn new_record(loaded: &LoadedWorkflow, namespace: &str) -> RunRecord {
             .collect(),
         trace_id: TraceId::random(),
         root_span_id: SpanId::random(),
+        sampled: None,
         status: WorkflowStatus {
             phase: Phase::Running,
             started_at: Some(clock::now()),

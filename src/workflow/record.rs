@@ -178,10 +178,19 @@ pub struct RunRecord {
     /// The run's root span: every step span is its child, so one run is one trace.
     pub trace_id: TraceId,
     pub root_span_id: SpanId,
+    /// Whether the run's trace was sampled (`obsctl run --sampler-ratio`, decided once per run);
+    /// absent in records written before obsctl decided per run, which were all sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<bool>,
     pub status: WorkflowStatus,
 }
 
 impl RunRecord {
+    /// Whether the run's steps exported spans (see [`RunRecord::sampled`]).
+    pub fn traced(&self) -> bool {
+        self.sampled != Some(false)
+    }
+
     pub fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters
             .iter()
@@ -330,6 +339,7 @@ mod tests {
             }],
             trace_id: TraceId::random(),
             root_span_id: SpanId::random(),
+            sampled: None,
             status: WorkflowStatus {
                 phase: Phase::Running,
                 started_at: Some(started.to_string()),

@@ -1,6 +1,7 @@
 //! What a run adds to OpenTelemetry: the environment every step gets (seed 000, subtask 3, plus
 //! correlation variables and a `TRACEPARENT` naming the run's root span), and the root span
-//! itself, which obsctl emits so that one run is one trace with no orphan step spans.
+//! itself, which obsctl emits so that one run is one trace with no orphan step spans. The
+//! sampling decision is taken here, once per run, at the root: every step follows it.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +13,7 @@ use crate::otlp::proto::resource::v1::Resource;
 use crate::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 use crate::otlp::spool::Spool;
 use crate::otlp::{SpanId, TraceContext, TraceId, attrs};
+use crate::shim::sampler::Sampler;
 
 /// Where and how steps (and obsctl) send telemetry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,23 @@ pub struct OtelConfig {
     /// `deployment.environment`.
     pub environment: String,
 }
+
+impl OtelConfig {
+    /// Whether the run whose trace is `trace_id` is sampled. Decided once, as a root span with no
+    /// parent decides under `sampler` / `sampler_arg` (the trace id ratio for
+    /// `parentbased_traceidratio`); the steps' `parentbased_*` samplers then follow the flag in
+    /// their `TRACEPARENT`, so a run is traced as a whole or not at all. Metrics and logs are
+    /// never sampled.
+    pub fn run_sampled(&self, trace_id: TraceId) -> bool {
+        let (sampler, _) = Sampler::from_config(Some(&self.sampler), Some(&self.sampler_arg));
+        sampler.should_sample(None, trace_id)
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` every step gets, in milliseconds (seed 000 subtask 3). The shim
+/// never waits longer than its own export budget (`OBSCTL_EXPORT_BUDGET_MS`, 1 s by default)
+/// either: the smaller of the two bounds a step's exit.
+pub const STEP_OTLP_TIMEOUT_MS: &str = "10000";
 
 /// Correlation values of a run, taken from the workflow's parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,7 +107,7 @@ pub fn step_env(
     let parent = TraceContext {
         trace_id,
         span_id: root_span,
-        sampled: true,
+        sampled: otel.run_sampled(trace_id),
     };
     let mut out: Vec<(String, String)> = vec![
         (
@@ -98,6 +117,10 @@ pub fn step_env(
         (
             env::OTEL_EXPORTER_OTLP_PROTOCOL.into(),
             otel.protocol.clone(),
+        ),
+        (
+            env::OTEL_EXPORTER_OTLP_TIMEOUT.into(),
+            STEP_OTLP_TIMEOUT_MS.into(),
         ),
         (
             env::OTEL_SERVICE_NAME.into(),
@@ -110,6 +133,9 @@ pub fn step_env(
             otel.sampler_arg.clone(),
         ),
         (env::OTEL_METRICS_EXPORTER.into(), "otlp".into()),
+        // For the step's own SDK, as seed 000 lists it; the shim's step logs follow
+        // OBSCTL_STEP_LOGS and still go out.
+        (env::OTEL_LOGS_EXPORTER.into(), "none".into()),
         (env::AGENT.into(), id.agent.into()),
         (env::STEP.into(), id.step.into()),
         (env::WORKFLOW_NAME.into(), id.workflow_name.into()),
@@ -235,10 +261,14 @@ pub enum RootSpanError {
     Lost(ExportError),
 }
 
-/// Sends the root span through the shared OTLP exporter, with a deadline. When the collector
-/// is unreachable the request goes to the spool (as the shim does), so `obsctl flush` can
-/// deliver it later; failure is reported, never fatal.
+/// Sends the root span through the shared OTLP exporter, with a deadline; a run that was not
+/// sampled ([`OtelConfig::run_sampled`]) sends nothing, as none of its steps does. When the
+/// collector is unreachable the request goes to the spool (as the shim does), so `obsctl flush`
+/// can deliver it later; failure is reported, never fatal.
 pub async fn emit_root_span(otel: &OtelConfig, root: &RootSpan<'_>) -> Result<(), RootSpanError> {
+    if !otel.run_sampled(root.trace_id) {
+        return Ok(());
+    }
     let config = ExportConfig::from_lookup(|name| match name {
         env::OTEL_EXPORTER_OTLP_ENDPOINT => Some(otel.endpoint.clone()),
         env::OTEL_EXPORTER_OTLP_PROTOCOL => Some(otel.protocol.clone()),
@@ -324,5 +354,43 @@ mod tests {
                 .unwrap()
                 .contains("deployment.environment=dev")
         );
+        assert_eq!(get(env::OTEL_EXPORTER_OTLP_TIMEOUT), Some("10000"));
+        assert!(parent.sampled, "ratio 1.0 samples every run");
+    }
+
+    #[test]
+    fn the_sampler_ratio_decides_per_run_and_every_step_follows() {
+        let otel = OtelConfig {
+            endpoint: "http://127.0.0.1:4317".into(),
+            protocol: "grpc".into(),
+            sampler: "parentbased_traceidratio".into(),
+            sampler_arg: "0.5".into(),
+            environment: "dev".into(),
+        };
+        let corr = Correlation::default();
+        let mut sampled_runs = 0;
+        for run in 0..400 {
+            let (trace, root) = (TraceId::random(), SpanId::random());
+            let flags: std::collections::BTreeSet<bool> = (0..3)
+                .map(|step| {
+                    let node = format!("wf-{run}-{step}");
+                    let id = StepIdentity {
+                        workflow_name: "wf",
+                        namespace: "default",
+                        node_id: &node,
+                        agent: "a",
+                        step: "s",
+                        template_json: "{}",
+                    };
+                    let vars = step_env(&otel, &corr, &id, trace, root);
+                    let tp = vars.iter().find(|(k, _)| k == env::TRACEPARENT).unwrap();
+                    TraceContext::parse_traceparent(&tp.1).unwrap().sampled
+                })
+                .collect();
+            assert_eq!(flags.len(), 1, "one decision for the whole run");
+            assert_eq!(flags.contains(&true), otel.run_sampled(trace));
+            sampled_runs += usize::from(otel.run_sampled(trace));
+        }
+        assert!((140..260).contains(&sampled_runs), "{sampled_runs} of 400");
     }
 }

@@ -1,5 +1,6 @@
 //! Debian's real Prometheus (`/usr/bin/prometheus`) as a test fixture: scrapes one target every
-//! second with exemplar storage, ready before the test goes on, killed on drop.
+//! second with exemplar storage (optionally evaluating the stack's alert rules every second),
+//! ready before the test goes on, killed on drop.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,21 +23,27 @@ impl Prometheus {
         Self::spawn(test, target, false)
     }
 
-    /// Like `start`, keeping the `job` and `instance` labels the target exposes (sample data
-    /// shaped like the collector's exporter carries its own).
-    pub fn start_honoring_labels(test: &str, target: &str) -> Option<Self> {
+    /// Like `start`, also evaluating the alert rules obsctl's stack mounts
+    /// (`stack/prometheus/rules/*.yml`, as embedded in obsctl).
+    pub fn start_with_stack_rules(test: &str, target: &str) -> Option<Self> {
         Self::spawn(test, target, true)
     }
 
-    fn spawn(test: &str, target: &str, honor_labels: bool) -> Option<Self> {
+    fn spawn(test: &str, target: &str, stack_rules: bool) -> Option<Self> {
         let binary = require_tool("prometheus", test)?;
         let dir = tempfile::tempdir().unwrap();
+        let rules = if stack_rules {
+            obsctl::stack::files::write_all(dir.path()).unwrap();
+            "rule_files:\n  - prometheus/rules/*.yml\n"
+        } else {
+            ""
+        };
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: obsctl\n    honor_labels: {honor_labels}\n    \
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rules}\
+                 scrape_configs:\n  - job_name: obsctl\n    \
                  static_configs:\n      - targets: ['{target}']\n"
             ),
         )

@@ -159,6 +159,7 @@ impl Scenario {
             ],
             trace_id,
             root_span_id: root,
+            sampled: None,
             status: WorkflowStatus {
                 phase: Phase::Succeeded,
                 started_at: Some("2026-11-23T17:40:00Z".into()),
