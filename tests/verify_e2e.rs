@@ -303,7 +303,7 @@ fn an_unsampled_run_has_no_spans_and_exact_counters() {
         return;
     }
     let serve = Stack::start();
-    serve.run_workflow(&["--sampler-ratio", "0"]);
+    serve.run_workflow(WORKFLOW, &["--sampler-ratio", "0"]);
     let out = serve
         .obsctl(&[
             "verify",

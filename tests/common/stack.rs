@@ -1,9 +1,32 @@
 //! Fixtures for the stack tests: an isolated obsctl environment per stack project (torn down on
-//! drop), the local images and `docker` wrappers.
+//! drop), the local images, `docker` wrappers, and a static OpenMetrics target.
 
+use std::net::TcpListener;
 use std::process::Command;
 
 use super::free_ports;
+
+/// Serves `body` as OpenMetrics text to every request, from a background thread, until the
+/// process ends; returns `host:port`.
+pub fn serve_openmetrics(body: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    addr
+}
 
 /// Builds the local images with scripts/build-images.sh; returns NAME → image reference.
 pub fn build_images() -> std::collections::BTreeMap<String, String> {
