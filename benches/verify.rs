@@ -2,7 +2,8 @@
 //! of every check (`run_all`) and of building and rendering the waterfall, against a baseline
 //! measured in the same run: one linear pass that touches every span, log line, sample and
 //! exemplar once (hashing their ids). A ratio that grows with the size means a check is worse
-//! than linear. Run with `cargo bench --bench verify`.
+//! than linear. Then the HTML report against the JSON one (time to write, size) for 50 and 5000
+//! steps. Run with `cargo bench --bench verify`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hint::black_box;
@@ -11,10 +12,13 @@ use std::time::{Duration, Instant};
 use obsctl::backends::loki::LogEntry;
 use obsctl::backends::prometheus::{Exemplar, Sample};
 use obsctl::backends::tempo::{Span, SpanStatus, StatusCode, Trace};
+use obsctl::checks::collect::WaitReport;
 use obsctl::checks::collect::{LogSelection, Observed, SeriesCount};
 use obsctl::checks::expect::Expectation;
 use obsctl::checks::{Thresholds, run_all};
 use obsctl::otlp::{SpanId, TraceId};
+use obsctl::report::html::verify::{self as html, Evidence};
+use obsctl::report::verify::{BackendsUsed, VerifyReport, json};
 use obsctl::report::waterfall::{TraceTree, render};
 use obsctl::workflow::record::{
     NodeStatus, NodeType, Outputs, Parameter, Phase, RunRecord, StepTelemetry, WorkflowStatus,
@@ -271,6 +275,51 @@ fn time<T>(rounds: usize, mut f: impl FnMut() -> T) -> Duration {
     samples[rounds / 2]
 }
 
+/// The HTML report against the JSON one, from the same checked run: time to render and size.
+fn report_formats() {
+    println!(
+        "\n{:>7} | {:>12} | {:>12} | {:>7} | {:>10} | {:>10}",
+        "steps", "json", "html", "ratio", "json size", "html size"
+    );
+    println!("{}", "-".repeat(72));
+    for n in [50, 5000] {
+        let (expectation, observed) = synthetic(n);
+        let thresholds = Thresholds {
+            series_budget: u64::MAX,
+            ..Thresholds::default()
+        };
+        let results = run_all(&expectation, &observed, &thresholds);
+        let backends = BackendsUsed {
+            tempo: "http://127.0.0.1:3200".into(),
+            prometheus: "http://127.0.0.1:9090".into(),
+            loki: "http://127.0.0.1:3100".into(),
+        };
+        let wait = WaitReport {
+            polls: 1,
+            elapsed_ms: 10,
+            complete: true,
+            outstanding: Vec::new(),
+        };
+        let report = VerifyReport::new(&expectation, backends, &thresholds, wait, results);
+        let json_size = json(&report).len();
+        let html_size =
+            html::render(&report, &Evidence::of(&expectation, &observed, Vec::new())).len();
+        let json_time = time(5, || json(&report));
+        // The HTML time includes building the trees from what verify observed, as the command does.
+        let html_time = time(5, || {
+            html::render(&report, &Evidence::of(&expectation, &observed, Vec::new()))
+        });
+        println!(
+            "{n:>7} | {:>10.3}ms | {:>10.3}ms | {:>6.1}x | {:>8.1}KB | {:>8.1}KB",
+            json_time.as_secs_f64() * 1e3,
+            html_time.as_secs_f64() * 1e3,
+            html_time.as_secs_f64() / json_time.as_secs_f64(),
+            json_size as f64 / 1024.0,
+            html_size as f64 / 1024.0,
+        );
+    }
+}
+
 fn main() {
     println!(
         "{:>7} | {:>12} | {:>12} | {:>7} | {:>10} | {:>14} | {:>7}",
@@ -305,4 +354,5 @@ fn main() {
             tree.as_secs_f64() / base.as_secs_f64(),
         );
     }
+    report_formats();
 }

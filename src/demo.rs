@@ -193,7 +193,7 @@ async fn pipeline_and_report(
         timeout,
         service_name: DEFAULT_SERVICE_NAME.into(),
     };
-    let (wait, results) = verify(&backends, &expectation, &options, &thresholds)
+    let (wait, results, _) = verify(&backends, &expectation, &options, &thresholds)
         .await
         .context("querying the backends")?;
     let report = VerifyReport::new(

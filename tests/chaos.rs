@@ -53,9 +53,17 @@ fn every_scenario_passes_with_nothing_lost_or_duplicated() {
         ]
     );
     for s in report["scenarios"].as_array().unwrap() {
+        // A killed, frozen or cut-off backend may commit a request whose answer never came:
+        // chaos lets those few duplicates pass, named (docs/chaos.md); nothing else may repeat.
+        let in_doubt_window = ["kill", "pause", "partition"]
+            .iter()
+            .any(|m| s["scenario"] == format!("collector-outage/{m}").as_str());
         for r in s["rows"].as_array().unwrap() {
+            assert_eq!(r["passed"], true, "{}: {r:#}", s["scenario"]);
             assert_eq!(r["lost"], 0, "{}: {r:#}", s["scenario"]);
-            assert_eq!(r["duplicated"], 0, "{}: {r:#}", s["scenario"]);
+            if !in_doubt_window {
+                assert_eq!(r["duplicated"], 0, "{}: {r:#}", s["scenario"]);
+            }
         }
         assert!(
             row(s, "log-lines")["expected"].as_u64().unwrap() > 0,
@@ -105,12 +113,10 @@ fn a_replay_that_sends_twice_duplicates_the_outage() {
     );
     assert_eq!(code, 2, "{report:#}");
     let s = scenario(&report, "collector-outage/kill");
-    assert!(
-        row(s, "log-lines")["duplicated"].as_u64().unwrap() > 0,
-        "{s:#}"
-    );
-    assert_eq!(row(s, "log-lines")["lost"], 0, "{s:#}");
-    assert_eq!(row(s, "counter-parity")["passed"], false, "{s:#}");
+    let lines = row(s, "log-lines");
+    assert_eq!(lines["passed"], false, "{s:#}");
+    assert!(lines["duplicated"].as_u64().unwrap() > 0, "{s:#}");
+    assert_eq!(lines["lost"], 0, "{s:#}");
 }
 
 #[test]

@@ -5,60 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::Serve;
+use common::serve::ServeHome as Stack;
 use common::workflow::require_private_tmp;
 
 const WORKFLOW: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/workflows/verify-pipeline.yaml"
 );
-
-/// `obsctl serve` as the user's running stack in a scratch home, killed when the test ends
-/// however it ends.
-struct Stack {
-    serve: Serve,
-    home: tempfile::TempDir,
-}
-
-impl Stack {
-    fn start() -> Self {
-        let home = tempfile::tempdir().unwrap();
-        Self {
-            serve: Serve::start_in_home(home.path()),
-            home,
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.home.path().join("runs")
-    }
-
-    fn obsctl(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
-        cmd.args(args)
-            .env("XDG_STATE_HOME", self.home.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CI");
-        cmd
-    }
-
-    fn run_workflow(&self, extra: &[&str]) -> std::process::Output {
-        let state = self.state_dir();
-        let mut args = vec!["run", WORKFLOW, "--state-dir", state.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let out = self.obsctl(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "obsctl run failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-}
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -89,7 +44,7 @@ fn a_real_run_through_serve_and_the_shim_verifies_clean() {
         return;
     }
     let serve = Stack::start();
-    serve.run_workflow(&[]);
+    serve.run_workflow(WORKFLOW, &[]);
     let state = state_arg(&serve.state_dir());
     let out = serve
         .obsctl(&[
@@ -160,7 +115,7 @@ fn a_run_without_the_shim_fails_span_coverage_for_every_step() {
         return;
     }
     let serve = Stack::start();
-    serve.run_workflow(&["--no-shim"]);
+    serve.run_workflow(WORKFLOW, &["--no-shim"]);
     let state = state_arg(&serve.state_dir());
     let out = serve
         .obsctl(&[
@@ -348,7 +303,7 @@ fn an_unsampled_run_has_no_spans_and_exact_counters() {
         return;
     }
     let serve = Stack::start();
-    serve.run_workflow(&["--sampler-ratio", "0"]);
+    serve.run_workflow(WORKFLOW, &["--sampler-ratio", "0"]);
     let out = serve
         .obsctl(&[
             "verify",

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
+
 use super::collect::{Observed, added, count, counter_totals, expected_counts};
 use super::expect::Expectation;
 use super::{CheckId, CheckResult};
@@ -31,8 +33,21 @@ fn compare(result: &mut CheckResult, what: &str, key: &str, expected: u64, found
     }
 }
 
-pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckResult {
-    let mut result = CheckResult::new(CheckId::CounterParity, 0, 0);
+/// One agent and step's counters: what the records expect and what the success and fail
+/// counters added since the baseline. Counter parity judges these; the HTML report draws them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepParity {
+    pub agent: String,
+    pub step: String,
+    pub expected_success: u64,
+    pub found_success: f64,
+    pub expected_fail: u64,
+    pub found_fail: f64,
+}
+
+/// Every agent and step either the records or the counters name, in order.
+pub fn parity_by_step(expectation: &Expectation, observed: &Observed) -> Vec<StepParity> {
     let expected = expected_counts(&expectation.counter_attempts);
     let success = counter_totals(&added(&observed.success_counters, &observed.baseline));
     let fail = counter_totals(&added(&observed.fail_counters, &observed.baseline));
@@ -40,22 +55,38 @@ pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckRe
     keys.extend(success.keys().chain(fail.keys()));
     keys.sort();
     keys.dedup();
-    for key in keys {
-        let (want_s, want_f) = expected.get(key).copied().unwrap_or((0, 0));
-        let name = format!("{}/{}", key.0, key.1);
+    keys.into_iter()
+        .map(|key| {
+            let (expected_success, expected_fail) = expected.get(key).copied().unwrap_or((0, 0));
+            StepParity {
+                agent: key.0.clone(),
+                step: key.1.clone(),
+                expected_success,
+                found_success: success.get(key).copied().unwrap_or(0.0),
+                expected_fail,
+                found_fail: fail.get(key).copied().unwrap_or(0.0),
+            }
+        })
+        .collect()
+}
+
+pub fn counter_parity(expectation: &Expectation, observed: &Observed) -> CheckResult {
+    let mut result = CheckResult::new(CheckId::CounterParity, 0, 0);
+    for step in parity_by_step(expectation, observed) {
+        let name = format!("{}/{}", step.agent, step.step);
         compare(
             &mut result,
             metric::STEP_SUCCESS_TOTAL,
             &name,
-            want_s,
-            success.get(key).copied().unwrap_or(0.0),
+            step.expected_success,
+            step.found_success,
         );
         compare(
             &mut result,
             metric::STEP_FAIL_TOTAL,
             &name,
-            want_f,
-            fail.get(key).copied().unwrap_or(0.0),
+            step.expected_fail,
+            step.found_fail,
         );
     }
 

@@ -153,13 +153,15 @@ pub fn run_all(
 }
 
 /// Collects what the backends hold for `expectation` (waiting as [`collect::collect`] does) and
-/// runs every check on it.
+/// runs every check on it. What was observed comes back too, for a report that draws it (the
+/// HTML report's waterfalls and per-step counters) without asking the backends again.
 pub async fn verify(
     backends: &crate::backends::Backends,
     expectation: &Expectation,
     options: &collect::CollectOptions,
     thresholds: &Thresholds,
-) -> Result<(collect::WaitReport, Vec<CheckResult>), crate::backends::BackendError> {
+) -> Result<(collect::WaitReport, Vec<CheckResult>, Observed), crate::backends::BackendError> {
     let (observed, wait) = collect::collect(backends, expectation, options).await?;
-    Ok((wait, run_all(expectation, &observed, thresholds)))
+    let results = run_all(expectation, &observed, thresholds);
+    Ok((wait, results, observed))
 }

@@ -16,6 +16,7 @@ use super::verify::EXIT_CHECK_FAILED;
 use crate::chaos::{self, OutageMode, Progress, Scenario, ScenarioName};
 use crate::checks::time::parse_duration;
 use crate::report::chaos::{ChaosReport, json, junit, table};
+use crate::report::html::ReportFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -46,7 +47,9 @@ pub struct Args {
     pub runtime: Runtime,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Also write the whole result, with each scenario's timeline, as JSON to FILE.
+    /// Also write the whole result to FILE: one self-contained HTML page when FILE ends in .html
+    /// (each scenario's loss account and its timeline with the fault window shaded over the
+    /// steps), else JSON with each scenario's timeline.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Parallel steps of the burst scenario.
@@ -122,8 +125,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     view.finish();
     let report = ChaosReport::new("embedded", started.elapsed().as_millis() as u64, reports);
     if let Some(path) = &args.report {
-        std::fs::write(path, json(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let text = match ReportFormat::of(path) {
+            ReportFormat::Html => crate::report::html::chaos::render(&report),
+            ReportFormat::Json => json(&report),
+        };
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     match args.output {
         Output::Table => print!("{}", table(&report, crate::ui::color_enabled())),

@@ -1,6 +1,6 @@
 //! `obsctl trace <taskId>`: argument handling and output only. The lookup lives in
-//! `report::task`, the waterfall in `report::waterfall`. An unknown task, or a task none of whose
-//! traces the trace backend has, exits 1.
+//! `report::task`, the waterfall in `report::waterfall`, the HTML page in `report::html::task`.
+//! An unknown task, or a task none of whose traces the trace backend has, exits 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,10 @@ pub struct Args {
     /// Print the span tree as JSON instead of a waterfall.
     #[arg(long)]
     pub json: bool,
+    /// Also write the task as one self-contained HTML page to FILE: each trace as a waterfall
+    /// with every step's log lines under its span, and the links.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Where `obsctl run` recorded the runs [default: $XDG_STATE_HOME/obsctl/runs].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -40,7 +44,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let backends = args.backends.connect()?;
     let query = TaskQuery {
         task_id: &args.task_id,
-        with_logs: args.logs,
+        // The page always shows the logs; the terminal only with --logs.
+        with_logs: args.logs || args.html.is_some(),
         service_name: &args.backends.service_name,
         state_dir,
     };
@@ -49,13 +54,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let view = runtime.block_on(load(&backends, &records, &query))?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, crate::report::html::task::render(&view))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // Logs fetched only for the page stay off the terminal.
+    let stripped = (args.html.is_some() && !args.logs).then(|| view.without_logs());
+    let shown = stripped.as_ref().unwrap_or(&view);
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&view).expect("views always serialize")
+            serde_json::to_string_pretty(shown).expect("views always serialize")
         );
     } else {
-        print!("{}", render_task(&view, crate::ui::color_enabled()));
+        print!("{}", render_task(shown, crate::ui::color_enabled()));
     }
     // The records name the task but nothing of it reached the trace backend: a person looking
     // for the trace found nothing, and a script must not take that for success.

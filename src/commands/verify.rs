@@ -1,6 +1,6 @@
 //! `obsctl verify`: argument handling and output only. The checks live in `checks`, the
-//! renderings in `report::verify`. Exit codes: 0 all checks passed, 1 could not run, 2 a check
-//! failed.
+//! renderings in `report::verify` and `report::html::verify`. Exit codes: 0 all checks passed,
+//! 1 could not run, 2 a check failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,13 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::backends::{BackendUrls, Backends, Http, UrlFlags, redact};
-use crate::checks::collect::CollectOptions;
+use crate::checks::collect::{CollectOptions, Observed};
 use crate::checks::expect::Expectation;
 use crate::checks::metrics::DEFAULT_SERIES_BUDGET;
 use crate::checks::select::{Selection, select};
 use crate::checks::time::parse_duration;
 use crate::checks::{Thresholds, verify};
 use crate::conventions::resource::DEFAULT_SERVICE_NAME;
+use crate::report::html::ReportFormat;
+use crate::report::html::verify::Evidence;
+use crate::report::task::links_of_runs;
 use crate::report::verify::{BackendsUsed, VerifyReport, json, junit, table};
 use crate::stack::endpoints::Endpoints;
 use crate::workflow::record::RecordStore;
@@ -93,6 +96,11 @@ pub struct Args {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Also write the report to FILE: one self-contained HTML page when FILE ends in .html
+    /// (checks with their numbers and items, counters per step, each run's trace as a waterfall
+    /// with its log lines, the links), else the JSON report.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Where `obsctl run` recorded the runs [default: $XDG_STATE_HOME/obsctl/runs].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -131,7 +139,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         service_name: args.backends.service_name.clone(),
     };
-    let report = run_checks(&backends, &expectation, &options, &thresholds)?;
+    let (report, observed) = run_checks(&backends, &expectation, &options, &thresholds)?;
+    if let Some(path) = &args.report {
+        let text = match ReportFormat::of(path) {
+            ReportFormat::Html => {
+                let links = links_of_runs(&backends, &expectation.runs);
+                let evidence = Evidence::of(&expectation, &observed, links);
+                crate::report::html::verify::render(&report, &evidence)
+            }
+            ReportFormat::Json => json(&report) + "\n",
+        };
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
     print!(
         "{}",
         match args.output {
@@ -143,21 +163,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     exit_code(&report)
 }
 
-/// Runs the checks and assembles the report; a backend that cannot be queried exits 1.
+/// Runs the checks and assembles the report, with what the backends held for a report that
+/// draws it; a backend that cannot be queried exits 1.
 pub fn run_checks(
     backends: &Backends,
     expectation: &Expectation,
     options: &CollectOptions,
     thresholds: &Thresholds,
-) -> anyhow::Result<VerifyReport> {
+) -> anyhow::Result<(VerifyReport, Observed)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (wait, results) = runtime
+    let (wait, results, observed) = runtime
         .block_on(verify(backends, expectation, options, thresholds))
         .context("querying the backends")?;
-    Ok(VerifyReport::new(
+    let report = VerifyReport::new(
         expectation,
         BackendsUsed {
             tempo: redact(&backends.urls.tempo),
@@ -167,7 +188,8 @@ pub fn run_checks(
         thresholds,
         wait,
         results,
-    ))
+    );
+    Ok((report, observed))
 }
 
 /// 0 when every check passed, else 2 with one line on stderr (the report is on stdout).

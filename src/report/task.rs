@@ -53,6 +53,16 @@ pub struct TaskView {
     pub links: Vec<Link>,
 }
 
+impl TaskView {
+    /// The same view without log lines (see [`TraceTree::without_logs`]).
+    pub fn without_logs(&self) -> Self {
+        Self {
+            traces: self.traces.iter().map(TraceTree::without_logs).collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Grafana Explore opened on the trace in the provisioned Tempo datasource (uid `tempo`).
 pub fn grafana_explore_url(grafana: &str, trace: TraceId) -> String {
     let pane = serde_json::json!({
@@ -171,18 +181,49 @@ pub async fn load(
         })
         .collect();
 
-    let mut links = Vec::new();
-    for id in &trace_ids {
-        let url = match &backends.urls.grafana {
-            Some(grafana) => grafana_explore_url(grafana, *id),
-            None => backends.tempo.trace_url(*id),
-        };
-        links.push(Link {
+    let mut links = trace_links(backends, &trace_ids);
+    links.extend(run_links(&runs));
+
+    Ok(TaskView {
+        task_id: query.task_id.to_string(),
+        runs: runs.iter().map(|r| RunSummary::of(r)).collect(),
+        traces,
+        missing_traces,
+        links,
+    })
+}
+
+/// Each trace in Grafana Explore when the endpoints file names Grafana, else on the trace API.
+pub fn trace_links(backends: &Backends, ids: &[TraceId]) -> Vec<Link> {
+    ids.iter()
+        .map(|id| Link {
             label: format!("trace {id}"),
-            url,
-        });
+            url: match &backends.urls.grafana {
+                Some(grafana) => grafana_explore_url(grafana, *id),
+                None => backends.tempo.trace_url(*id),
+            },
+        })
+        .collect()
+}
+
+/// The links of verified runs: each distinct trace, then the runs' link outputs.
+pub fn links_of_runs(backends: &Backends, runs: &[RunRecord]) -> Vec<Link> {
+    let mut ids: Vec<TraceId> = Vec::new();
+    for run in runs {
+        if !ids.contains(&run.trace_id) {
+            ids.push(run.trace_id);
+        }
     }
-    for run in &runs {
+    let mut links = trace_links(backends, &ids);
+    links.extend(run_links(&runs.iter().collect::<Vec<_>>()));
+    links
+}
+
+/// The PR, Actions run and preview URLs the runs set as outputs, each labelled with its run when
+/// there are several.
+pub fn run_links(runs: &[&RunRecord]) -> Vec<Link> {
+    let mut links = Vec::new();
+    for run in runs {
         for name in LINK_OUTPUTS {
             if let Some(url) = run.output(name) {
                 let label = if runs.len() > 1 {
@@ -197,14 +238,7 @@ pub async fn load(
             }
         }
     }
-
-    Ok(TaskView {
-        task_id: query.task_id.to_string(),
-        runs: runs.iter().map(|r| RunSummary::of(r)).collect(),
-        traces,
-        missing_traces,
-        links,
-    })
+    links
 }
 
 /// The task as text: runs, one waterfall per trace, then the links.

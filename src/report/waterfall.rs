@@ -141,6 +141,25 @@ impl TraceTree {
     }
 }
 
+impl TraceTree {
+    /// The same tree without log lines: `trace --html` fetches them for the file, the terminal
+    /// shows them only with `--logs`.
+    pub fn without_logs(&self) -> Self {
+        fn strip(node: &SpanNode) -> SpanNode {
+            SpanNode {
+                logs: Vec::new(),
+                children: node.children.iter().map(strip).collect(),
+                ..node.clone()
+            }
+        }
+        Self {
+            roots: self.roots.iter().map(strip).collect(),
+            other_logs: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
 /// The attributes worth a glance on one line; the span name already says agent and step.
 fn key_attributes(node: &SpanNode) -> String {
     let mut parts = Vec::new();

@@ -233,3 +233,49 @@ pub fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// `obsctl serve` as the user's running stack in a scratch home (its endpoints file where other
+/// obsctl commands with that home find it), killed when the test ends however it ends.
+pub struct ServeHome {
+    pub serve: Serve,
+    pub home: tempfile::TempDir,
+}
+
+impl ServeHome {
+    pub fn start() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        Self {
+            serve: Serve::start_in_home(home.path()),
+            home,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.home.path().join("runs")
+    }
+
+    /// `obsctl` with this home, without colour, and outside CI whatever the test runs under.
+    pub fn obsctl(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
+        cmd.args(args)
+            .env("XDG_STATE_HOME", self.home.path())
+            .env("NO_COLOR", "1")
+            .env_remove("CI");
+        cmd
+    }
+
+    /// `obsctl run workflow` recorded in [`Self::state_dir`]; the test fails if the run does.
+    pub fn run_workflow(&self, workflow: &str, extra: &[&str]) -> std::process::Output {
+        let state = self.state_dir();
+        let mut args = vec!["run", workflow, "--state-dir", state.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.obsctl(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "obsctl run failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
