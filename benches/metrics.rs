@@ -134,15 +134,25 @@ fn replay(
     });
 }
 
-/// Series of the step metrics on `/metrics` (one per sample line) and the scrape's size.
-fn scrape(serve: &Serve) -> (usize, usize) {
+/// One scrape: series of the step metrics (one per sample line) and its size in bytes.
+#[derive(Clone, Copy)]
+struct Scrape {
+    series: usize,
+    bytes: usize,
+}
+
+/// What `/metrics` of `serve` holds now.
+fn scrape(serve: &Serve) -> Scrape {
     let (status, body) = http_get(&serve.url("/metrics")).expect("scrape");
     assert_eq!(status, 200);
     let series = body
         .lines()
         .filter(|l| l.starts_with("agent_step_"))
         .count();
-    (series, body.len())
+    Scrape {
+        series,
+        bytes: body.len(),
+    }
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -186,7 +196,8 @@ fn main() {
     let aggregator = Serve::start(&dir.path().join("aggregator"));
     let baseline = Serve::start(&dir.path().join("per-process"));
 
-    let mut rows: Vec<(usize, (usize, usize), (usize, usize))> = Vec::new();
+    // (step processes, aggregator, per-process baseline)
+    let mut rows: Vec<(usize, Scrape, Scrape)> = Vec::new();
     let mut done = 0;
     for n in STEPS {
         eprintln!("replaying up to {n} step processes");
@@ -242,15 +253,15 @@ fn main() {
         "scrape bytes: baseline",
         "ratio",
     ]);
-    for (n, (a_series, a_bytes), (b_series, b_bytes)) in &rows {
+    for (n, a, b) in &rows {
         table.add_row([
             n.to_string(),
-            a_series.to_string(),
-            b_series.to_string(),
-            format!("{:.4}", *a_series as f64 / *b_series as f64),
-            a_bytes.to_string(),
-            b_bytes.to_string(),
-            format!("{:.4}", *a_bytes as f64 / *b_bytes as f64),
+            a.series.to_string(),
+            b.series.to_string(),
+            format!("{:.4}", a.series as f64 / b.series as f64),
+            a.bytes.to_string(),
+            b.bytes.to_string(),
+            format!("{:.4}", a.bytes as f64 / b.bytes as f64),
         ]);
     }
     println!(
