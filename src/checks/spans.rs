@@ -174,7 +174,7 @@ pub fn span_coverage(
         format!("no sampled run among the selected runs{unsampled}")
     } else {
         format!(
-            "{} of {expected} step attempts have a correct span ({:.1}%, threshold {:.1}%){unsampled}",
+            "{} of {expected} step attempts of sampled runs have a correct span ({:.1}%, threshold {:.1}%){unsampled}",
             result.found,
             coverage * 100.0,
             min_coverage * 100.0
