@@ -88,14 +88,16 @@ fn as_step(
                     Some(Data::Sum(sum)) => {
                         for p in &mut sum.data_points {
                             if per_process {
-                                p.attributes.push(attrs::string("instance", instance.clone()));
+                                p.attributes
+                                    .push(attrs::string("instance", instance.clone()));
                             }
                         }
                     }
                     Some(Data::Histogram(h)) => {
                         for p in &mut h.data_points {
                             if per_process {
-                                p.attributes.push(attrs::string("instance", instance.clone()));
+                                p.attributes
+                                    .push(attrs::string("instance", instance.clone()));
                             }
                             for e in &mut p.exemplars {
                                 e.trace_id = trace.clone();
@@ -222,9 +224,11 @@ fn main() {
         });
         to_metrics.push(ended.elapsed());
         let query = "sum(agent_step_success_total) + sum(agent_step_fail_total)";
-        poll("the increment in Prometheus", Duration::from_secs(30), || {
-            (prometheus.value(query) == Some(expected)).then_some(())
-        });
+        poll(
+            "the increment in Prometheus",
+            Duration::from_secs(30),
+            || (prometheus.value(query) == Some(expected)).then_some(()),
+        );
         to_prometheus.push(ended.elapsed());
     }
 
