@@ -87,7 +87,9 @@ fn verify_a_clean_run_prints_the_table_and_exits_0() {
         assert!(row.contains("| PASS "), "{row}");
     }
     assert!(
-        text.contains("4 of 4 step attempts have a correct span (100.0%, threshold 95.0%)"),
+        text.contains(
+            "4 of 4 step attempts of sampled runs have a correct span (100.0%, threshold 95.0%)"
+        ),
         "{text}"
     );
     assert!(

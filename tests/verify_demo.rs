@@ -33,7 +33,8 @@ fn demo_as(mut command: Command, home: &Path) -> (i32, String, String) {
     )
 }
 
-fn assert_full_story(stdout: &str) {
+/// `own_backend`: the demo started (and stopped) its own backend, so no link may lead into it.
+fn assert_full_story(stdout: &str, own_backend: bool) {
     assert!(
         stdout.starts_with("running workflows/agent-pipeline.yaml as agent-pipeline-"),
         "{stdout}"
@@ -61,7 +62,12 @@ fn assert_full_story(stdout: &str) {
         "logs under their span: {stdout}"
     );
     let links = stdout.split("\nlinks:\n").nth(1).expect("links at the end");
-    assert!(links.contains("/api/traces/"), "{links}");
+    assert_eq!(links.contains("/api/traces/"), !own_backend, "{links}");
+    assert_eq!(
+        links.contains("the demo's own backend stopped with it"),
+        own_backend,
+        "{links}"
+    );
     assert!(
         links.contains(&format!("https://github.com/5dlabs/demo/pull/{task}")),
         "{links}"
@@ -79,7 +85,7 @@ fn demo_on_a_fresh_machine_starts_its_own_backend_and_leaves_nothing_behind() {
     let started = Instant::now();
     let (code, stdout, stderr) = demo(home.path());
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert_full_story(&stdout);
+    assert_full_story(&stdout, true);
     let api = stderr
         .split("embedded backend on http://")
         .nth(1)
@@ -125,7 +131,7 @@ fn demo_uses_a_running_stack_and_repeats_cleanly_on_it() {
             stderr.contains("using the running embedded stack"),
             "{stderr}"
         );
-        assert_full_story(&stdout);
+        assert_full_story(&stdout, false);
     }
     // With a running stack the runs are recorded where `obsctl runs` and `verify` look.
     let runs = obsctl::workflow::record::RecordStore::new(home.path().join("obsctl/runs"))
@@ -184,7 +190,7 @@ fn demo_and_run_as_an_unprivileged_user_rewrite_tmp_paths_say_so_once_and_pass()
     };
     let (code, stdout, stderr) = demo_as(unprivileged(), &home);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert_full_story(&stdout);
+    assert_full_story(&stdout, true);
     let demo_notes = notes(&stderr);
     assert_eq!(demo_notes.len(), 1, "the fallback is named once: {stderr}");
     assert!(demo_notes[0].contains("rewritten"), "{stderr}");
