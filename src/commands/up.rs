@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
 use crate::stack::config;
+use crate::stack::definition::Component;
 use crate::stack::docker::DockerError;
 use crate::stack::runtime::{self, RuntimeChoice, RuntimeError, UpOutcome};
 
@@ -137,7 +138,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "protocol http/protobuf or http/json",
     ]);
     let (tempo, prometheus, loki) = if docker {
-        ("Tempo", "Prometheus (exemplars, alert rules)", "Loki")
+        let names = |component, real: &'static str| -> &'static str {
+            match &outcome {
+                UpOutcome::Docker { report, .. }
+                    if report
+                        .images
+                        .get(&component)
+                        .is_some_and(|i| config::is_stand_in(i)) =>
+                {
+                    "stand-in: obsctl serve with this API (docs/observability.md, Air-gapped)"
+                }
+                _ => real,
+            }
+        };
+        (
+            names(Component::Tempo, "Tempo"),
+            "Prometheus (exemplars, alert rules)",
+            names(Component::Loki, "Loki"),
+        )
     } else {
         (
             "Tempo-shaped API",

@@ -242,6 +242,14 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Whether `image` is one of the images `scripts/build-images.sh` builds in the place of a
+/// component that cannot be had without a registry (the obsctl image standing in for the
+/// collector, Tempo or Loki, and the readiness stand-in), so that output never presents it as
+/// the product it stands in for.
+pub fn is_stand_in(image: &str) -> bool {
+    image.starts_with("obsctl-local/obsctl:") || image.starts_with("obsctl-local/standin:")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,6 +199,8 @@ pub struct UpReport {
     pub actions: BTreeMap<Component, Action>,
     pub ready_after: BTreeMap<String, Duration>,
     pub password_file: PathBuf,
+    /// The image each component runs, so that stand-ins can be named as such.
+    pub images: BTreeMap<Component, String>,
 }
 
 /// What one `up` created, removed again when it fails part-way.
@@ -536,6 +538,7 @@ impl DockerStack {
             actions,
             ready_after,
             password_file: password_path(&self.project),
+            images: config.images.clone(),
         })
     }
 
