@@ -162,6 +162,64 @@ pub async fn run_stoppable<R: Runner>(
     on_event: Box<dyn Fn(Event) + Send + Sync>,
     stop_on_signals: bool,
 ) -> Result<RunOutcome, EngineError> {
+    let otel = config.otel.clone();
+    let walked = walk(loaded, record, runner, config, on_event, stop_on_signals).await?;
+    let record = walked.record;
+    let export_error = telemetry::emit_root_span(
+        &otel,
+        &telemetry::RootSpan {
+            trace_id: record.trace_id,
+            span_id: record.root_span_id,
+            workflow_name: &record.name,
+            namespace: &record.namespace,
+            corr: &walked.corr,
+            start: walked.started,
+            end: walked.finished,
+            phase: workflow_status_text(record.status.phase),
+            environment: &otel.environment,
+        },
+    )
+    .await
+    .err();
+    let drained = telemetry::drain_spool(&otel).await;
+    Ok(RunOutcome {
+        record,
+        export_error,
+        pods_run: walked.pods_run,
+        drained,
+    })
+}
+
+/// [`walk`] without a live view or signal handling, for the in-process semantics tests.
+#[cfg(test)]
+pub(super) async fn walk_for_tests<R: Runner>(
+    loaded: LoadedWorkflow,
+    record: RunRecord,
+    runner: R,
+    config: RunConfig,
+) -> Result<RunRecord, EngineError> {
+    let walked = walk(loaded, record, runner, config, Box::new(|_| {}), false).await?;
+    Ok(walked.record)
+}
+
+/// A run walked to its end, before its root span is emitted.
+struct Walked {
+    record: RunRecord,
+    pods_run: usize,
+    corr: Correlation,
+    started: SystemTime,
+    finished: SystemTime,
+}
+
+/// Runs the workflow's nodes and saves the finished record; telemetry is the caller's.
+async fn walk<R: Runner>(
+    loaded: LoadedWorkflow,
+    record: RunRecord,
+    runner: R,
+    config: RunConfig,
+    on_event: Box<dyn Fn(Event) + Send + Sync>,
+    stop_on_signals: bool,
+) -> Result<Walked, EngineError> {
     let mut record = record;
     let previous = std::mem::take(&mut record.status.nodes);
     record.status.phase = Phase::Running;
@@ -341,28 +399,12 @@ pub async fn run_stoppable<R: Runner>(
     };
     inner.saver.stop();
     inner.config.store.save(&record)?;
-    let export_error = telemetry::emit_root_span(
-        &inner.config.otel,
-        &telemetry::RootSpan {
-            trace_id: record.trace_id,
-            span_id: record.root_span_id,
-            workflow_name: &record.name,
-            namespace: &record.namespace,
-            corr: &inner.corr,
-            start: started,
-            end: finished,
-            phase: workflow_status_text(phase),
-            environment: &inner.config.otel.environment,
-        },
-    )
-    .await
-    .err();
-    let drained = telemetry::drain_spool(&inner.config.otel).await;
-    Ok(RunOutcome {
+    Ok(Walked {
         record,
-        export_error,
         pods_run,
-        drained,
+        corr: inner.corr.clone(),
+        started,
+        finished,
     })
 }
 
