@@ -3,11 +3,7 @@
 
 pub mod clock;
 pub mod engine;
-#[cfg(test)]
-mod engine_tests;
 pub mod expr;
-#[cfg(test)]
-mod fake_runner;
 pub mod load;
 pub mod record;
 pub mod runner;

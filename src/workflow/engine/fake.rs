@@ -10,8 +10,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
 
-use super::runner::{Runner, RunnerError, ShimStart, StepExit, StepHandle, StepSpec};
 use crate::otlp::{SpanId, TraceId};
+use crate::workflow::runner::{Runner, RunnerError, ShimStart, StepExit, StepHandle, StepSpec};
 
 /// How one attempt of a template behaves.
 #[derive(Debug, Clone, Default)]

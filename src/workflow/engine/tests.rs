@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use super::engine::{self, RunConfig};
-use super::fake_runner::{Behaviour, FakeRunner};
-use super::load;
-use super::record::{Phase, RecordStore, RunRecord};
-use super::telemetry::OtelConfig;
+use super::RunConfig;
+use super::fake::{Behaviour, FakeRunner};
 use crate::conventions::env::OBSCTL_REPLACES;
 use crate::otlp::TraceContext;
+use crate::workflow::load;
+use crate::workflow::record::{NodeStatus, Phase, RecordStore, RunRecord};
+use crate::workflow::telemetry::OtelConfig;
 
 const HEAD: &str =
     "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: wf\nspec:\n";
@@ -41,8 +41,8 @@ fn loaded(body: &str) -> load::LoadedWorkflow {
 
 async fn run_in(dir: &Path, body: &str, fake: &FakeRunner, record: Option<RunRecord>) -> RunRecord {
     let loaded = loaded(body);
-    let record = record.unwrap_or_else(|| engine::new_record(&loaded, "default"));
-    engine::walk_for_tests(loaded, record, fake.clone(), config(dir))
+    let record = record.unwrap_or_else(|| super::new_record(&loaded, "default"));
+    super::walk_for_tests(loaded, record, fake.clone(), config(dir))
         .await
         .expect("the run ends")
 }
@@ -59,7 +59,7 @@ impl Ran {
         nodes(&self.record)
     }
 
-    fn node(&self, short: &str) -> &super::record::NodeStatus {
+    fn node(&self, short: &str) -> &NodeStatus {
         node(&self.record, short)
     }
 }
@@ -82,7 +82,7 @@ fn nodes(record: &RunRecord) -> Vec<String> {
     out
 }
 
-fn node<'a>(record: &'a RunRecord, short: &str) -> &'a super::record::NodeStatus {
+fn node<'a>(record: &'a RunRecord, short: &str) -> &'a NodeStatus {
     let full = short.replacen('@', &record.name, 1);
     record
         .status
@@ -133,7 +133,7 @@ async fn steps_name_link_and_feed_results_forward() {
         c.outputs.as_ref().unwrap().result.as_deref(),
         Some("one+two")
     );
-    assert_eq!(c.id, super::vars::node_id("wf", "wf[1].c"));
+    assert_eq!(c.id, crate::workflow::vars::node_id("wf", "wf[1].c"));
     // Argo's links: the steps node owns its first group, each step of a group owns the next.
     let group1 = ran.node("@[1]").id.clone();
     assert_eq!(ran.node("@").children, [ran.node("@[0]").id.clone()]);
