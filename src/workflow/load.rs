@@ -1,10 +1,14 @@
 //! Reading a Workflow file and refusing, before anything runs, what `obsctl run` cannot run
 //! faithfully: malformed YAML, fields outside the subset, unknown templates, dependency cycles,
-//! missing parameters. Every error names the file, and the line and column where there is one.
+//! missing parameters. Every error names the file, and the line and column of the node it is
+//! about as the YAML parser marked it (see `position`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod position;
+
+use self::position::{YamlPath, locate};
 use super::expr;
 use super::spec::{Parameter, Step, Template, TemplateKind, Workflow};
 use super::vars;
@@ -78,14 +82,9 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// An error at the first line that holds `needle`, so that semantic errors found after
-    /// parsing still point at a line.
-    fn at(&self, needle: &str, message: String) -> LoadError {
-        let found = self
-            .source
-            .lines()
-            .enumerate()
-            .find_map(|(i, line)| line.find(needle).map(|col| (i + 1, col + 1)));
+    /// An error at the node `node` of the document, as the YAML parser marked it.
+    fn at(&self, node: &YamlPath, message: String) -> LoadError {
+        let found = locate(self.source, node);
         LoadError::Invalid {
             path: self.path.to_path_buf(),
             line: found.map(|f| f.0),
@@ -186,10 +185,18 @@ fn explain_serde(message: &str) -> String {
     message.to_string()
 }
 
+fn root() -> YamlPath {
+    YamlPath::root()
+}
+
+fn spec() -> YamlPath {
+    root().key("spec")
+}
+
 fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     if wf.api_version != "argoproj.io/v1alpha1" {
         return Err(c.at(
-            "apiVersion",
+            &root().key("apiVersion"),
             format!(
                 "apiVersion must be argoproj.io/v1alpha1, not {:?}",
                 wf.api_version
@@ -197,16 +204,22 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
         ));
     }
     if wf.kind != "Workflow" {
-        return Err(c.at("kind", format!("kind must be Workflow, not {:?}", wf.kind)));
+        return Err(c.at(
+            &root().key("kind"),
+            format!("kind must be Workflow, not {:?}", wf.kind),
+        ));
     }
     if wf.metadata.name.is_none() && wf.metadata.generate_name.is_none() {
-        return Err(c.at("metadata", "metadata needs `name` or `generateName`".into()));
+        return Err(c.at(
+            &root().key("metadata"),
+            "metadata needs `name` or `generateName`".into(),
+        ));
     }
     let mut names = HashSet::new();
     for (i, t) in wf.spec.templates.iter().enumerate() {
         if !names.insert(t.name.as_str()) {
             return Err(c.at(
-                &format!("name: {}", t.name),
+                &spec().key("templates").index(i).key("name"),
                 format!(
                     "spec.templates[{i}]: template name `{}` is used twice",
                     t.name
@@ -218,7 +231,7 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     let known = |name: &str, field: &str| -> Result<(), LoadError> {
         if wf.template(name).is_none() {
             return Err(c.at(
-                &format!("{field}: {name}"),
+                &spec().key(field),
                 format!("spec.{field}: unknown template `{name}`"),
             ));
         }
@@ -231,7 +244,7 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     if let Some(secs) = &wf.spec.active_deadline_seconds {
         vars::parse_seconds(secs.as_str()).ok_or_else(|| {
             c.at(
-                "activeDeadlineSeconds",
+                &spec().key("activeDeadlineSeconds"),
                 format!(
                     "spec.activeDeadlineSeconds: expected a whole number of seconds, got {:?}",
                     secs.as_str()
@@ -244,31 +257,33 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
 
 fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<(), LoadError> {
     let at = format!("spec.templates[{i}] ({})", t.name);
+    let tp = spec().key("templates").index(i);
     let kind = t.kind().ok_or_else(|| {
         c.at(
-            &format!("name: {}", t.name),
+            &tp.key("name"),
             format!("{at}: a template needs exactly one of container, script, steps or dag"),
         )
     })?;
     for (j, p) in t.outputs.parameters.iter().enumerate() {
         let field = format!("{at}.outputs.parameters[{j}] ({})", p.name);
+        let op = tp.key("outputs").key("parameters").index(j);
         match (&p.value_from, kind) {
             (Some(vf), TemplateKind::Container | TemplateKind::Script) => {
                 let path = vf.path.as_deref().ok_or_else(|| {
                     c.at(
-                        &format!("name: {}", p.name),
+                        &op.key("valueFrom"),
                         format!("{field}: a pod template's output needs valueFrom.path"),
                     )
                 })?;
                 if !path.starts_with('/') {
                     return Err(c.at(
-                        path,
+                        &op.key("valueFrom").key("path"),
                         format!("{field}: valueFrom.path must be absolute, got {path:?}"),
                     ));
                 }
                 if !path.starts_with("/tmp/") {
                     return Err(c.at(
-                        path,
+                        &op.key("valueFrom").key("path"),
                         format!(
                             "{field}: valueFrom.path {path:?} is outside /tmp; the process runner \
                              gives each step a private /tmp only, so other paths would be shared \
@@ -280,7 +295,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             (Some(vf), TemplateKind::Steps | TemplateKind::Dag) => {
                 if vf.parameter.is_none() {
                     return Err(c.at(
-                        &format!("name: {}", p.name),
+                        &op.key("valueFrom"),
                         format!(
                             "{field}: a steps or dag template's output needs valueFrom.parameter"
                         ),
@@ -289,7 +304,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             }
             (None, _) if p.value.is_none() => {
                 return Err(c.at(
-                    &format!("name: {}", p.name),
+                    &op.key("name"),
                     format!("{field}: an output parameter needs `value` or `valueFrom`"),
                 ));
             }
@@ -297,8 +312,13 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         }
     }
     if (t.timeout.is_some() || t.active_deadline_seconds.is_some()) && !t.is_pod() {
+        let field = if t.timeout.is_some() {
+            "timeout"
+        } else {
+            "activeDeadlineSeconds"
+        };
         return Err(c.at(
-            &format!("name: {}", t.name),
+            &tp.key(field),
             format!("{at}: timeout and activeDeadlineSeconds apply to container and script templates only"),
         ));
     }
@@ -307,7 +327,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         && vars::parse_seconds(secs.as_str()).is_none()
     {
         return Err(c.at(
-            "activeDeadlineSeconds",
+            &tp.key("activeDeadlineSeconds"),
             format!(
                 "{at}.activeDeadlineSeconds: expected whole seconds, got {:?}",
                 secs.as_str()
@@ -319,7 +339,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         && vars::parse_duration(timeout.as_str()).is_none()
     {
         return Err(c.at(
-            "timeout",
+            &tp.key("timeout"),
             format!(
                 "{at}.timeout: expected a duration such as 30s or 2m, got {:?}",
                 timeout.as_str()
@@ -327,25 +347,16 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         ));
     }
     if let Some(rs) = &t.retry_strategy {
+        let rp = tp.key("retryStrategy");
         if let Some(limit) = &rs.limit
             && !limit.as_str().contains("{{")
             && limit.as_str().parse::<u32>().is_err()
         {
             return Err(c.at(
-                "limit",
+                &rp.key("limit"),
                 format!(
                     "{at}.retryStrategy.limit: expected a whole number, got {:?}",
                     limit.as_str()
-                ),
-            ));
-        }
-        if let Some(policy) = &rs.retry_policy
-            && !["Always", "OnFailure", "OnError", "OnTransientError"].contains(&policy.as_str())
-        {
-            return Err(c.at(
-                "retryPolicy",
-                format!(
-                    "{at}.retryStrategy.retryPolicy: expected Always, OnFailure, OnError or OnTransientError, got {policy:?}"
                 ),
             ));
         }
@@ -359,7 +370,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                     && vars::parse_duration(v.as_str()).is_none()
                 {
                     return Err(c.at(
-                        name,
+                        &rp.key("backoff").key(name),
                         format!(
                             "{at}.retryStrategy.backoff.{name}: expected a duration, got {:?}",
                             v.as_str()
@@ -371,7 +382,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                 && f.as_str().parse::<f64>().is_err()
             {
                 return Err(c.at(
-                    "factor",
+                    &rp.key("backoff").key("factor"),
                     format!(
                         "{at}.retryStrategy.backoff.factor: expected a number, got {:?}",
                         f.as_str()
@@ -387,6 +398,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                     c,
                     wf,
                     &format!("{at}.steps[{g}][{s}] ({})", step.name),
+                    &tp.key("steps").index(g).index(s),
                     step,
                 )?;
             }
@@ -399,32 +411,40 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             .enumerate()
             .map(|(k, task)| (task.name.as_str(), k))
             .collect();
+        let tasks_path = tp.key("dag").key("tasks");
         if tasks.len() != dag.tasks.len() {
+            let clash = (0..dag.tasks.len())
+                .find(|&k| tasks[dag.tasks[k].name.as_str()] != k)
+                .unwrap_or(0);
             return Err(c.at(
-                &format!("name: {}", t.name),
+                &tasks_path.index(clash).key("name"),
                 format!("{at}.dag: task names must be unique"),
             ));
         }
         let mut edges: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (k, task) in dag.tasks.iter().enumerate() {
             let field = format!("{at}.dag.tasks[{k}] ({})", task.name);
-            check_call(c, wf, &field, &Step::from(task))?;
+            let kp = tasks_path.index(k);
+            check_call(c, wf, &field, &kp, &Step::from(task))?;
             if task.depends.is_some() && !task.dependencies.is_empty() {
                 return Err(c.at(
-                    &format!("name: {}", task.name),
+                    &kp.key("depends"),
                     format!("{field}: use either `depends` or `dependencies`, not both"),
                 ));
             }
             let deps = match &task.depends {
-                Some(depends) => expr::Depends::parse(depends)
-                    .map_err(|e| c.at(depends, format!("{field}.depends: {e}")))?
-                    .tasks(),
+                Some(depends) => depends.parsed().tasks(),
                 None => task.dependencies.clone(),
             };
             for dep in &deps {
                 if !tasks.contains_key(dep.as_str()) {
+                    let listed = if task.depends.is_some() {
+                        "depends"
+                    } else {
+                        "dependencies"
+                    };
                     return Err(c.at(
-                        &format!("name: {}", task.name),
+                        &kp.key(listed),
                         format!("{field}: depends on unknown task `{dep}`"),
                     ));
                 }
@@ -432,15 +452,19 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             edges.insert(task.name.as_str(), deps);
         }
         if let Some(cycle) = find_cycle(&edges) {
+            let first = tasks[cycle[0].as_str()];
             return Err(c.at(
-                &format!("name: {}", cycle[0]),
+                &tasks_path.index(first).key("name"),
                 format!("{at}.dag: dependency cycle {}", cycle.join(" -> ")),
             ));
         }
         if let Some(target) = &dag.target {
             for name in target.split_whitespace() {
                 if !tasks.contains_key(name) {
-                    return Err(c.at("target", format!("{at}.dag.target: unknown task `{name}`")));
+                    return Err(c.at(
+                        &tp.key("dag").key("target"),
+                        format!("{at}.dag.target: unknown task `{name}`"),
+                    ));
                 }
             }
         }
@@ -464,10 +488,16 @@ impl From<&super::spec::DagTask> for Step {
 }
 
 /// A step or task calling a template: the template exists, its required inputs are given.
-fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<(), LoadError> {
+fn check_call(
+    c: &Checker,
+    wf: &Workflow,
+    field: &str,
+    sp: &YamlPath,
+    step: &Step,
+) -> Result<(), LoadError> {
     let Some(tmpl) = wf.template(&step.template) else {
         return Err(c.at(
-            &format!("template: {}", step.template),
+            &sp.key("template"),
             format!("{field}: unknown template `{}`", step.template),
         ));
     };
@@ -478,7 +508,7 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
     ];
     if loops.iter().filter(|l| **l).count() > 1 {
         return Err(c.at(
-            &format!("name: {}", step.name),
+            &sp.key("name"),
             format!("{field}: use only one of withItems, withParam, withSequence"),
         ));
     }
@@ -487,14 +517,14 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
         && seq.end.is_some()
     {
         return Err(c.at(
-            &format!("name: {}", step.name),
+            &sp.key("withSequence"),
             format!("{field}.withSequence: use either count or end, not both"),
         ));
     }
     if let Some(when) = &step.when
         && !when.contains("{{")
     {
-        expr::eval_when(when).map_err(|e| c.at(when, format!("{field}.when: {e}")))?;
+        expr::eval_when(when).map_err(|e| c.at(&sp.key("when"), format!("{field}.when: {e}")))?;
     }
     for input in &tmpl.inputs.parameters {
         let given = step
@@ -504,7 +534,7 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
             .any(|a| a.name == input.name);
         if !given && input.value.is_none() && input.default.is_none() {
             return Err(c.at(
-                &format!("template: {}", step.template),
+                &sp.key("template"),
                 format!(
                     "{field}: missing parameter `{}` required by template `{}`",
                     input.name, tmpl.name
@@ -512,16 +542,17 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
             ));
         }
     }
-    for arg in &step.arguments.parameters {
+    for (a, arg) in step.arguments.parameters.iter().enumerate() {
+        let ap = sp.key("arguments").key("parameters").index(a);
         if arg.value.is_none() && arg.value_from.is_none() {
             return Err(c.at(
-                &format!("name: {}", arg.name),
+                &ap.key("name"),
                 format!("{field}.arguments: parameter `{}` has no value", arg.name),
             ));
         }
         if arg.value_from.is_some() {
             return Err(c.at(
-                &format!("name: {}", arg.name),
+                &ap.key("valueFrom"),
                 format!("{field}.arguments: `valueFrom` in arguments is outside the subset obsctl run supports"),
             ));
         }
@@ -590,7 +621,8 @@ fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        let text = serde_json::to_string(t).expect("templates always serialize");
+        let json = serde_json::to_value(t).expect("templates always serialize");
+        let text = json.to_string();
         for var in vars::references(&text) {
             let problem = if let Some(name) = var.strip_prefix("inputs.parameters.") {
                 (!inputs.contains(name))
@@ -602,8 +634,10 @@ fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
                 None
             };
             if let Some(problem) = problem {
+                let tp = spec().key("templates").index(i);
+                let at = find_reference(&json, &var, tp.clone()).unwrap_or(tp);
                 return Err(c.at(
-                    &format!("{{{{{var}}}}}"),
+                    &at,
                     format!(
                         "spec.templates[{i}] ({}): missing parameter: {{{{{var}}}}}: {problem}",
                         t.name
@@ -613,6 +647,22 @@ fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// The path of the first string in `value` (a template as JSON, whose keys and indices are the
+/// YAML's) that references `var`.
+fn find_reference(value: &serde_json::Value, var: &str, at: YamlPath) -> Option<YamlPath> {
+    match value {
+        serde_json::Value::String(s) => vars::references(s).iter().any(|r| r == var).then_some(at),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_reference(v, var, at.index(i))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| find_reference(v, var, at.key(k))),
+        _ => None,
+    }
 }
 
 fn resolve_parameters(
@@ -635,7 +685,8 @@ fn resolve_parameters(
         }
     }
     let mut out = Vec::new();
-    for p in declared {
+    for (k, p) in declared.iter().enumerate() {
+        let pp = spec().key("arguments").key("parameters").index(k);
         let value = overrides
             .iter()
             .rev()
@@ -645,7 +696,7 @@ fn resolve_parameters(
             .or_else(|| p.default.as_ref().map(|v| v.0.clone()));
         let Some(value) = value else {
             return Err(c.at(
-                &format!("name: {}", p.name),
+                &pp.key("name"),
                 format!(
                     "spec.arguments.parameters: missing parameter `{}`: give it a value in the file or with -p {}=VALUE",
                     p.name, p.name
@@ -657,7 +708,7 @@ fn resolve_parameters(
         {
             let allowed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
             return Err(c.at(
-                &format!("name: {}", p.name),
+                &pp.key("enum"),
                 format!(
                     "parameter `{}` = {value:?} is not one of its enum values: {}",
                     p.name,
@@ -739,5 +790,50 @@ mod tests {
         let e = err(&src);
         assert!(e.starts_with("wf.yaml:9:"), "{e}");
         assert!(e.contains("{{=...}}"), "{e}");
+    }
+
+    #[test]
+    fn errors_point_at_the_node_they_are_about_not_the_first_line_with_its_word() {
+        let limit = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    retryStrategy: {{limit: 2}}\n    container: {{image: busybox, command: [true]}}\n  - name: b\n    retryStrategy:\n      limit: many\n    container: {{image: busybox, command: [true]}}\n"
+        );
+        let e = err(&limit);
+        assert!(e.starts_with("wf.yaml:13:14: "), "{e}");
+        assert!(
+            e.contains("retryStrategy.limit: expected a whole number"),
+            "{e}"
+        );
+
+        let twice = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container: {{image: busybox, command: [true]}}\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&twice);
+        assert!(e.starts_with("wf.yaml:10:12: "), "{e}");
+        assert!(e.contains("template name `a` is used twice"), "{e}");
+
+        let undeclared = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container:\n      image: busybox\n      command: [echo, x, \"{{{{inputs.parameters.m}}}}\"]\n"
+        );
+        let e = err(&undeclared);
+        assert!(e.starts_with("wf.yaml:11:26: "), "{e}");
+        assert!(e.contains("declares no input parameter `m`"), "{e}");
+    }
+
+    #[test]
+    fn depends_and_retry_policy_are_typed_when_read_with_their_position() {
+        let depends = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    dag:\n      tasks:\n      - {{name: x, template: b}}\n      - {{name: y, template: b, depends: \"x.Bogus\"}}\n  - {{name: b, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&depends);
+        assert!(e.starts_with("wf.yaml:12:41: "), "{e}");
+        assert!(e.contains("unknown task result `.Bogus`"), "{e}");
+
+        let policy = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    retryStrategy: {{retryPolicy: Sometimes}}\n    container: {{image: busybox, command: [true]}}\n"
+        );
+        let e = err(&policy);
+        assert!(e.starts_with("wf.yaml:9:34: "), "{e}");
+        assert!(e.contains("unknown variant `Sometimes`"), "{e}");
+        assert!(e.contains("OnTransientError"), "{e}");
     }
 }

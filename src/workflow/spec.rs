@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::expr::Depends;
 
 /// A scalar Argo accepts where it means a string (`AnyString`, `IntOrString`): YAML numbers and
 /// booleans are kept as their text, so `count: 5` and `count: "5"` mean the same.
@@ -314,7 +316,7 @@ pub struct DagTask {
     #[serde(default)]
     pub dependencies: Vec<String>,
     #[serde(default)]
-    pub depends: Option<String>,
+    pub depends: Option<DependsExpr>,
     #[serde(default)]
     pub when: Option<String>,
     #[serde(default)]
@@ -356,9 +358,64 @@ pub struct RetryStrategy {
     #[serde(default)]
     pub limit: Option<Scalar>,
     #[serde(default)]
-    pub retry_policy: Option<String>,
+    pub retry_policy: Option<RetryPolicy>,
     #[serde(default)]
     pub backoff: Option<Backoff>,
+}
+
+/// `retryStrategy.retryPolicy`; Argo's default is `OnFailure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RetryPolicy {
+    Always,
+    OnFailure,
+    OnError,
+    /// A transient error is a Kubernetes condition; a local run never has one.
+    OnTransientError,
+}
+
+/// A DAG task's `depends`, parsed when the file is read (a syntax error is refused with its
+/// position); it serializes back to the text it was written as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependsExpr {
+    text: String,
+    parsed: Depends,
+}
+
+impl DependsExpr {
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn parsed(&self) -> &Depends {
+        &self.parsed
+    }
+}
+
+impl<'de> Deserialize<'de> for DependsExpr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Parsed inside the visitor, so that the parser marks the error at the string itself.
+        struct DependsVisitor;
+        impl Visitor<'_> for DependsVisitor {
+            type Value = DependsExpr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a depends expression such as `A && (B.Failed || C)`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<DependsExpr, E> {
+                let parsed = Depends::parse(text).map_err(E::custom)?;
+                Ok(DependsExpr {
+                    text: text.to_string(),
+                    parsed,
+                })
+            }
+        }
+        deserializer.deserialize_str(DependsVisitor)
+    }
+}
+
+impl Serialize for DependsExpr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
 }
 
 impl Workflow {

@@ -304,7 +304,7 @@ impl<R: Runner> Executor<R> {
 /// A task's dependency condition: `depends`, else `dependencies` as a conjunction.
 fn depends_of(task: &DagTask) -> Option<Depends> {
     match &task.depends {
-        Some(d) => Some(Depends::parse(d).expect("the loader parsed depends")),
+        Some(d) => Some(d.parsed().clone()),
         None => task
             .dependencies
             .iter()

@@ -37,7 +37,9 @@ struct Resolved {
     timeout: Option<Duration>,
 }
 
-fn resolve(tmpl: &Template, scope: &Scope) -> Result<Resolved, vars::Unresolved> {
+/// A value that cannot be resolved (an unknown variable, a timeout that is no duration) is an
+/// error: the node ends in Error rather than run with a default.
+fn resolve(tmpl: &Template, scope: &Scope) -> Result<Resolved, String> {
     let (image, command, args, env, working_dir, source) = match (&tmpl.container, &tmpl.script) {
         (Some(c), _) => (&c.image, &c.command, &c.args, &c.env, &c.working_dir, None),
         (None, Some(s)) => (
@@ -50,7 +52,7 @@ fn resolve(tmpl: &Template, scope: &Scope) -> Result<Resolved, vars::Unresolved>
         ),
         (None, None) => unreachable!("pod templates have a container or a script"),
     };
-    let sub = |text: &str| vars::substitute(text, scope);
+    let sub = |text: &str| vars::substitute(text, scope).map_err(|e| e.to_string());
     let argv = command
         .iter()
         .chain(args.iter())
@@ -58,11 +60,21 @@ fn resolve(tmpl: &Template, scope: &Scope) -> Result<Resolved, vars::Unresolved>
         .collect::<Result<_, _>>()?;
     let env = env
         .iter()
-        .map(|e| Ok((e.name.clone(), sub(e.value.as_deref().unwrap_or(""))?)))
+        .map(|e| Ok::<_, String>((e.name.clone(), sub(e.value.as_deref().unwrap_or(""))?)))
         .collect::<Result<_, _>>()?;
     let timeout = match (&tmpl.timeout, &tmpl.active_deadline_seconds) {
-        (Some(t), _) => vars::parse_duration(&sub(t.as_str())?),
-        (None, Some(s)) => vars::parse_seconds(&sub(s.as_str())?),
+        (Some(t), _) => {
+            let text = sub(t.as_str())?;
+            Some(vars::parse_duration(&text).ok_or_else(|| {
+                format!("timeout: expected a duration such as 30s or 2m, got {text:?}")
+            })?)
+        }
+        (None, Some(s)) => {
+            let text = sub(s.as_str())?;
+            Some(vars::parse_seconds(&text).ok_or_else(|| {
+                format!("activeDeadlineSeconds: expected whole seconds, got {text:?}")
+            })?)
+        }
         (None, None) => None,
     };
     Ok(Resolved {
@@ -109,7 +121,7 @@ impl<R: Runner> Executor<R> {
         scope.insert("retries".into(), call.retry_index.unwrap_or(0).to_string());
         let resolved = match resolve(&tmpl, &scope) {
             Ok(r) => r,
-            Err(e) => return self.nodes.fail(&id, Phase::Error, e.to_string()),
+            Err(e) => return self.nodes.fail(&id, Phase::Error, e),
         };
         let _permit = match &self.pod_permits {
             Some(permits) => Some(permits.clone().acquire_owned().await.expect("never closed")),

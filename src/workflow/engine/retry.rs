@@ -10,36 +10,15 @@ use super::nodes::NodeResult;
 use super::scope::Scope;
 use crate::workflow::record::{NodeType, Phase};
 use crate::workflow::runner::Runner;
-use crate::workflow::spec::{RetryStrategy, Template};
+use crate::workflow::spec::{RetryPolicy, RetryStrategy, Template};
 use crate::workflow::vars;
 
-/// `retryStrategy.retryPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RetryPolicy {
-    Always,
-    OnFailure,
-    OnError,
-    /// A transient error is a Kubernetes condition; a local run never has one.
-    OnTransientError,
-}
-
-impl RetryPolicy {
-    /// The loader accepts only Argo's four names; Argo's default is `OnFailure`.
-    fn from_spec(name: Option<&str>) -> Self {
-        match name {
-            Some("Always") => Self::Always,
-            Some("OnError") => Self::OnError,
-            Some("OnTransientError") => Self::OnTransientError,
-            _ => Self::OnFailure,
-        }
-    }
-
-    fn retries(self, phase: Phase) -> bool {
-        match phase {
-            Phase::Failed => matches!(self, Self::Always | Self::OnFailure),
-            Phase::Error => matches!(self, Self::Always | Self::OnError),
-            _ => false,
-        }
+/// Whether `policy` retries an attempt that ended in `phase`.
+fn retries(policy: RetryPolicy, phase: Phase) -> bool {
+    match phase {
+        Phase::Failed => matches!(policy, RetryPolicy::Always | RetryPolicy::OnFailure),
+        Phase::Error => matches!(policy, RetryPolicy::Always | RetryPolicy::OnError),
+        _ => false,
     }
 }
 
@@ -86,16 +65,25 @@ struct RetryPlan {
 }
 
 impl RetryPlan {
-    fn new(strategy: &RetryStrategy, scope: &Scope) -> Self {
-        Self {
-            limit: strategy
-                .limit
-                .as_ref()
-                .and_then(|l| vars::substitute(l.as_str(), scope).ok())
-                .and_then(|l| l.parse::<u32>().ok()),
-            policy: RetryPolicy::from_spec(strategy.retry_policy.as_deref()),
+    /// A templated `limit` that does not resolve to a whole number is an error: never
+    /// unlimited retries by default.
+    fn new(strategy: &RetryStrategy, scope: &Scope) -> Result<Self, String> {
+        let limit = match &strategy.limit {
+            None => None,
+            Some(l) => {
+                let text = vars::substitute(l.as_str(), scope)
+                    .map_err(|e| format!("retryStrategy.limit: {e}"))?;
+                let limit = text.trim().parse::<u32>().map_err(|_| {
+                    format!("retryStrategy.limit: expected a whole number, got {text:?}")
+                })?;
+                Some(limit)
+            }
+        };
+        Ok(Self {
+            limit,
+            policy: strategy.retry_policy.unwrap_or(RetryPolicy::OnFailure),
             backoff: Backoff::from_spec(strategy),
-        }
+        })
     }
 }
 
@@ -112,8 +100,13 @@ impl<R: Runner> Executor<R> {
             .as_ref()
             .expect("retry strategy present");
         let id = self.nodes.begin_composite(&call.place(), NodeType::Retry);
-        let scope = self.scope_for(&tmpl, &call.args).unwrap_or_default();
-        let plan = RetryPlan::new(strategy, &scope);
+        let plan = self
+            .scope_for(&tmpl, &call.args)
+            .and_then(|scope| RetryPlan::new(strategy, &scope));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(message) => return self.nodes.fail(&id, Phase::Error, message),
+        };
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut replaces = None;
@@ -158,7 +151,7 @@ impl<R: Runner> Executor<R> {
         attempt: u32,
         started: Instant,
     ) -> Next {
-        let retry = plan.policy.retries(child.phase);
+        let retry = retries(plan.policy, child.phase);
         if !retry || plan.limit.is_some_and(|l| attempt >= l) || self.stopping().is_some() {
             return Next::Stop { message: None };
         }

@@ -467,3 +467,41 @@ async fn a_loop_over_a_previous_steps_json_names_each_item_and_aggregates_result
         Some(r#"["x","y"]"#)
     );
 }
+
+#[tokio::test]
+async fn a_templated_limit_or_timeout_that_does_not_resolve_is_an_error_node_not_a_default() {
+    let fake = FakeRunner::default();
+    let ran = run(
+        r#"  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: retried, template: retried, arguments: {parameters: [{name: n, value: many}]}}
+      - {name: timed, template: timed, arguments: {parameters: [{name: t, value: soon}]}}
+  - name: retried
+    inputs: {parameters: [{name: n}]}
+    retryStrategy: {limit: "{{inputs.parameters.n}}"}
+    container: {image: busybox, command: [work]}
+  - name: timed
+    inputs: {parameters: [{name: t}]}
+    timeout: "{{inputs.parameters.t}}"
+    container: {image: busybox, command: [work]}
+"#,
+        &fake,
+    )
+    .await;
+    assert_eq!(ran.record.status.phase, Phase::Failed);
+    let retried = ran.node("@[0].retried");
+    assert_eq!(retried.phase, Phase::Error);
+    assert_eq!(
+        retried.message.as_deref(),
+        Some("retryStrategy.limit: expected a whole number, got \"many\"")
+    );
+    let timed = ran.node("@[0].timed");
+    assert_eq!(timed.phase, Phase::Error);
+    assert_eq!(
+        timed.message.as_deref(),
+        Some("timeout: expected a duration such as 30s or 2m, got \"soon\"")
+    );
+    assert!(fake.started().is_empty(), "{:?}", fake.started_names());
+}
