@@ -505,3 +505,28 @@ async fn a_templated_limit_or_timeout_that_does_not_resolve_is_an_error_node_not
     );
     assert!(fake.started().is_empty(), "{:?}", fake.started_names());
 }
+
+#[tokio::test]
+async fn when_matches_a_previous_result_against_a_regular_expression() {
+    let fake = FakeRunner::default();
+    fake.script("flip", vec![Behaviour::prints("heads\n")]);
+    let ran = run(
+        r#"  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: flip, template: flip}
+    - - {name: heads, template: ok, when: "{{steps.flip.outputs.result}} =~ hea"}
+      - {name: tails, template: ok, when: "{{steps.flip.outputs.result}} =~ ^tai"}
+      - {name: not-tails, template: ok, when: "{{steps.flip.outputs.result}} !~ ^tai"}
+  - {name: flip, container: {image: busybox, command: [flip]}}
+  - {name: ok, container: {image: busybox, command: [work]}}
+"#,
+        &fake,
+    )
+    .await;
+    assert_eq!(ran.record.status.phase, Phase::Succeeded);
+    assert_eq!(ran.node("@[1].heads").phase, Phase::Succeeded);
+    assert_eq!(ran.node("@[1].tails").phase, Phase::Skipped);
+    assert_eq!(ran.node("@[1].not-tails").phase, Phase::Succeeded);
+}
