@@ -195,7 +195,9 @@ impl WhenParser<'_> {
             )));
         };
         if let Value::Bool(_) = text {
-            return Err((self.err)(format!("cannot match {text} against a regular expression")));
+            return Err((self.err)(format!(
+                "cannot match {text} against a regular expression"
+            )));
         }
         let re = regex::Regex::new(pattern)
             .map_err(|e| (self.err)(format!("invalid regular expression {pattern:?}: {e}")))?;
