@@ -1,7 +1,8 @@
 //! DAG templates: a task starts once the tasks its `depends` (or `dependencies`) names are done;
 //! when the condition does not hold it is Omitted. Tasks hang under their dependencies'
 //! outbound nodes, and the DAG's phase comes from its target (leaf) tasks, an omitted leaf
-//! standing for the most severe branch that led to it.
+//! standing for the most severe branch that led to it. With `target`, only the targets and the
+//! tasks they depend on run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::workflow::expr::{Depends, TaskResult};
 use crate::workflow::record::{NodeType, Outputs, Phase};
 use crate::workflow::runner::Runner;
 use crate::workflow::spec::{ContinueOn, Dag, DagTask, Step, Template};
+use crate::workflow::vars;
 
 /// A task that ended: its node and the phases of its children (its loop items).
 type Done = HashMap<String, (NodeResult, Vec<Phase>)>;
@@ -36,6 +38,10 @@ struct DagRun<'a> {
     done: Done,
     started: HashSet<String>,
     scope: Scope,
+    /// The tasks that decide the DAG's phase: `target`, else the tasks nothing depends on.
+    targets: Vec<String>,
+    /// The targets and every task they depend on, transitively: the only tasks that run.
+    needed: HashSet<String>,
 }
 
 impl DagRun<'_> {
@@ -46,7 +52,8 @@ impl DagRun<'_> {
     }
 
     fn ready(&self, task: &DagTask) -> bool {
-        !self.started.contains(&task.name)
+        self.needed.contains(&task.name)
+            && !self.started.contains(&task.name)
             && self
                 .dep_names(&task.name)
                 .iter()
@@ -64,10 +71,15 @@ impl DagRun<'_> {
         })
     }
 
-    /// The tasks that decide the DAG's phase: `target`, else the tasks nothing depends on.
-    fn targets(&self) -> Vec<String> {
-        match &self.dag.target {
-            Some(t) => t.split_whitespace().map(str::to_string).collect(),
+    /// Sets the targets: `target` (its variables resolved now, as Argo does), else the tasks
+    /// nothing depends on; and the tasks they need. A target that names no task is an error.
+    fn aim(&mut self) -> Result<(), String> {
+        self.targets = match &self.dag.target {
+            Some(t) => vars::substitute(t, &self.scope)
+                .map_err(|e| format!("dag.target: {e}"))?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
             None => self
                 .dag
                 .tasks
@@ -81,7 +93,17 @@ impl DagRun<'_> {
                 })
                 .map(|t| t.name.clone())
                 .collect(),
+        };
+        let mut pending = self.targets.clone();
+        while let Some(task) = pending.pop() {
+            if !self.tasks.contains_key(task.as_str()) {
+                return Err(format!("dag.target: unknown task `{task}`"));
+            }
+            if self.needed.insert(task.clone()) {
+                pending.extend(self.dep_names(&task));
+            }
         }
+        Ok(())
     }
 
     fn record(&mut self, name: String, outcome: TaskOutcome) {
@@ -128,7 +150,12 @@ impl<R: Runner> Executor<R> {
             done: Done::new(),
             started: HashSet::new(),
             scope,
+            targets: Vec::new(),
+            needed: HashSet::new(),
         };
+        if let Err(message) = run.aim() {
+            return self.nodes.fail(&run.id, Phase::Error, message);
+        }
         let mut running = JoinSet::new();
         let mut stopped = None;
         loop {
@@ -318,7 +345,7 @@ fn assess(run: &DagRun, stopped: Option<String>) -> (Phase, Option<String>, Vec<
     let mut phase = Phase::Succeeded;
     let mut message = stopped.clone();
     let mut outbound = Vec::new();
-    for target in &run.targets() {
+    for target in &run.targets {
         let Some((node, _)) = run.done.get(target) else {
             phase = Phase::Failed;
             continue;

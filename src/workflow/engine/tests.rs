@@ -530,3 +530,49 @@ async fn when_matches_a_previous_result_against_a_regular_expression() {
     assert_eq!(ran.node("@[1].tails").phase, Phase::Skipped);
     assert_eq!(ran.node("@[1].not-tails").phase, Phase::Succeeded);
 }
+
+/// Argo's `dag-targets.yaml`: the target comes from a parameter, and only it and the tasks it
+/// depends on run.
+const DAG_TARGETS: &str = r#"  entrypoint: main
+  arguments:
+    parameters:
+    - {name: target, value: E}
+  templates:
+  - name: main
+    dag:
+      target: "{{workflow.parameters.target}}"
+      tasks:
+      - {name: A, template: echo, arguments: {parameters: [{name: message, value: A}]}}
+      - {name: B, depends: A, template: echo, arguments: {parameters: [{name: message, value: B}]}}
+      - {name: C, depends: A, template: echo, arguments: {parameters: [{name: message, value: C}]}}
+      - {name: D, depends: B && C, template: echo, arguments: {parameters: [{name: message, value: D}]}}
+      - {name: E, depends: C, template: echo, arguments: {parameters: [{name: message, value: E}]}}
+  - name: echo
+    inputs: {parameters: [{name: message}]}
+    container: {image: alpine:3.7, command: [echo, "{{inputs.parameters.message}}"]}
+"#;
+
+#[tokio::test]
+async fn a_templated_dag_target_runs_only_the_targets_and_what_they_depend_on() {
+    let fake = FakeRunner::default();
+    let ran = run(DAG_TARGETS, &fake).await;
+    assert_eq!(
+        ran.nodes(),
+        sorted(&[
+            "@ DAG Succeeded",
+            "@.A Pod Succeeded",
+            "@.C Pod Succeeded",
+            "@.E Pod Succeeded",
+        ])
+    );
+
+    let fake = FakeRunner::default();
+    let unknown = DAG_TARGETS.replace("value: E}", "value: Z}");
+    let ran = run(&unknown, &fake).await;
+    assert_eq!(ran.nodes(), sorted(&["@ DAG Error"]));
+    assert_eq!(
+        ran.node("@").message.as_deref(),
+        Some("dag.target: unknown task `Z`")
+    );
+    assert!(fake.started().is_empty());
+}
