@@ -142,6 +142,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (loaded, record)
         }
     };
+    if !loaded.kubernetes_only.is_empty() {
+        crate::ui::debug(
+            1,
+            format!(
+                "ignored, as only a Kubernetes scheduler acts on them: {}",
+                loaded.kubernetes_only.join(", ")
+            ),
+        );
+    }
     let shim = if args.no_shim {
         None
     } else {

@@ -65,6 +65,12 @@ const UNSUPPORTED: &[&str] = &[
     "supplied",
     "configMapKeyRef",
     "onExit",
+    "templateDefaults",
+    "failFast",
+    "envFrom",
+    "volumeClaimTemplates",
+    "artifactRepositoryRef",
+    "archiveLocation",
 ];
 
 /// A workflow accepted for running, with its parameters resolved.
@@ -74,6 +80,8 @@ pub struct LoadedWorkflow {
     pub workflow: Workflow,
     /// `spec.arguments.parameters` after `-p` overrides, in declaration order.
     pub parameters: Vec<(String, String)>,
+    /// The Kubernetes-only fields the file sets (each named once, sorted): accepted, ignored.
+    pub kubernetes_only: Vec<&'static str>,
 }
 
 struct Checker<'a> {
@@ -133,10 +141,17 @@ pub fn parse(
     })?;
     check(&c, &workflow)?;
     let parameters = resolve_parameters(&c, &workflow, overrides)?;
+    let mut kubernetes_only = workflow.spec.kubernetes_only();
+    for t in &workflow.spec.templates {
+        kubernetes_only.extend(t.kubernetes_only());
+    }
+    kubernetes_only.sort_unstable();
+    kubernetes_only.dedup();
     Ok(LoadedWorkflow {
         path: path.to_path_buf(),
         workflow,
         parameters,
+        kubernetes_only,
     })
 }
 
@@ -174,15 +189,50 @@ fn explain_serde(message: &str) -> String {
             let at = message[..start].trim_end_matches(": ");
             let at = if at.is_empty() { "top level" } else { at };
             let expected = rest[end + 1..].trim_start_matches(", ");
-            let why = if UNSUPPORTED.contains(&field) {
-                "is outside the subset obsctl run supports"
-            } else {
-                "is not a field Argo or obsctl knows here"
-            };
-            return format!("`{field}` (in {at}) {why}; {expected}");
+            if UNSUPPORTED.contains(&field) {
+                return format!(
+                    "`{field}` (in {at}) is outside the subset obsctl run supports; {expected}"
+                );
+            }
+            let hint = nearest(field, expected)
+                .map(|known| format!("did you mean `{known}`? "))
+                .unwrap_or_default();
+            return format!(
+                "`{field}` (in {at}) is not a field Argo or obsctl knows here; {hint}{expected}"
+            );
         }
     }
     message.to_string()
+}
+
+/// The field in serde's "expected one of `a`, `b`" list nearest to the unknown `field`: the
+/// same but for case, else at most a third of its letters away.
+fn nearest<'a>(field: &str, expected: &'a str) -> Option<&'a str> {
+    let known = expected.split('`').skip(1).step_by(2);
+    let lower = field.to_lowercase();
+    known
+        .map(|k| (edit_distance(&lower, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= (field.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn root() -> YamlPath {
@@ -836,5 +886,49 @@ mod tests {
         assert!(e.starts_with("wf.yaml:9:34: "), "{e}");
         assert!(e.contains("unknown variant `Sometimes`"), "{e}");
         assert!(e.contains("OnTransientError"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_only_fields_are_accepted_and_named_and_a_typo_gets_a_suggestion() {
+        let k8s = format!(
+            "{HEAD}  entrypoint: a\n  priority: 3\n  podGC: {{strategy: OnPodSuccess}}\n  nodeSelector: {{disk: ssd}}\n  templates:\n  - name: a\n    tolerations: [{{key: k, operator: Exists}}]\n    container:\n      image: busybox\n      command: [true]\n      securityContext: {{runAsUser: 1000}}\n"
+        );
+        let loaded = parse(Path::new("wf.yaml"), &k8s, &[]).unwrap();
+        assert_eq!(
+            loaded.kubernetes_only,
+            [
+                "nodeSelector",
+                "podGC",
+                "priority",
+                "securityContext",
+                "tolerations"
+            ]
+        );
+
+        let typo = format!(
+            "{HEAD}  entrypoint: a\n  nodeselector: {{disk: ssd}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&typo);
+        assert!(
+            e.starts_with("wf.yaml:7:3: `nodeselector` (in spec) is not a field"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `nodeSelector`?"), "{e}");
+
+        let far = format!(
+            "{HEAD}  entrypoint: a\n  colour: blue\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&far);
+        assert!(e.contains("`colour` (in spec) is not a field"), "{e}");
+        assert!(!e.contains("did you mean"), "{e}");
+
+        let unsupported = format!(
+            "{HEAD}  entrypoint: a\n  templateDefaults: {{timeout: 1m}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&unsupported);
+        assert!(
+            e.contains("`templateDefaults` (in spec) is outside the subset"),
+            "{e}"
+        );
     }
 }

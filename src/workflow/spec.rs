@@ -1,6 +1,7 @@
 //! The Workflow YAML, typed: the subset of Argo's `Workflow` that `obsctl run` executes. Every
 //! struct refuses fields it does not know, so anything outside the subset (artifacts, resource
-//! templates, ...) is rejected at parse time with its path, line and column.
+//! templates, ...) is rejected at parse time with its path, line and column. Fields only a
+//! Kubernetes scheduler acts on ([`KubernetesOnly`]) are accepted and ignored.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +10,20 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::expr::Depends;
+
+/// A field a Kubernetes scheduler or kubelet acts on and Argo therefore accepts; a local run
+/// has no use for it, so it is kept as written (it is part of the template's JSON a step gets)
+/// and otherwise ignored.
+pub type KubernetesOnly = Option<serde_json::Value>;
+
+/// The names of the [`KubernetesOnly`] fields that are set, as the YAML spells them.
+macro_rules! kubernetes_only_set {
+    ($self:ident: $($field:ident => $name:literal),+ $(,)?) => {{
+        let mut set = Vec::new();
+        $(if $self.$field.is_some() { set.push($name); })+
+        set
+    }};
+}
 
 /// A scalar Argo accepts where it means a string (`AnyString`, `IntOrString`): YAML numbers and
 /// booleans are kept as their text, so `count: 5` and `count: "5"` mean the same.
@@ -90,6 +105,80 @@ pub struct WorkflowSpec {
     /// Accepted for compatibility; a local run has no service account.
     #[serde(default)]
     pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_aliases: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_priority_class_name: KubernetesOnly,
+    #[serde(default, rename = "podGC", skip_serializing_if = "Option::is_none")]
+    pub pod_gc: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_strategy: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_logs: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_metadata: KubernetesOnly,
+}
+
+impl WorkflowSpec {
+    /// The Kubernetes-only fields set on this workflow spec, ignored by a local run.
+    pub fn kubernetes_only(&self) -> Vec<&'static str> {
+        kubernetes_only_set!(self:
+            node_selector => "nodeSelector",
+            tolerations => "tolerations",
+            affinity => "affinity",
+            priority => "priority",
+            priority_class_name => "priorityClassName",
+            security_context => "securityContext",
+            scheduler_name => "schedulerName",
+            automount_service_account_token => "automountServiceAccountToken",
+            host_aliases => "hostAliases",
+            volumes => "volumes",
+            pod_priority_class_name => "podPriorityClassName",
+            pod_gc => "podGC",
+            pod_metadata => "podMetadata",
+            pod_disruption_budget => "podDisruptionBudget",
+            ttl_strategy => "ttlStrategy",
+            host_network => "hostNetwork",
+            dns_policy => "dnsPolicy",
+            dns_config => "dnsConfig",
+            image_pull_secrets => "imagePullSecrets",
+            executor => "executor",
+            archive_logs => "archiveLogs",
+            workflow_metadata => "workflowMetadata",
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -178,6 +267,30 @@ pub struct Template {
     pub active_deadline_seconds: Option<Scalar>,
     #[serde(default)]
     pub parallelism: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_aliases: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_priority_class_name: KubernetesOnly,
 }
 
 /// What kind of node a template makes.
@@ -203,6 +316,31 @@ impl Template {
             (Some((_, kind)), None) => Some(*kind),
             _ => None,
         }
+    }
+
+    /// The Kubernetes-only fields set on this template or its container, ignored by a local run.
+    pub fn kubernetes_only(&self) -> Vec<&'static str> {
+        let mut set = kubernetes_only_set!(self:
+            node_selector => "nodeSelector",
+            tolerations => "tolerations",
+            affinity => "affinity",
+            priority => "priority",
+            priority_class_name => "priorityClassName",
+            security_context => "securityContext",
+            scheduler_name => "schedulerName",
+            automount_service_account_token => "automountServiceAccountToken",
+            host_aliases => "hostAliases",
+            volumes => "volumes",
+            service_account_name => "serviceAccountName",
+            pod_priority_class_name => "podPriorityClassName",
+        );
+        if let Some(c) = &self.container {
+            set.extend(c.kubernetes_only());
+        }
+        if let Some(s) = &self.script {
+            set.extend(s.kubernetes_only());
+        }
+        set
     }
 
     pub fn is_pod(&self) -> bool {
@@ -241,6 +379,47 @@ pub struct Container {
     /// Accepted for compatibility; requests and limits are not enforced locally.
     #[serde(default)]
     pub resources: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: KubernetesOnly,
+}
+
+impl Container {
+    /// The Kubernetes-only fields set on this container, ignored by a local run.
+    pub fn kubernetes_only(&self) -> Vec<&'static str> {
+        kubernetes_only_set!(self:
+            security_context => "securityContext",
+            volume_mounts => "volumeMounts",
+            ports => "ports",
+            liveness_probe => "livenessProbe",
+            readiness_probe => "readinessProbe",
+            startup_probe => "startupProbe",
+            lifecycle => "lifecycle",
+            termination_message_path => "terminationMessagePath",
+            termination_message_policy => "terminationMessagePolicy",
+            stdin => "stdin",
+            tty => "tty",
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -262,6 +441,47 @@ pub struct Script {
     #[serde(default)]
     pub resources: Option<serde_json::Value>,
     pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: KubernetesOnly,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: KubernetesOnly,
+}
+
+impl Script {
+    /// The Kubernetes-only fields set on this script, ignored by a local run.
+    pub fn kubernetes_only(&self) -> Vec<&'static str> {
+        kubernetes_only_set!(self:
+            security_context => "securityContext",
+            volume_mounts => "volumeMounts",
+            ports => "ports",
+            liveness_probe => "livenessProbe",
+            readiness_probe => "readinessProbe",
+            startup_probe => "startupProbe",
+            lifecycle => "lifecycle",
+            termination_message_path => "terminationMessagePath",
+            termination_message_policy => "terminationMessagePolicy",
+            stdin => "stdin",
+            tty => "tty",
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
