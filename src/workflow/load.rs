@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod defaults;
 mod position;
 
 use self::position::{YamlPath, locate};
@@ -65,7 +66,6 @@ const UNSUPPORTED: &[&str] = &[
     "supplied",
     "configMapKeyRef",
     "onExit",
-    "templateDefaults",
     "failFast",
     "envFrom",
     "volumeClaimTemplates",
@@ -128,7 +128,7 @@ pub fn parse(
 ) -> Result<LoadedWorkflow, LoadError> {
     let c = Checker { path, source };
     refuse_expression_tags(&c)?;
-    let workflow: Workflow = serde_norway::from_str(source).map_err(|e| {
+    let mut workflow: Workflow = serde_norway::from_str(source).map_err(|e| {
         let (line, column) = e
             .location()
             .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
@@ -139,6 +139,7 @@ pub fn parse(
             message: explain_serde(&e.to_string()),
         }
     })?;
+    defaults::apply(&mut workflow).map_err(|m| c.at(&spec().key("templateDefaults"), m))?;
     check(&c, &workflow)?;
     let parameters = resolve_parameters(&c, &workflow, overrides)?;
     let mut kubernetes_only = workflow.spec.kubernetes_only();
@@ -923,12 +924,48 @@ mod tests {
         assert!(!e.contains("did you mean"), "{e}");
 
         let unsupported = format!(
-            "{HEAD}  entrypoint: a\n  templateDefaults: {{timeout: 1m}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+            "{HEAD}  entrypoint: a\n  hooks: {{exit: {{template: a}}}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
         );
         let e = err(&unsupported);
+        assert!(e.contains("`hooks` (in spec) is outside the subset"), "{e}");
+    }
+
+    #[test]
+    fn template_defaults_merge_under_each_template_keeping_its_kind() {
+        let src = format!(
+            "{HEAD}  entrypoint: main\n  templateDefaults:\n    timeout: 30s\n    retryStrategy: {{limit: 2}}\n    metadata: {{labels: {{team: a}}}}\n    container: {{image: busybox, env: [{{name: A, value: a}}]}}\n  templates:\n  - name: main\n    steps: [[{{name: s, template: pod}}]]\n  - name: pod\n    metadata: {{labels: {{step: s}}}}\n    container: {{image: alpine, command: [true]}}\n"
+        );
+        let wf = parse(Path::new("wf.yaml"), &src, &[]).unwrap().workflow;
+        let main = wf.template("main").unwrap();
+        assert!(main.container.is_none() && main.steps.is_some());
         assert!(
-            e.contains("`templateDefaults` (in spec) is outside the subset"),
+            main.timeout.is_none(),
+            "timeout applies to pod templates only"
+        );
+        assert_eq!(
+            main.retry_strategy
+                .as_ref()
+                .unwrap()
+                .limit
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "2"
+        );
+        let pod = wf.template("pod").unwrap();
+        assert_eq!(pod.timeout.as_ref().unwrap().as_str(), "30s");
+        let c = pod.container.as_ref().unwrap();
+        assert_eq!((c.image.as_str(), c.env.len()), ("alpine", 1));
+        assert_eq!(pod.metadata.labels.len(), 2);
+
+        let bad = format!(
+            "{HEAD}  entrypoint: a\n  templateDefaults:\n    retryStrategy: {{limt: 2}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&bad);
+        assert!(
+            e.starts_with("wf.yaml:8:5: spec.templateDefaults, merged into template `a`"),
             "{e}"
         );
+        assert!(e.contains("unknown field `limt`"), "{e}");
     }
 }

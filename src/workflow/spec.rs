@@ -105,6 +105,9 @@ pub struct WorkflowSpec {
     /// Accepted for compatibility; a local run has no service account.
     #[serde(default)]
     pub service_account_name: Option<String>,
+    /// Fields merged into every template (see `load`), kept as written until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_defaults: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: KubernetesOnly,
     #[serde(default, skip_serializing_if = "Option::is_none")]

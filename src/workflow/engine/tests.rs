@@ -576,3 +576,31 @@ async fn a_templated_dag_target_runs_only_the_targets_and_what_they_depend_on() 
     );
     assert!(fake.started().is_empty());
 }
+
+/// Argo's `template-defaults.yaml`, with a step that never ends: every attempt times out.
+#[tokio::test]
+async fn template_defaults_give_every_template_their_timeout_and_retries() {
+    let fake = FakeRunner::default();
+    fake.script("main", vec![Behaviour::hangs()]);
+    let ran = run(
+        r#"  entrypoint: main
+  templateDefaults:
+    timeout: 50ms
+    retryStrategy:
+      limit: 1
+  templates:
+  - name: main
+    container: {image: docker/whalesay:latest}
+"#,
+        &fake,
+    )
+    .await;
+    assert_eq!(
+        ran.nodes(),
+        sorted(&["@ Retry Failed", "@(0) Pod Failed", "@(1) Pod Failed"])
+    );
+    assert_eq!(
+        ran.node("@(1)").message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+}
