@@ -44,7 +44,6 @@ fn location(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
 const UNSUPPORTED: &[&str] = &[
     "artifacts",
     "resource",
-    "suspend",
     "http",
     "plugin",
     "data",
@@ -312,9 +311,14 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
     let kind = t.kind().ok_or_else(|| {
         c.at(
             &tp.key("name"),
-            format!("{at}: a template needs exactly one of container, script, steps or dag"),
+            format!(
+                "{at}: a template needs exactly one of container, script, steps, dag or suspend"
+            ),
         )
     })?;
+    if let Some(suspend) = &t.suspend {
+        check_suspend(c, &at, &tp, suspend)?;
+    }
     for (j, p) in t.outputs.parameters.iter().enumerate() {
         let field = format!("{at}.outputs.parameters[{j}] ({})", p.name);
         let op = tp.key("outputs").key("parameters").index(j);
@@ -342,6 +346,15 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                         ),
                     ));
                 }
+            }
+            (Some(_), TemplateKind::Suspend) => {
+                return Err(c.at(
+                    &op.key("valueFrom"),
+                    format!(
+                        "{field}: a suspend template's outputs (valueFrom.supplied) are outside \
+                         the subset obsctl run supports"
+                    ),
+                ));
             }
             (Some(vf), TemplateKind::Steps | TemplateKind::Dag) => {
                 if vf.parameter.is_none() {
@@ -520,6 +533,35 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A suspend template needs a `duration`: without one it waits for `argo resume`, which a local
+/// run cannot receive.
+fn check_suspend(
+    c: &Checker,
+    at: &str,
+    tp: &YamlPath,
+    suspend: &super::spec::Suspend,
+) -> Result<(), LoadError> {
+    let Some(duration) = &suspend.duration else {
+        return Err(c.at(
+            &tp.key("suspend"),
+            format!(
+                "{at}.suspend: a suspend without a duration waits for `argo resume`, which \
+                 obsctl run has no counterpart for; give it a `duration` such as \"30\" or \"2m\""
+            ),
+        ));
+    };
+    if !duration.as_str().contains("{{") && vars::parse_duration(duration.as_str()).is_none() {
+        return Err(c.at(
+            &tp.key("suspend").key("duration"),
+            format!(
+                "{at}.suspend.duration: expected seconds or a duration such as 2m, got {:?}",
+                duration.as_str()
+            ),
+        ));
     }
     Ok(())
 }
@@ -967,5 +1009,17 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("unknown field `limt`"), "{e}");
+    }
+
+    #[test]
+    fn a_suspend_without_a_duration_is_refused_at_its_position() {
+        let src = format!("{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    suspend: {{}}\n");
+        let e = err(&src);
+        assert!(
+            e.starts_with(
+                "wf.yaml:9:14: spec.templates[0] (a).suspend: a suspend without a duration"
+            ),
+            "{e}"
+        );
     }
 }

@@ -262,6 +262,8 @@ pub struct Template {
     #[serde(default)]
     pub dag: Option<Dag>,
     #[serde(default)]
+    pub suspend: Option<Suspend>,
+    #[serde(default)]
     pub retry_strategy: Option<RetryStrategy>,
     /// A duration (`"10s"`, `"2m"`) or seconds; only for container and script templates.
     #[serde(default)]
@@ -303,16 +305,18 @@ pub enum TemplateKind {
     Script,
     Steps,
     Dag,
+    Suspend,
 }
 
 impl Template {
-    /// `None` when the template has none or several of container/script/steps/dag.
+    /// `None` when the template has none or several of container/script/steps/dag/suspend.
     pub fn kind(&self) -> Option<TemplateKind> {
         let kinds = [
             (self.container.is_some(), TemplateKind::Container),
             (self.script.is_some(), TemplateKind::Script),
             (self.steps.is_some(), TemplateKind::Steps),
             (self.dag.is_some(), TemplateKind::Dag),
+            (self.suspend.is_some(), TemplateKind::Suspend),
         ];
         let mut set = kinds.iter().filter(|(present, _)| *present);
         match (set.next(), set.next()) {
@@ -584,6 +588,15 @@ pub struct RetryStrategy {
     pub retry_policy: Option<RetryPolicy>,
     #[serde(default)]
     pub backoff: Option<Backoff>,
+}
+
+/// A `suspend` template: a node that waits. obsctl runs only those with a `duration` (`"20"`
+/// seconds, or `"2m"`); one without waits for `argo resume`, which has no local counterpart.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Suspend {
+    #[serde(default)]
+    pub duration: Option<Scalar>,
 }
 
 /// `retryStrategy.retryPolicy`; Argo's default is `OnFailure`.

@@ -100,6 +100,7 @@ impl<R: Runner> Executor<R> {
                 }
                 Some(TemplateKind::Steps) => self.run_steps(call, tmpl).await,
                 Some(TemplateKind::Dag) => self.run_dag(call, tmpl).await,
+                Some(TemplateKind::Suspend) => self.run_suspend(call, tmpl).await,
                 None => unreachable!("the loader checks template kinds"),
             }
         })

@@ -5,7 +5,8 @@
 //!
 //! By concern: `nodes` (the node table, which hides the resume rules), `scope` (variables),
 //! `call` (template dispatch, loops, `when`, arguments), `pod`, `retry`, `steps`, `dag`, `hooks`
-//! (the exit handler), `saver` (coalesced record writes) and `signals` (stop and deadline).
+//! (the exit handler), `suspend`, `saver` (coalesced record writes) and `signals` (stop and
+//! deadline).
 
 mod call;
 mod dag;
@@ -19,6 +20,7 @@ mod saver;
 mod scope;
 mod signals;
 mod steps;
+mod suspend;
 #[cfg(test)]
 mod tests;
 

@@ -281,6 +281,18 @@ impl NodeTable {
         self.saver.dirty();
     }
 
+    /// When the node started; a composite or Suspend node resumed keeps its first start.
+    pub fn started_at(&self, id: &str) -> Option<std::time::SystemTime> {
+        let t = self.lock();
+        t.record
+            .status
+            .nodes
+            .get(id)?
+            .started_at
+            .as_deref()
+            .and_then(clock::parse)
+    }
+
     pub fn telemetry_of(&self, id: &str) -> Option<StepTelemetry> {
         self.lock().record.status.nodes.get(id)?.telemetry.clone()
     }

@@ -9,7 +9,7 @@ use super::fake::{Behaviour, FakeRunner};
 use crate::conventions::env::OBSCTL_REPLACES;
 use crate::otlp::TraceContext;
 use crate::workflow::load;
-use crate::workflow::record::{NodeStatus, Phase, RecordStore, RunRecord};
+use crate::workflow::record::{NodeStatus, NodeType, Phase, RecordStore, RunRecord};
 use crate::workflow::telemetry::OtelConfig;
 
 const HEAD: &str =
@@ -603,4 +603,31 @@ async fn template_defaults_give_every_template_their_timeout_and_retries() {
         ran.node("@(1)").message.as_deref(),
         Some("Pod was active on the node longer than the specified deadline")
     );
+}
+
+/// Argo's `suspend-template.yaml` with a duration (one without is refused when loaded).
+#[tokio::test]
+async fn a_suspend_with_a_duration_waits_then_succeeds() {
+    let fake = FakeRunner::default();
+    let started = std::time::Instant::now();
+    let ran = run(
+        r#"  entrypoint: suspend
+  templates:
+  - name: suspend
+    steps:
+    - - {name: build, template: whalesay}
+    - - {name: delay, template: delay}
+    - - {name: release, template: whalesay}
+  - name: delay
+    suspend: {duration: "0.2"}
+  - {name: whalesay, container: {image: docker/whalesay, command: [cowsay, hello]}}
+"#,
+        &fake,
+    )
+    .await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(ran.record.status.phase, Phase::Succeeded);
+    assert_eq!(ran.node("@[1].delay").node_type, NodeType::Suspend);
+    assert_eq!(ran.node("@[1].delay").phase, Phase::Succeeded);
+    assert_eq!(fake.started_names(), ["wf[0].build", "wf[2].release"]);
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::workflow::spec::{Template, Workflow};
 
 /// The fields that decide a template's kind.
-const KINDS: [&str; 4] = ["container", "script", "steps", "dag"];
+const KINDS: [&str; 5] = ["container", "script", "steps", "dag", "suspend"];
 
 /// The fields Argo applies to pod templates only.
 const POD_ONLY: [&str; 2] = ["timeout", "activeDeadlineSeconds"];
