@@ -397,7 +397,7 @@ fn a_step_gets_the_correlation_environment_and_the_root_span_as_parent() {
 }
 
 #[test]
-fn kubernetes_only_fields_are_ignored_and_named_once_under_v() {
+fn kubernetes_only_fields_and_memoize_are_accepted_and_named_once_under_v() {
     let sb = Sandbox::new();
     let file = wf(
         &sb,
@@ -410,6 +410,7 @@ fn kubernetes_only_fields_are_ignored_and_named_once_under_v() {
     - - {name: a, template: t}
       - {name: b, template: t}
   - name: t
+    memoize: {key: "{{workflow.name}}", maxAge: 1h, cache: {configMap: {name: cache}}}
     nodeSelector: {disk: ssd}
     tolerations: [{key: gpu, operator: Exists}]
     container: {image: busybox, command: [echo, hi], securityContext: {runAsNonRoot: true}}
@@ -420,6 +421,14 @@ fn kubernetes_only_fields_are_ignored_and_named_once_under_v() {
     let note = "ignored, as only a Kubernetes scheduler acts on them: nodeSelector, podGC, \
                 securityContext, tolerations";
     assert_eq!(run.stderr.matches(note).count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "memoize is accepted but nothing is cached locally; these templates always run: t"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.nodes().len(), 4, "both steps ran: {}", run.describe());
     let quiet = sb.run(&file, &[]);
     assert_eq!(quiet.code, 0, "{}", quiet.describe());
     assert!(

@@ -151,6 +151,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+    if !loaded.memoized.is_empty() {
+        crate::ui::debug(
+            1,
+            format!(
+                "memoize is accepted but nothing is cached locally; these templates always run: {}",
+                loaded.memoized.join(", ")
+            ),
+        );
+    }
     let shim = if args.no_shim {
         None
     } else {

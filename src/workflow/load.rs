@@ -56,7 +56,6 @@ const UNSUPPORTED: &[&str] = &[
     "sidecars",
     "initContainers",
     "daemon",
-    "memoize",
     "synchronization",
     "podSpecPatch",
     "workflowTemplateRef",
@@ -81,6 +80,8 @@ pub struct LoadedWorkflow {
     pub parameters: Vec<(String, String)>,
     /// The Kubernetes-only fields the file sets (each named once, sorted): accepted, ignored.
     pub kubernetes_only: Vec<&'static str>,
+    /// The templates with `memoize`: accepted, but nothing is cached, so they always run.
+    pub memoized: Vec<String>,
 }
 
 struct Checker<'a> {
@@ -147,11 +148,19 @@ pub fn parse(
     }
     kubernetes_only.sort_unstable();
     kubernetes_only.dedup();
+    let memoized = workflow
+        .spec
+        .templates
+        .iter()
+        .filter(|t| t.memoize.is_some())
+        .map(|t| t.name.clone())
+        .collect();
     Ok(LoadedWorkflow {
         path: path.to_path_buf(),
         workflow,
         parameters,
         kubernetes_only,
+        memoized,
     })
 }
 

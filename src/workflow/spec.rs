@@ -263,6 +263,9 @@ pub struct Template {
     pub dag: Option<Dag>,
     #[serde(default)]
     pub suspend: Option<Suspend>,
+    /// Accepted; nothing is cached locally, so a memoized step always runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memoize: Option<serde_json::Value>,
     #[serde(default)]
     pub retry_strategy: Option<RetryStrategy>,
     /// A duration (`"10s"`, `"2m"`) or seconds; only for container and script templates.
