@@ -2,6 +2,7 @@
 //! and 500 steps of `sh -c true`, against the same number of `sh -c true` started in parallel
 //! by a shell, in the same run. Two obsctl figures: orchestration alone (`--no-shim`), and
 //! orchestration plus tracing (every step through `obsctl shim`, exporting to `obsctl serve`).
+//! First, in process, the time to load and validate a workflow of 1,000 templates.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -63,7 +64,55 @@ fn obsctl_run(n: usize, state: &Path, endpoint: &str, shim: bool) -> Duration {
     elapsed
 }
 
+/// A workflow of `n` templates: a DAG calling `n - 1` script templates in a chain, each with an
+/// input, an output, a retry strategy and a timeout, so that every check has work to do.
+fn many_templates(n: usize) -> String {
+    let mut out = String::from(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: many-\nspec:\n  \
+         entrypoint: main\n  arguments:\n    parameters:\n    - {name: seed, value: x}\n  templates:\n  \
+         - name: main\n    dag:\n      tasks:\n",
+    );
+    for i in 1..n {
+        let depends = if i > 1 {
+            format!(", depends: \"t{} && t{}.Succeeded\"", i - 1, i - 1)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "      - {{name: t{i}, template: s{i}{depends}, arguments: {{parameters: [{{name: m, value: \"{{{{workflow.parameters.seed}}}}\"}}]}}}}\n"
+        ));
+    }
+    for i in 1..n {
+        out.push_str(&format!(
+            "  - name: s{i}\n    inputs: {{parameters: [{{name: m}}]}}\n    outputs: {{parameters: [{{name: o, valueFrom: {{path: /tmp/o}}}}]}}\n    \
+             retryStrategy: {{limit: 2, backoff: {{duration: 1s}}}}\n    timeout: 1m\n    \
+             script: {{image: busybox, command: [sh], source: \"echo {{{{inputs.parameters.m}}}} > /tmp/o\"}}\n"
+        ));
+    }
+    out
+}
+
+fn load_time(n: usize) -> Duration {
+    let source = many_templates(n);
+    let path = Path::new("many.yaml");
+    let times = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let loaded = obsctl::workflow::load::parse(path, &source, &[]).unwrap();
+            let elapsed = start.elapsed();
+            assert_eq!(loaded.workflow.spec.templates.len(), n);
+            elapsed
+        })
+        .collect();
+    median(times)
+}
+
 fn main() {
+    let load = load_time(1000);
+    println!(
+        "load and validation of a workflow of 1,000 templates: {:.1} ms (median of 5)\n",
+        load.as_secs_f64() * 1000.0
+    );
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path());
     println!("obsctl run: burst.yaml of `sh -c true` steps, median of {ROUNDS} rounds\n");

@@ -1,8 +1,13 @@
-//! Regression: obsctl built in a checkout under /tmp (as CI clones often are) must still start
-//! its steps when each step gets a private /tmp, which would otherwise hide the shim binary.
+//! Regressions of obsctl living under /tmp (as CI clones and scratch directories often do) while
+//! each step gets a private /tmp: the shim binary there must stay visible, and a step must not
+//! be left in obsctl's working directory, which the private /tmp hides.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
+
+use common::workflow::Sandbox;
 
 #[test]
 fn steps_start_when_the_obsctl_binary_lives_under_tmp() {
@@ -48,4 +53,44 @@ fn steps_start_when_the_obsctl_binary_lives_under_tmp() {
         status["status"]["outputs"]["parameters"][0]["value"], "ok",
         "{stdout}"
     );
+}
+
+#[test]
+fn a_step_works_in_its_own_tmp_or_its_working_dir_when_obsctl_was_started_under_tmp() {
+    let sb = Sandbox::new();
+    let cwd = tempfile::Builder::new()
+        .prefix("obsctl-cwd-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // `cd "$PWD"` is what fails ("cannot change working directory") when the step is left in a
+    // directory its private /tmp hides.
+    let file = sb.write(
+        "wf.yaml",
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: cwd-
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: own, template: pwd}
+      - {name: given, template: pwd-root}
+  - name: pwd
+    container: {image: busybox, command: [sh, -c, 'cd "$PWD" && pwd -P']}
+  - name: pwd-root
+    container: {image: busybox, command: [sh, -c, 'cd "$PWD" && pwd -P'], workingDir: /}
+"#,
+    );
+    let run = sb.run_from(cwd.path(), &file, &[]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let own = run.result_of("@[0].own");
+    assert_ne!(Path::new(&own), cwd.path(), "{}", run.describe());
+    if common::workflow::require_private_tmp("a step's own /tmp as its working directory") {
+        assert_eq!(own, "/tmp", "{}", run.describe());
+    } else {
+        assert!(own.ends_with("/tmp"), "{own}");
+    }
+    assert_eq!(run.result_of("@[0].given"), "/");
 }

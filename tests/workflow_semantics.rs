@@ -395,3 +395,45 @@ fn a_step_gets_the_correlation_environment_and_the_root_span_as_parent() {
     );
     assert_eq!(run.result_of("@[0].work"), expected);
 }
+
+#[test]
+fn kubernetes_only_fields_and_memoize_are_accepted_and_named_once_under_v() {
+    let sb = Sandbox::new();
+    let file = wf(
+        &sb,
+        r#"  entrypoint: main
+  nodeSelector: {disk: ssd}
+  podGC: {strategy: OnPodCompletion}
+  templates:
+  - name: main
+    steps:
+    - - {name: a, template: t}
+      - {name: b, template: t}
+  - name: t
+    memoize: {key: "{{workflow.name}}", maxAge: 1h, cache: {configMap: {name: cache}}}
+    nodeSelector: {disk: ssd}
+    tolerations: [{key: gpu, operator: Exists}]
+    container: {image: busybox, command: [echo, hi], securityContext: {runAsNonRoot: true}}
+"#,
+    );
+    let run = sb.run(&file, &["-v"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let note = "ignored, as only a Kubernetes scheduler acts on them: nodeSelector, podGC, \
+                securityContext, tolerations";
+    assert_eq!(run.stderr.matches(note).count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "memoize is accepted but nothing is cached locally; these templates always run: t"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.nodes().len(), 4, "both steps ran: {}", run.describe());
+    let quiet = sb.run(&file, &[]);
+    assert_eq!(quiet.code, 0, "{}", quiet.describe());
+    assert!(
+        !quiet.stderr.contains("ignored, as only"),
+        "{}",
+        quiet.stderr
+    );
+}

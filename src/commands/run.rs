@@ -141,6 +141,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (loaded, record)
         }
     };
+    if !loaded.kubernetes_only.is_empty() {
+        crate::ui::debug(
+            1,
+            format!(
+                "ignored, as only a Kubernetes scheduler acts on them: {}",
+                loaded.kubernetes_only.join(", ")
+            ),
+        );
+    }
+    if !loaded.memoized.is_empty() {
+        crate::ui::debug(
+            1,
+            format!(
+                "memoize is accepted but nothing is cached locally; these templates always run: {}",
+                loaded.memoized.join(", ")
+            ),
+        );
+    }
     let shim = if args.no_shim {
         None
     } else {

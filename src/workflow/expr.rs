@@ -1,6 +1,6 @@
 //! The two small expression languages of Argo that the subset supports: `when` conditions
-//! (govaluate, where bare words are strings, as Argo treats them) and DAG `depends` logic
-//! (`A.Succeeded && (B.Failed || C)`).
+//! (govaluate, where bare words are strings, as Argo treats them, with `=~`/`!~` regular
+//! expressions) and DAG `depends` logic (`A.Succeeded && (B.Failed || C)`).
 
 use std::fmt;
 
@@ -168,11 +168,7 @@ impl WhenParser<'_> {
         let result = match op {
             "==" => ordering == Some(Ordering::Equal),
             "!=" => ordering != Some(Ordering::Equal),
-            "=~" | "!~" => {
-                return Err((self.err)(format!(
-                    "the regular-expression operator {op} is outside the subset obsctl run supports"
-                )));
-            }
+            "=~" | "!~" => self.matches(&left, &right)? == (op == "=~"),
             _ => {
                 let ordering = match (&left, &right) {
                     (Value::Num(_), Value::Num(_)) | (Value::Str(_), Value::Str(_)) => ordering,
@@ -188,6 +184,24 @@ impl WhenParser<'_> {
             }
         };
         Ok(Value::Bool(result))
+    }
+
+    /// govaluate's `=~`: whether the regular expression on the right (Go's RE2 syntax, which
+    /// the `regex` crate shares) matches anywhere in the text on the left.
+    fn matches(&self, text: &Value, pattern: &Value) -> Result<bool, ExprError> {
+        let Value::Str(pattern) = pattern else {
+            return Err((self.err)(format!(
+                "the right of =~ must be a regular expression, got {pattern}"
+            )));
+        };
+        if let Value::Bool(_) = text {
+            return Err((self.err)(format!(
+                "cannot match {text} against a regular expression"
+            )));
+        }
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| (self.err)(format!("invalid regular expression {pattern:?}: {e}")))?;
+        Ok(re.is_match(&text.to_string()))
     }
 
     fn unary(&mut self) -> Result<Value, ExprError> {
@@ -436,6 +450,11 @@ mod tests {
         assert!(eval_when("!(heads == tails)").unwrap());
         assert!(eval_when("true").unwrap());
         assert!(eval_when("heads").is_err());
+        assert!(eval_when("heads =~ hea").unwrap());
+        assert!(eval_when("tails !~ '^hea'").unwrap());
+        assert!(!eval_when("'tails' =~ \"^(heads|x)$\"").unwrap());
+        assert!(eval_when("42 =~ '^4'").unwrap());
+        assert!(eval_when("a =~ '('").is_err());
         assert!(eval_when("1 == ").is_err());
     }
 

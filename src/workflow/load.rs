@@ -1,10 +1,15 @@
 //! Reading a Workflow file and refusing, before anything runs, what `obsctl run` cannot run
 //! faithfully: malformed YAML, fields outside the subset, unknown templates, dependency cycles,
-//! missing parameters. Every error names the file, and the line and column where there is one.
+//! missing parameters. Every error names the file, and the line and column of the node it is
+//! about as the YAML parser marked it (see `position`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod defaults;
+mod position;
+
+use self::position::{YamlPath, locate};
 use super::expr;
 use super::spec::{Parameter, Step, Template, TemplateKind, Workflow};
 use super::vars;
@@ -39,7 +44,6 @@ fn location(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
 const UNSUPPORTED: &[&str] = &[
     "artifacts",
     "resource",
-    "suspend",
     "http",
     "plugin",
     "data",
@@ -52,7 +56,6 @@ const UNSUPPORTED: &[&str] = &[
     "sidecars",
     "initContainers",
     "daemon",
-    "memoize",
     "synchronization",
     "podSpecPatch",
     "workflowTemplateRef",
@@ -61,6 +64,11 @@ const UNSUPPORTED: &[&str] = &[
     "supplied",
     "configMapKeyRef",
     "onExit",
+    "failFast",
+    "envFrom",
+    "volumeClaimTemplates",
+    "artifactRepositoryRef",
+    "archiveLocation",
 ];
 
 /// A workflow accepted for running, with its parameters resolved.
@@ -70,6 +78,10 @@ pub struct LoadedWorkflow {
     pub workflow: Workflow,
     /// `spec.arguments.parameters` after `-p` overrides, in declaration order.
     pub parameters: Vec<(String, String)>,
+    /// The Kubernetes-only fields the file sets (each named once, sorted): accepted, ignored.
+    pub kubernetes_only: Vec<&'static str>,
+    /// The templates with `memoize`: accepted, but nothing is cached, so they always run.
+    pub memoized: Vec<String>,
 }
 
 struct Checker<'a> {
@@ -78,14 +90,9 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// An error at the first line that holds `needle`, so that semantic errors found after
-    /// parsing still point at a line.
-    fn at(&self, needle: &str, message: String) -> LoadError {
-        let found = self
-            .source
-            .lines()
-            .enumerate()
-            .find_map(|(i, line)| line.find(needle).map(|col| (i + 1, col + 1)));
+    /// An error at the node `node` of the document, as the YAML parser marked it.
+    fn at(&self, node: &YamlPath, message: String) -> LoadError {
+        let found = locate(self.source, node);
         LoadError::Invalid {
             path: self.path.to_path_buf(),
             line: found.map(|f| f.0),
@@ -121,7 +128,7 @@ pub fn parse(
 ) -> Result<LoadedWorkflow, LoadError> {
     let c = Checker { path, source };
     refuse_expression_tags(&c)?;
-    let workflow: Workflow = serde_norway::from_str(source).map_err(|e| {
+    let mut workflow: Workflow = serde_norway::from_str(source).map_err(|e| {
         let (line, column) = e
             .location()
             .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
@@ -132,12 +139,28 @@ pub fn parse(
             message: explain_serde(&e.to_string()),
         }
     })?;
+    defaults::apply(&mut workflow).map_err(|m| c.at(&spec().key("templateDefaults"), m))?;
     check(&c, &workflow)?;
     let parameters = resolve_parameters(&c, &workflow, overrides)?;
+    let mut kubernetes_only = workflow.spec.kubernetes_only();
+    for t in &workflow.spec.templates {
+        kubernetes_only.extend(t.kubernetes_only());
+    }
+    kubernetes_only.sort_unstable();
+    kubernetes_only.dedup();
+    let memoized = workflow
+        .spec
+        .templates
+        .iter()
+        .filter(|t| t.memoize.is_some())
+        .map(|t| t.name.clone())
+        .collect();
     Ok(LoadedWorkflow {
         path: path.to_path_buf(),
         workflow,
         parameters,
+        kubernetes_only,
+        memoized,
     })
 }
 
@@ -175,21 +198,64 @@ fn explain_serde(message: &str) -> String {
             let at = message[..start].trim_end_matches(": ");
             let at = if at.is_empty() { "top level" } else { at };
             let expected = rest[end + 1..].trim_start_matches(", ");
-            let why = if UNSUPPORTED.contains(&field) {
-                "is outside the subset obsctl run supports"
-            } else {
-                "is not a field Argo or obsctl knows here"
-            };
-            return format!("`{field}` (in {at}) {why}; {expected}");
+            if UNSUPPORTED.contains(&field) {
+                return format!(
+                    "`{field}` (in {at}) is outside the subset obsctl run supports; {expected}"
+                );
+            }
+            let hint = nearest(field, expected)
+                .map(|known| format!("did you mean `{known}`? "))
+                .unwrap_or_default();
+            return format!(
+                "`{field}` (in {at}) is not a field Argo or obsctl knows here; {hint}{expected}"
+            );
         }
     }
     message.to_string()
 }
 
+/// The field in serde's "expected one of `a`, `b`" list nearest to the unknown `field`: the
+/// same but for case, else at most a third of its letters away.
+fn nearest<'a>(field: &str, expected: &'a str) -> Option<&'a str> {
+    let known = expected.split('`').skip(1).step_by(2);
+    let lower = field.to_lowercase();
+    known
+        .map(|k| (edit_distance(&lower, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= (field.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+fn root() -> YamlPath {
+    YamlPath::root()
+}
+
+fn spec() -> YamlPath {
+    root().key("spec")
+}
+
 fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     if wf.api_version != "argoproj.io/v1alpha1" {
         return Err(c.at(
-            "apiVersion",
+            &root().key("apiVersion"),
             format!(
                 "apiVersion must be argoproj.io/v1alpha1, not {:?}",
                 wf.api_version
@@ -197,16 +263,22 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
         ));
     }
     if wf.kind != "Workflow" {
-        return Err(c.at("kind", format!("kind must be Workflow, not {:?}", wf.kind)));
+        return Err(c.at(
+            &root().key("kind"),
+            format!("kind must be Workflow, not {:?}", wf.kind),
+        ));
     }
     if wf.metadata.name.is_none() && wf.metadata.generate_name.is_none() {
-        return Err(c.at("metadata", "metadata needs `name` or `generateName`".into()));
+        return Err(c.at(
+            &root().key("metadata"),
+            "metadata needs `name` or `generateName`".into(),
+        ));
     }
     let mut names = HashSet::new();
     for (i, t) in wf.spec.templates.iter().enumerate() {
         if !names.insert(t.name.as_str()) {
             return Err(c.at(
-                &format!("name: {}", t.name),
+                &spec().key("templates").index(i).key("name"),
                 format!(
                     "spec.templates[{i}]: template name `{}` is used twice",
                     t.name
@@ -218,7 +290,7 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     let known = |name: &str, field: &str| -> Result<(), LoadError> {
         if wf.template(name).is_none() {
             return Err(c.at(
-                &format!("{field}: {name}"),
+                &spec().key(field),
                 format!("spec.{field}: unknown template `{name}`"),
             ));
         }
@@ -231,7 +303,7 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     if let Some(secs) = &wf.spec.active_deadline_seconds {
         vars::parse_seconds(secs.as_str()).ok_or_else(|| {
             c.at(
-                "activeDeadlineSeconds",
+                &spec().key("activeDeadlineSeconds"),
                 format!(
                     "spec.activeDeadlineSeconds: expected a whole number of seconds, got {:?}",
                     secs.as_str()
@@ -244,31 +316,38 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
 
 fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<(), LoadError> {
     let at = format!("spec.templates[{i}] ({})", t.name);
+    let tp = spec().key("templates").index(i);
     let kind = t.kind().ok_or_else(|| {
         c.at(
-            &format!("name: {}", t.name),
-            format!("{at}: a template needs exactly one of container, script, steps or dag"),
+            &tp.key("name"),
+            format!(
+                "{at}: a template needs exactly one of container, script, steps, dag or suspend"
+            ),
         )
     })?;
+    if let Some(suspend) = &t.suspend {
+        check_suspend(c, &at, &tp, suspend)?;
+    }
     for (j, p) in t.outputs.parameters.iter().enumerate() {
         let field = format!("{at}.outputs.parameters[{j}] ({})", p.name);
+        let op = tp.key("outputs").key("parameters").index(j);
         match (&p.value_from, kind) {
             (Some(vf), TemplateKind::Container | TemplateKind::Script) => {
                 let path = vf.path.as_deref().ok_or_else(|| {
                     c.at(
-                        &format!("name: {}", p.name),
+                        &op.key("valueFrom"),
                         format!("{field}: a pod template's output needs valueFrom.path"),
                     )
                 })?;
                 if !path.starts_with('/') {
                     return Err(c.at(
-                        path,
+                        &op.key("valueFrom").key("path"),
                         format!("{field}: valueFrom.path must be absolute, got {path:?}"),
                     ));
                 }
                 if !path.starts_with("/tmp/") {
                     return Err(c.at(
-                        path,
+                        &op.key("valueFrom").key("path"),
                         format!(
                             "{field}: valueFrom.path {path:?} is outside /tmp; the process runner \
                              gives each step a private /tmp only, so other paths would be shared \
@@ -277,10 +356,19 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                     ));
                 }
             }
+            (Some(_), TemplateKind::Suspend) => {
+                return Err(c.at(
+                    &op.key("valueFrom"),
+                    format!(
+                        "{field}: a suspend template's outputs (valueFrom.supplied) are outside \
+                         the subset obsctl run supports"
+                    ),
+                ));
+            }
             (Some(vf), TemplateKind::Steps | TemplateKind::Dag) => {
                 if vf.parameter.is_none() {
                     return Err(c.at(
-                        &format!("name: {}", p.name),
+                        &op.key("valueFrom"),
                         format!(
                             "{field}: a steps or dag template's output needs valueFrom.parameter"
                         ),
@@ -289,7 +377,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             }
             (None, _) if p.value.is_none() => {
                 return Err(c.at(
-                    &format!("name: {}", p.name),
+                    &op.key("name"),
                     format!("{field}: an output parameter needs `value` or `valueFrom`"),
                 ));
             }
@@ -297,8 +385,13 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         }
     }
     if (t.timeout.is_some() || t.active_deadline_seconds.is_some()) && !t.is_pod() {
+        let field = if t.timeout.is_some() {
+            "timeout"
+        } else {
+            "activeDeadlineSeconds"
+        };
         return Err(c.at(
-            &format!("name: {}", t.name),
+            &tp.key(field),
             format!("{at}: timeout and activeDeadlineSeconds apply to container and script templates only"),
         ));
     }
@@ -307,7 +400,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         && vars::parse_seconds(secs.as_str()).is_none()
     {
         return Err(c.at(
-            "activeDeadlineSeconds",
+            &tp.key("activeDeadlineSeconds"),
             format!(
                 "{at}.activeDeadlineSeconds: expected whole seconds, got {:?}",
                 secs.as_str()
@@ -319,7 +412,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         && vars::parse_duration(timeout.as_str()).is_none()
     {
         return Err(c.at(
-            "timeout",
+            &tp.key("timeout"),
             format!(
                 "{at}.timeout: expected a duration such as 30s or 2m, got {:?}",
                 timeout.as_str()
@@ -327,25 +420,16 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         ));
     }
     if let Some(rs) = &t.retry_strategy {
+        let rp = tp.key("retryStrategy");
         if let Some(limit) = &rs.limit
             && !limit.as_str().contains("{{")
             && limit.as_str().parse::<u32>().is_err()
         {
             return Err(c.at(
-                "limit",
+                &rp.key("limit"),
                 format!(
                     "{at}.retryStrategy.limit: expected a whole number, got {:?}",
                     limit.as_str()
-                ),
-            ));
-        }
-        if let Some(policy) = &rs.retry_policy
-            && !["Always", "OnFailure", "OnError", "OnTransientError"].contains(&policy.as_str())
-        {
-            return Err(c.at(
-                "retryPolicy",
-                format!(
-                    "{at}.retryStrategy.retryPolicy: expected Always, OnFailure, OnError or OnTransientError, got {policy:?}"
                 ),
             ));
         }
@@ -359,7 +443,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                     && vars::parse_duration(v.as_str()).is_none()
                 {
                     return Err(c.at(
-                        name,
+                        &rp.key("backoff").key(name),
                         format!(
                             "{at}.retryStrategy.backoff.{name}: expected a duration, got {:?}",
                             v.as_str()
@@ -371,7 +455,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                 && f.as_str().parse::<f64>().is_err()
             {
                 return Err(c.at(
-                    "factor",
+                    &rp.key("backoff").key("factor"),
                     format!(
                         "{at}.retryStrategy.backoff.factor: expected a number, got {:?}",
                         f.as_str()
@@ -387,6 +471,7 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                     c,
                     wf,
                     &format!("{at}.steps[{g}][{s}] ({})", step.name),
+                    &tp.key("steps").index(g).index(s),
                     step,
                 )?;
             }
@@ -399,32 +484,40 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             .enumerate()
             .map(|(k, task)| (task.name.as_str(), k))
             .collect();
+        let tasks_path = tp.key("dag").key("tasks");
         if tasks.len() != dag.tasks.len() {
+            let clash = (0..dag.tasks.len())
+                .find(|&k| tasks[dag.tasks[k].name.as_str()] != k)
+                .unwrap_or(0);
             return Err(c.at(
-                &format!("name: {}", t.name),
+                &tasks_path.index(clash).key("name"),
                 format!("{at}.dag: task names must be unique"),
             ));
         }
         let mut edges: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (k, task) in dag.tasks.iter().enumerate() {
             let field = format!("{at}.dag.tasks[{k}] ({})", task.name);
-            check_call(c, wf, &field, &Step::from(task))?;
+            let kp = tasks_path.index(k);
+            check_call(c, wf, &field, &kp, &Step::from(task))?;
             if task.depends.is_some() && !task.dependencies.is_empty() {
                 return Err(c.at(
-                    &format!("name: {}", task.name),
+                    &kp.key("depends"),
                     format!("{field}: use either `depends` or `dependencies`, not both"),
                 ));
             }
             let deps = match &task.depends {
-                Some(depends) => expr::Depends::parse(depends)
-                    .map_err(|e| c.at(depends, format!("{field}.depends: {e}")))?
-                    .tasks(),
+                Some(depends) => depends.parsed().tasks(),
                 None => task.dependencies.clone(),
             };
             for dep in &deps {
                 if !tasks.contains_key(dep.as_str()) {
+                    let listed = if task.depends.is_some() {
+                        "depends"
+                    } else {
+                        "dependencies"
+                    };
                     return Err(c.at(
-                        &format!("name: {}", task.name),
+                        &kp.key(listed),
                         format!("{field}: depends on unknown task `{dep}`"),
                     ));
                 }
@@ -432,18 +525,52 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
             edges.insert(task.name.as_str(), deps);
         }
         if let Some(cycle) = find_cycle(&edges) {
+            let first = tasks[cycle[0].as_str()];
             return Err(c.at(
-                &format!("name: {}", cycle[0]),
+                &tasks_path.index(first).key("name"),
                 format!("{at}.dag: dependency cycle {}", cycle.join(" -> ")),
             ));
         }
-        if let Some(target) = &dag.target {
+        // A templated target is resolved, and its names checked, when the DAG runs.
+        if let Some(target) = dag.target.as_ref().filter(|t| !t.contains("{{")) {
             for name in target.split_whitespace() {
                 if !tasks.contains_key(name) {
-                    return Err(c.at("target", format!("{at}.dag.target: unknown task `{name}`")));
+                    return Err(c.at(
+                        &tp.key("dag").key("target"),
+                        format!("{at}.dag.target: unknown task `{name}`"),
+                    ));
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A suspend template needs a `duration`: without one it waits for `argo resume`, which a local
+/// run cannot receive.
+fn check_suspend(
+    c: &Checker,
+    at: &str,
+    tp: &YamlPath,
+    suspend: &super::spec::Suspend,
+) -> Result<(), LoadError> {
+    let Some(duration) = &suspend.duration else {
+        return Err(c.at(
+            &tp.key("suspend"),
+            format!(
+                "{at}.suspend: a suspend without a duration waits for `argo resume`, which \
+                 obsctl run has no counterpart for; give it a `duration` such as \"30\" or \"2m\""
+            ),
+        ));
+    };
+    if !duration.as_str().contains("{{") && vars::parse_duration(duration.as_str()).is_none() {
+        return Err(c.at(
+            &tp.key("suspend").key("duration"),
+            format!(
+                "{at}.suspend.duration: expected seconds or a duration such as 2m, got {:?}",
+                duration.as_str()
+            ),
+        ));
     }
     Ok(())
 }
@@ -464,10 +591,16 @@ impl From<&super::spec::DagTask> for Step {
 }
 
 /// A step or task calling a template: the template exists, its required inputs are given.
-fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<(), LoadError> {
+fn check_call(
+    c: &Checker,
+    wf: &Workflow,
+    field: &str,
+    sp: &YamlPath,
+    step: &Step,
+) -> Result<(), LoadError> {
     let Some(tmpl) = wf.template(&step.template) else {
         return Err(c.at(
-            &format!("template: {}", step.template),
+            &sp.key("template"),
             format!("{field}: unknown template `{}`", step.template),
         ));
     };
@@ -478,7 +611,7 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
     ];
     if loops.iter().filter(|l| **l).count() > 1 {
         return Err(c.at(
-            &format!("name: {}", step.name),
+            &sp.key("name"),
             format!("{field}: use only one of withItems, withParam, withSequence"),
         ));
     }
@@ -487,14 +620,14 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
         && seq.end.is_some()
     {
         return Err(c.at(
-            &format!("name: {}", step.name),
+            &sp.key("withSequence"),
             format!("{field}.withSequence: use either count or end, not both"),
         ));
     }
     if let Some(when) = &step.when
         && !when.contains("{{")
     {
-        expr::eval_when(when).map_err(|e| c.at(when, format!("{field}.when: {e}")))?;
+        expr::eval_when(when).map_err(|e| c.at(&sp.key("when"), format!("{field}.when: {e}")))?;
     }
     for input in &tmpl.inputs.parameters {
         let given = step
@@ -504,7 +637,7 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
             .any(|a| a.name == input.name);
         if !given && input.value.is_none() && input.default.is_none() {
             return Err(c.at(
-                &format!("template: {}", step.template),
+                &sp.key("template"),
                 format!(
                     "{field}: missing parameter `{}` required by template `{}`",
                     input.name, tmpl.name
@@ -512,16 +645,17 @@ fn check_call(c: &Checker, wf: &Workflow, field: &str, step: &Step) -> Result<()
             ));
         }
     }
-    for arg in &step.arguments.parameters {
+    for (a, arg) in step.arguments.parameters.iter().enumerate() {
+        let ap = sp.key("arguments").key("parameters").index(a);
         if arg.value.is_none() && arg.value_from.is_none() {
             return Err(c.at(
-                &format!("name: {}", arg.name),
+                &ap.key("name"),
                 format!("{field}.arguments: parameter `{}` has no value", arg.name),
             ));
         }
         if arg.value_from.is_some() {
             return Err(c.at(
-                &format!("name: {}", arg.name),
+                &ap.key("valueFrom"),
                 format!("{field}.arguments: `valueFrom` in arguments is outside the subset obsctl run supports"),
             ));
         }
@@ -590,7 +724,8 @@ fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        let text = serde_json::to_string(t).expect("templates always serialize");
+        let json = serde_json::to_value(t).expect("templates always serialize");
+        let text = json.to_string();
         for var in vars::references(&text) {
             let problem = if let Some(name) = var.strip_prefix("inputs.parameters.") {
                 (!inputs.contains(name))
@@ -602,8 +737,10 @@ fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
                 None
             };
             if let Some(problem) = problem {
+                let tp = spec().key("templates").index(i);
+                let at = find_reference(&json, &var, tp.clone()).unwrap_or(tp);
                 return Err(c.at(
-                    &format!("{{{{{var}}}}}"),
+                    &at,
                     format!(
                         "spec.templates[{i}] ({}): missing parameter: {{{{{var}}}}}: {problem}",
                         t.name
@@ -613,6 +750,22 @@ fn check_variables(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// The path of the first string in `value` (a template as JSON, whose keys and indices are the
+/// YAML's) that references `var`.
+fn find_reference(value: &serde_json::Value, var: &str, at: YamlPath) -> Option<YamlPath> {
+    match value {
+        serde_json::Value::String(s) => vars::references(s).iter().any(|r| r == var).then_some(at),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_reference(v, var, at.index(i))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| find_reference(v, var, at.key(k))),
+        _ => None,
+    }
 }
 
 fn resolve_parameters(
@@ -635,7 +788,8 @@ fn resolve_parameters(
         }
     }
     let mut out = Vec::new();
-    for p in declared {
+    for (k, p) in declared.iter().enumerate() {
+        let pp = spec().key("arguments").key("parameters").index(k);
         let value = overrides
             .iter()
             .rev()
@@ -645,7 +799,7 @@ fn resolve_parameters(
             .or_else(|| p.default.as_ref().map(|v| v.0.clone()));
         let Some(value) = value else {
             return Err(c.at(
-                &format!("name: {}", p.name),
+                &pp.key("name"),
                 format!(
                     "spec.arguments.parameters: missing parameter `{}`: give it a value in the file or with -p {}=VALUE",
                     p.name, p.name
@@ -657,7 +811,7 @@ fn resolve_parameters(
         {
             let allowed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
             return Err(c.at(
-                &format!("name: {}", p.name),
+                &pp.key("enum"),
                 format!(
                     "parameter `{}` = {value:?} is not one of its enum values: {}",
                     p.name,
@@ -739,5 +893,142 @@ mod tests {
         let e = err(&src);
         assert!(e.starts_with("wf.yaml:9:"), "{e}");
         assert!(e.contains("{{=...}}"), "{e}");
+    }
+
+    #[test]
+    fn errors_point_at_the_node_they_are_about_not_the_first_line_with_its_word() {
+        let limit = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    retryStrategy: {{limit: 2}}\n    container: {{image: busybox, command: [true]}}\n  - name: b\n    retryStrategy:\n      limit: many\n    container: {{image: busybox, command: [true]}}\n"
+        );
+        let e = err(&limit);
+        assert!(e.starts_with("wf.yaml:13:14: "), "{e}");
+        assert!(
+            e.contains("retryStrategy.limit: expected a whole number"),
+            "{e}"
+        );
+
+        let twice = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container: {{image: busybox, command: [true]}}\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&twice);
+        assert!(e.starts_with("wf.yaml:10:12: "), "{e}");
+        assert!(e.contains("template name `a` is used twice"), "{e}");
+
+        let undeclared = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container:\n      image: busybox\n      command: [echo, x, \"{{{{inputs.parameters.m}}}}\"]\n"
+        );
+        let e = err(&undeclared);
+        assert!(e.starts_with("wf.yaml:11:26: "), "{e}");
+        assert!(e.contains("declares no input parameter `m`"), "{e}");
+    }
+
+    #[test]
+    fn depends_and_retry_policy_are_typed_when_read_with_their_position() {
+        let depends = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    dag:\n      tasks:\n      - {{name: x, template: b}}\n      - {{name: y, template: b, depends: \"x.Bogus\"}}\n  - {{name: b, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&depends);
+        assert!(e.starts_with("wf.yaml:12:41: "), "{e}");
+        assert!(e.contains("unknown task result `.Bogus`"), "{e}");
+
+        let policy = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    retryStrategy: {{retryPolicy: Sometimes}}\n    container: {{image: busybox, command: [true]}}\n"
+        );
+        let e = err(&policy);
+        assert!(e.starts_with("wf.yaml:9:34: "), "{e}");
+        assert!(e.contains("unknown variant `Sometimes`"), "{e}");
+        assert!(e.contains("OnTransientError"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_only_fields_are_accepted_and_named_and_a_typo_gets_a_suggestion() {
+        let k8s = format!(
+            "{HEAD}  entrypoint: a\n  priority: 3\n  podGC: {{strategy: OnPodSuccess}}\n  nodeSelector: {{disk: ssd}}\n  templates:\n  - name: a\n    tolerations: [{{key: k, operator: Exists}}]\n    container:\n      image: busybox\n      command: [true]\n      securityContext: {{runAsUser: 1000}}\n"
+        );
+        let loaded = parse(Path::new("wf.yaml"), &k8s, &[]).unwrap();
+        assert_eq!(
+            loaded.kubernetes_only,
+            [
+                "nodeSelector",
+                "podGC",
+                "priority",
+                "securityContext",
+                "tolerations"
+            ]
+        );
+
+        let typo = format!(
+            "{HEAD}  entrypoint: a\n  nodeselector: {{disk: ssd}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&typo);
+        assert!(
+            e.starts_with("wf.yaml:7:3: `nodeselector` (in spec) is not a field"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `nodeSelector`?"), "{e}");
+
+        let far = format!(
+            "{HEAD}  entrypoint: a\n  colour: blue\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&far);
+        assert!(e.contains("`colour` (in spec) is not a field"), "{e}");
+        assert!(!e.contains("did you mean"), "{e}");
+
+        let unsupported = format!(
+            "{HEAD}  entrypoint: a\n  hooks: {{exit: {{template: a}}}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&unsupported);
+        assert!(e.contains("`hooks` (in spec) is outside the subset"), "{e}");
+    }
+
+    #[test]
+    fn template_defaults_merge_under_each_template_keeping_its_kind() {
+        let src = format!(
+            "{HEAD}  entrypoint: main\n  templateDefaults:\n    timeout: 30s\n    retryStrategy: {{limit: 2}}\n    metadata: {{labels: {{team: a}}}}\n    container: {{image: busybox, env: [{{name: A, value: a}}]}}\n  templates:\n  - name: main\n    steps: [[{{name: s, template: pod}}]]\n  - name: pod\n    metadata: {{labels: {{step: s}}}}\n    container: {{image: alpine, command: [true]}}\n"
+        );
+        let wf = parse(Path::new("wf.yaml"), &src, &[]).unwrap().workflow;
+        let main = wf.template("main").unwrap();
+        assert!(main.container.is_none() && main.steps.is_some());
+        assert!(
+            main.timeout.is_none(),
+            "timeout applies to pod templates only"
+        );
+        assert_eq!(
+            main.retry_strategy
+                .as_ref()
+                .unwrap()
+                .limit
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "2"
+        );
+        let pod = wf.template("pod").unwrap();
+        assert_eq!(pod.timeout.as_ref().unwrap().as_str(), "30s");
+        let c = pod.container.as_ref().unwrap();
+        assert_eq!((c.image.as_str(), c.env.len()), ("alpine", 1));
+        assert_eq!(pod.metadata.labels.len(), 2);
+
+        let bad = format!(
+            "{HEAD}  entrypoint: a\n  templateDefaults:\n    retryStrategy: {{limt: 2}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&bad);
+        assert!(
+            e.starts_with("wf.yaml:8:5: spec.templateDefaults, merged into template `a`"),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `limt`"), "{e}");
+    }
+
+    #[test]
+    fn a_suspend_without_a_duration_is_refused_at_its_position() {
+        let src = format!("{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    suspend: {{}}\n");
+        let e = err(&src);
+        assert!(
+            e.starts_with(
+                "wf.yaml:9:14: spec.templates[0] (a).suspend: a suspend without a duration"
+            ),
+            "{e}"
+        );
     }
 }

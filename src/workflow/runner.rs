@@ -268,7 +268,7 @@ pub fn private_tmp_available() -> bool {
         let Ok(dir) = tempdir_for_probe() else {
             return false;
         };
-        let Ok(isolation) = Isolation::new(Some(&dir), Path::new("/bin/true"), None) else {
+        let Ok(isolation) = Isolation::new(Some(&dir), Path::new("/bin/true"), None, false) else {
             return false;
         };
         // A marker in the real /tmp must be hidden from the child once it is isolated.
@@ -313,6 +313,9 @@ struct Isolation {
     /// allocate.
     keep: [Option<KeptPath>; 2],
     parent: i32,
+    /// Enter `/tmp` once it is the step's own: the working directory of a step whose template
+    /// names none (obsctl's own directory may be under the `/tmp` just covered).
+    enter_tmp: bool,
 }
 
 /// A path under `/tmp` that the step must still see behind its private `/tmp`: the program it
@@ -427,6 +430,7 @@ impl Isolation {
         private_tmp: Option<&Path>,
         program: &Path,
         spool: Option<&Path>,
+        enter_tmp: bool,
     ) -> std::io::Result<Self> {
         let tmp = private_tmp
             .map(|p| CString::new(p.as_os_str().as_encoded_bytes()))
@@ -440,6 +444,7 @@ impl Isolation {
             ],
         };
         Ok(Self {
+            enter_tmp: enter_tmp && tmp.is_some(),
             tmp,
             keep,
             parent: std::process::id() as i32,
@@ -479,6 +484,9 @@ impl Isolation {
                 if let (Some(kept), Some(held)) = (kept, held) {
                     kept.bind(held)?;
                 }
+            }
+            if self.enter_tmp {
+                nix::unistd::chdir(c"/tmp")?;
             }
         }
         Ok(())
@@ -585,10 +593,19 @@ impl Runner for ProcessRunner {
             }
             _ => None,
         };
+        // A step works in its template's `workingDir`, else in its own /tmp: never in obsctl's
+        // directory, which the private /tmp hides when obsctl was started under /tmp (a
+        // pyenv shim, for one, then exits with "cannot change working directory").
+        let own_dir = match &spec.working_dir {
+            Some(dir) => dir.clone(),
+            None if self.private_tmp => "/tmp".to_string(),
+            None => tmp.display().to_string(),
+        };
         let isolation = Isolation::new(
             self.private_tmp.then_some(tmp.as_path()),
             Path::new(&full[0]),
             spool.as_deref(),
+            spec.working_dir.is_none(),
         )
         .map_err(prepare(&tmp))?;
         let mut cmd = tokio::process::Command::new(&full[0]);
@@ -599,9 +616,12 @@ impl Runner for ProcessRunner {
             .stderr(log.try_clone().map_err(prepare(&log_path))?)
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(dir) = &spec.working_dir {
-            cmd.current_dir(dir);
+        if spec.working_dir.is_some() || !self.private_tmp {
+            // With a private /tmp and no workingDir, the child enters /tmp after covering it.
+            cmd.current_dir(&own_dir);
         }
+        // Shells trust an inherited $PWD that names their directory; obsctl's would not.
+        cmd.env("PWD", &own_dir);
         // SAFETY: `apply` only makes system calls on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || isolation.apply());

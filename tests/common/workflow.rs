@@ -60,6 +60,17 @@ impl Sandbox {
     /// `obsctl run --no-shim -o json FILE ARGS...` (the shim is another component; these tests
     /// are about the executor's semantics).
     pub fn run(&self, file: &Path, args: &[&str]) -> RunResult {
+        RunResult::from(self.run_command(file, args).output().unwrap())
+    }
+
+    /// [`Sandbox::run`] with obsctl started in `cwd`, as a shell starts it (`$PWD` set).
+    pub fn run_from(&self, cwd: &Path, file: &Path, args: &[&str]) -> RunResult {
+        let mut cmd = self.run_command(file, args);
+        cmd.current_dir(cwd).env("PWD", cwd);
+        RunResult::from(cmd.output().unwrap())
+    }
+
+    fn run_command(&self, file: &Path, args: &[&str]) -> Command {
         let mut cmd = self.command();
         cmd.arg("run")
             .arg(file)
@@ -67,7 +78,7 @@ impl Sandbox {
             .arg(self.state_dir())
             .args(["--otlp-endpoint", &self.dead_endpoint])
             .args(args);
-        RunResult::from(cmd.output().unwrap())
+        cmd
     }
 
     pub fn write(&self, name: &str, body: &str) -> PathBuf {

@@ -1,0 +1,177 @@
+//! `retryStrategy`: a Retry node whose children `name(0)`, `name(1)`, … are the attempts, with
+//! Argo's policies, limit and backoff. Each attempt links to the span of the one it replaces.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Executor;
+use super::call::Call;
+use super::nodes::NodeResult;
+use super::scope::Scope;
+use crate::workflow::record::{NodeType, Phase};
+use crate::workflow::runner::Runner;
+use crate::workflow::spec::{RetryPolicy, RetryStrategy, Template};
+use crate::workflow::vars;
+
+/// Whether `policy` retries an attempt that ended in `phase`.
+fn retries(policy: RetryPolicy, phase: Phase) -> bool {
+    match phase {
+        Phase::Failed => matches!(policy, RetryPolicy::Always | RetryPolicy::OnFailure),
+        Phase::Error => matches!(policy, RetryPolicy::Always | RetryPolicy::OnError),
+        _ => false,
+    }
+}
+
+/// `retryStrategy.backoff`: the wait before attempt n+1 is `base * factor^n`, at most `cap`;
+/// no attempt starts after `max_duration`.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    base: Duration,
+    factor: f64,
+    cap: Option<Duration>,
+    max_duration: Option<Duration>,
+}
+
+impl Backoff {
+    fn from_spec(strategy: &RetryStrategy) -> Option<Self> {
+        let b = strategy.backoff.as_ref()?;
+        let duration = |d: &Option<crate::workflow::spec::Scalar>| {
+            d.as_ref().and_then(|d| vars::parse_duration(d.as_str()))
+        };
+        Some(Self {
+            base: duration(&b.duration)?,
+            factor: b
+                .factor
+                .as_ref()
+                .and_then(|f| f.as_str().parse::<f64>().ok())
+                .unwrap_or(1.0),
+            cap: duration(&b.cap),
+            max_duration: duration(&b.max_duration),
+        })
+    }
+
+    fn wait_before(&self, attempt: u32) -> Duration {
+        let wait = self.base.mul_f64(self.factor.powi(attempt as i32));
+        self.cap.map_or(wait, |c| wait.min(c))
+    }
+}
+
+/// A template's retry strategy, resolved for one call.
+struct RetryPlan {
+    /// The retries allowed after the first attempt; `None` is unlimited.
+    limit: Option<u32>,
+    policy: RetryPolicy,
+    backoff: Option<Backoff>,
+}
+
+impl RetryPlan {
+    /// A templated `limit` that does not resolve to a whole number is an error: never
+    /// unlimited retries by default.
+    fn new(strategy: &RetryStrategy, scope: &Scope) -> Result<Self, String> {
+        let limit = match &strategy.limit {
+            None => None,
+            Some(l) => {
+                let text = vars::substitute(l.as_str(), scope)
+                    .map_err(|e| format!("retryStrategy.limit: {e}"))?;
+                let limit = text.trim().parse::<u32>().map_err(|_| {
+                    format!("retryStrategy.limit: expected a whole number, got {text:?}")
+                })?;
+                Some(limit)
+            }
+        };
+        Ok(Self {
+            limit,
+            policy: strategy.retry_policy.unwrap_or(RetryPolicy::OnFailure),
+            backoff: Backoff::from_spec(strategy),
+        })
+    }
+}
+
+/// What to do after an attempt.
+enum Next {
+    Stop { message: Option<String> },
+    Retry,
+}
+
+impl<R: Runner> Executor<R> {
+    pub(super) async fn execute_retry(self: Arc<Self>, call: Call, tmpl: Template) -> NodeResult {
+        let strategy = tmpl
+            .retry_strategy
+            .as_ref()
+            .expect("retry strategy present");
+        let id = self.nodes.begin_composite(&call.place(), NodeType::Retry);
+        let plan = self
+            .scope_for(&tmpl, &call.args)
+            .and_then(|scope| RetryPlan::new(strategy, &scope));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(message) => return self.nodes.fail(&id, Phase::Error, message),
+        };
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        let mut replaces = None;
+        let (last, message_override) = loop {
+            let child = self
+                .clone()
+                .execute(Call {
+                    name: format!("{}({attempt})", call.name),
+                    display: format!("{}({attempt})", call.display),
+                    retry_index: Some(attempt),
+                    replaces,
+                    ..call.clone()
+                })
+                .await;
+            self.nodes.add_child(&id, &child.id);
+            replaces = self.nodes.span_of(&child.id);
+            match self
+                .after_attempt(&call, &plan, &child, attempt, started)
+                .await
+            {
+                Next::Stop { message } => break (child, message),
+                Next::Retry => attempt += 1,
+            }
+        };
+        let message = message_override.or(last.message.clone());
+        self.nodes.finish(
+            &id,
+            last.phase,
+            message,
+            last.outputs.clone(),
+            vec![last.id.clone()],
+        )
+    }
+
+    /// Whether `child` (attempt number `attempt`) is retried, after its backoff. A resumed run
+    /// whose next attempt is already recorded does not wait for the backoff again.
+    async fn after_attempt(
+        &self,
+        call: &Call,
+        plan: &RetryPlan,
+        child: &NodeResult,
+        attempt: u32,
+        started: Instant,
+    ) -> Next {
+        let retry = retries(plan.policy, child.phase);
+        if !retry || plan.limit.is_some_and(|l| attempt >= l) || self.stopping().is_some() {
+            return Next::Stop { message: None };
+        }
+        if let Some(backoff) = plan.backoff {
+            let wait = backoff.wait_before(attempt);
+            if backoff
+                .max_duration
+                .is_some_and(|m| started.elapsed() + wait > m)
+            {
+                return Next::Stop {
+                    message: Some("Max duration limit exceeded".to_string()),
+                };
+            }
+            if !self
+                .nodes
+                .was_recorded(&format!("{}({})", call.name, attempt + 1))
+            {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Next::Retry
+    }
+}
