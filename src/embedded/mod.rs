@@ -109,7 +109,7 @@ pub struct Server {
     pub api: SocketAddr,
     store: Arc<Store>,
     stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    tasks: Vec<Task>,
 }
 
 async fn bind(
@@ -123,6 +123,41 @@ async fn bind(
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { name, addr, source })
+}
+
+/// A listener's task, named for the error that ends it.
+type Task = (&'static str, JoinHandle<Result<(), String>>);
+
+/// OTLP over gRPC and over HTTP into `sink`, until `stop` says so: the backend's receivers,
+/// and the relay's.
+fn serve_otlp(
+    sink: pipeline::Sink,
+    (grpc, http): (TcpListener, TcpListener),
+    timeout: Duration,
+    stop: &watch::Receiver<bool>,
+) -> [Task; 2] {
+    let router = otlp_grpc::router(sink.clone(), timeout);
+    let rx = stop.clone();
+    let grpc_task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(
+                // Without TCP_NODELAY each second response on a connection waits ~40 ms for
+                // the client's delayed ACK (Nagle), which a one-span shim feels.
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stopped(rx),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let app = otlp_http::router(sink, timeout);
+    let rx = stop.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(stopped(rx))
+            .await
+            .map_err(|e| e.to_string())
+    });
+    [("otlp-grpc", grpc_task), ("otlp-http", http_task)]
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -149,33 +184,11 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let router =
-            otlp_grpc::router(pipeline::Sink::Store(store.clone()), config.request_timeout);
-        let rx = stop_rx.clone();
-        tasks.push((
-            "otlp-grpc",
-            tokio::spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(
-                        // Without TCP_NODELAY each second response on a connection waits ~40 ms
-                        // for the client's delayed ACK (Nagle), which a one-span shim feels.
-                        tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                        stopped(rx),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
-        ));
-        let app = otlp_http::router(pipeline::Sink::Store(store.clone()), config.request_timeout);
-        let rx = stop_rx.clone();
-        tasks.push((
-            "otlp-http",
-            tokio::spawn(async move {
-                axum::serve(http, app)
-                    .with_graceful_shutdown(stopped(rx))
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
+        tasks.extend(serve_otlp(
+            pipeline::Sink::Store(store.clone()),
+            (grpc, http),
+            config.request_timeout,
+            &stop_rx,
         ));
         let app = api::router(store.clone(), config.request_timeout);
         let rx = stop_rx.clone();

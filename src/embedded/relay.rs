@@ -15,10 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::pipeline::Sink;
-use super::{REQUEST_TIMEOUT, ServeError, otlp_grpc, otlp_http};
+use super::{REQUEST_TIMEOUT, ServeError};
 use crate::conventions::env;
 use crate::otlp::export::{ExportConfig, ExportError, ExportRequest, Exporter, Signal};
 
@@ -238,7 +237,7 @@ pub struct Relay {
     pub otlp_http: SocketAddr,
     pub health: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    tasks: Vec<super::Task>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -268,30 +267,11 @@ impl Relay {
         let (otlp_grpc, otlp_http) = (local(&grpc), local(&http));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let router = otlp_grpc::router(sink.clone(), REQUEST_TIMEOUT);
-        let rx = stop_rx.clone();
-        tasks.push((
-            "otlp-grpc",
-            tokio::spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                        stopped(rx),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
-        ));
-        let app = otlp_http::router(sink, REQUEST_TIMEOUT);
-        let rx = stop_rx.clone();
-        tasks.push((
-            "otlp-http",
-            tokio::spawn(async move {
-                axum::serve(http, app)
-                    .with_graceful_shutdown(stopped(rx))
-                    .await
-                    .map_err(|e| e.to_string())
-            }),
+        tasks.extend(super::serve_otlp(
+            sink,
+            (grpc, http),
+            REQUEST_TIMEOUT,
+            &stop_rx,
         ));
         let mut health = None;
         if let Some((addr, path)) = listeners.health {
