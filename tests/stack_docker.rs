@@ -15,6 +15,13 @@ use common::*;
 use obsctl::stack::definition::{Component, Port};
 use serde_json::Value;
 
+/// The Docker tests of this binary run one at a time: each picks free host ports, which Docker
+/// binds only later, so a test running alongside could be handed the same port in between.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Images for every component: the stand-in everywhere but Prometheus, which is real.
 fn local_env(test: &str) -> Option<(StackEnv, BTreeMap<String, String>)> {
     if !require_docker(test) {
@@ -46,6 +53,7 @@ fn component<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn up_status_kill_repair_down_on_the_real_engine() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) = local_env("up_status_kill_repair_down_on_the_real_engine") else {
         return;
     };
@@ -292,6 +300,7 @@ fn up_status_kill_repair_down_on_the_real_engine() {
 
 #[test]
 fn a_crashing_component_fails_up_with_its_state_and_last_logs() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) =
         local_env("a_crashing_component_fails_up_with_its_state_and_last_logs")
     else {
@@ -329,6 +338,7 @@ fn a_crashing_component_fails_up_with_its_state_and_last_logs() {
 
 #[test]
 fn a_missing_image_is_named_with_how_to_provide_it() {
+    let _one = one_at_a_time();
     if !require_docker("a_missing_image_is_named_with_how_to_provide_it") {
         return;
     }
@@ -361,6 +371,7 @@ fn a_missing_image_is_named_with_how_to_provide_it() {
 
 #[test]
 fn bad_overrides_are_rejected_before_anything_is_created() {
+    let _one = one_at_a_time();
     let mut env = StackEnv::new("t");
     env.set("OBSCTL_PORT_LOKI", "99999");
     let out = env.obsctl(&["up", "--runtime", "docker", "--project", &env.project]);
@@ -421,6 +432,7 @@ fn nothing_of(p: &str) {
 
 #[test]
 fn up_refuses_the_ports_of_the_running_embedded_backend_and_creates_nothing() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) =
         local_env("up_refuses_the_ports_of_the_running_embedded_backend_and_creates_nothing")
     else {
@@ -456,6 +468,7 @@ fn up_refuses_the_ports_of_the_running_embedded_backend_and_creates_nothing() {
 
 #[test]
 fn embedded_up_refuses_while_the_docker_stack_is_up() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) = local_env("embedded_up_refuses_while_the_docker_stack_is_up")
     else {
         return;
@@ -504,6 +517,7 @@ fn embedded_up_refuses_while_the_docker_stack_is_up() {
 
 #[test]
 fn a_container_that_cannot_start_takes_everything_this_up_created_with_it() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) =
         local_env("a_container_that_cannot_start_takes_everything_this_up_created_with_it")
     else {
@@ -535,6 +549,7 @@ fn a_container_that_cannot_start_takes_everything_this_up_created_with_it() {
 
 #[test]
 fn a_wait_longer_than_a_second_shows_progress_without_a_terminal() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) =
         local_env("a_wait_longer_than_a_second_shows_progress_without_a_terminal")
     else {
@@ -568,6 +583,7 @@ fn a_wait_longer_than_a_second_shows_progress_without_a_terminal() {
 
 #[test]
 fn a_port_published_by_a_compose_project_is_named_with_its_fix() {
+    let _one = one_at_a_time();
     let Some((mut env, images)) =
         local_env("a_port_published_by_a_compose_project_is_named_with_its_fix")
     else {

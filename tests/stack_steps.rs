@@ -32,8 +32,16 @@ impl Drop for StepContainers {
     }
 }
 
+/// These Docker tests run one at a time: each picks free host ports, which Docker binds only
+/// later, so a test running alongside could be handed the same port in between.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
+    let _one = one_at_a_time();
     let test = "agent_pipeline_runs_in_containers_with_labels_outputs_and_spans";
     if !require_docker(test) {
         return;
@@ -173,6 +181,7 @@ fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
 
 #[test]
 fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() {
+    let _one = one_at_a_time();
     let test = "on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name";
     if !require_docker(test) {
         return;
