@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, installing first what the tests need: Debian's prometheus (real scrapes
 # and exemplar queries), busybox-static (local container images), chromium (renders the HTML
-# reports headless), the Python OpenTelemetry SDK (a real OTLP client nobody here wrote). CI calls exactly this script through .ci/run.
+# reports headless), the Python OpenTelemetry SDK (a real OTLP client nobody here wrote). CI calls
+# exactly this script through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
