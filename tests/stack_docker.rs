@@ -354,7 +354,17 @@ fn a_missing_image_is_named_with_how_to_provide_it() {
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // The first missing image in start order is Tempo's override.
+    // One message names every image Docker lacks: Tempo's override and the defaults no
+    // registry can serve here.
+    assert_eq!(
+        stderr.matches("image(s) are not present").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("grafana/grafana:11.4.0 for grafana is not present"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("obsctl-local/does-not-exist:0.0.1 for tempo is not present"),
         "{stderr}"

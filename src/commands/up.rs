@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let code = match &e {
                 RuntimeError::Docker(DockerError::BadProject(_)) => EXIT_BAD_INPUT,
                 RuntimeError::Docker(
-                    DockerError::Unreachable { .. } | DockerError::ImageMissing { .. },
+                    DockerError::Unreachable { .. } | DockerError::ImageMissing(_),
                 ) => EXIT_DOCKER_UNAVAILABLE,
                 RuntimeError::Docker(DockerError::NotReady(..))
                 | RuntimeError::Background(crate::stack::background::BackgroundError::NotReady(

@@ -27,6 +27,31 @@ use super::ready::{self, NotReady, Target};
 /// only when this differs.
 pub const LABEL_SPEC: &str = "io.obsctl.spec";
 
+/// One image `up` needs that Docker neither has nor could pull.
+#[derive(Debug)]
+pub struct MissingImage {
+    pub component: Component,
+    pub image: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for MissingImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Registry errors can run to hundreds of characters; the first line says enough.
+        const MAX_REASON: usize = 120;
+        let reason = self.reason.lines().next().unwrap_or_default();
+        let cut: String = reason.chars().take(MAX_REASON).collect();
+        let ellipsis = if cut.len() < reason.len() { "…" } else { "" };
+        write!(
+            f,
+            "  {} for {} is not present ({cut}{ellipsis}); {}=REF picks another",
+            self.image,
+            self.component,
+            self.component.image_env()
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error("cannot reach the Docker daemon ({host}): {source}")]
@@ -40,17 +65,15 @@ pub enum DockerError {
         source: bollard::errors::Error,
     },
     #[error(
-        "image {image} for {component} is not present and could not be pulled: {reason}. \
-         Build local images with scripts/build-images.sh, or point obsctl at an image you have \
-         with --image {component}=REF, {env}=REF or `images: {{{component}: REF}}` in the stack \
-         config file"
+        "{} image(s) are not present and could not be pulled:\n{}\nWithout a registry, \
+         scripts/build-images.sh builds Debian's Prometheus, the aggregator and stand-ins for the \
+         other components (docs/observability.md, \"Air-gapped\"); point obsctl at images you \
+         have with --image COMPONENT=REF, OBSCTL_IMAGE_<COMPONENT>=REF or `images:` in the stack \
+         config file",
+        .0.len(),
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
     )]
-    ImageMissing {
-        component: Component,
-        image: String,
-        env: String,
-        reason: String,
-    },
+    ImageMissing(Vec<MissingImage>),
     #[error("{0}\n{1}")]
     NotReady(Box<NotReady>, String),
     #[error(
@@ -279,15 +302,24 @@ impl DockerStack {
 
     /// Makes sure every image is present, pulling what is missing (with progress on a
     /// terminal). Fails on the first image that is neither present nor pullable.
+    /// Every image is looked at before any error is reported, so one message names them all.
     pub async fn ensure_images(&self, config: &StackConfig) -> Result<(), DockerError> {
+        let mut missing = Vec::new();
         for c in Component::ALL {
             let image = config.image(c);
             if self.docker.inspect_image(image).await.is_ok() {
                 continue;
             }
-            self.pull(c, image).await?;
+            match self.pull(c, image).await {
+                Ok(()) => {}
+                Err(DockerError::ImageMissing(mut m)) => missing.append(&mut m),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(DockerError::ImageMissing(missing)),
+        }
     }
 
     async fn pull(&self, c: Component, image: &str) -> Result<(), DockerError> {
@@ -309,11 +341,12 @@ impl DockerStack {
             None,
             None,
         );
-        let missing = |reason: String| DockerError::ImageMissing {
-            component: c,
-            image: image.to_string(),
-            env: c.image_env(),
-            reason,
+        let missing = |reason: String| {
+            DockerError::ImageMissing(vec![MissingImage {
+                component: c,
+                image: image.to_string(),
+                reason,
+            }])
         };
         while let Some(item) = stream.next().await {
             match item {

@@ -96,7 +96,7 @@ pub async fn up(
                 ));
                 let stack = DockerStack::new(client, project)?;
                 match stack.ensure_images(config).await {
-                    Err(e @ DockerError::ImageMissing { .. }) => Some(e.to_string()),
+                    Err(e @ DockerError::ImageMissing(_)) => Some(e.to_string()),
                     Err(e) => return Err(e.into()),
                     Ok(()) => return finish_docker(&stack, config, timeout).await,
                 }
