@@ -146,9 +146,8 @@ fn auto_falls_back_to_embedded_when_an_image_is_missing() {
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(
-            "using the embedded backend: image obsctl-local/does-not-exist:0.0.1 for tempo is not present"
-        ),
+        stderr.contains("using the embedded backend: Docker lacks")
+            && stderr.contains("obsctl-local/does-not-exist:0.0.1 for tempo"),
         "{stderr}"
     );
     assert!(labelled("container", &env.project).is_empty());

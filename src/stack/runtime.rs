@@ -96,7 +96,17 @@ pub async fn up(
                 ));
                 let stack = DockerStack::new(client, project)?;
                 match stack.ensure_images(config).await {
-                    Err(e @ DockerError::ImageMissing(_)) => Some(e.to_string()),
+                    // One line: `up --runtime docker` prints the whole list with its hints.
+                    Err(DockerError::ImageMissing(missing)) => Some(format!(
+                        "Docker lacks {} image(s) ({}); `obsctl up --runtime docker` says how to \
+                         provide them",
+                        missing.len(),
+                        missing
+                            .iter()
+                            .map(|m| format!("{} for {}", m.image, m.component))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
                     Err(e) => return Err(e.into()),
                     Ok(()) => return finish_docker(&stack, config, timeout).await,
                 }
