@@ -133,6 +133,32 @@ impl<R: Runner> Executor<R> {
         ))
     }
 
+    /// Starts every expanded invocation of `step` at once, each in `scope` plus its item
+    /// variables; steps groups and DAG tasks both fan out this way.
+    pub(super) fn spawn_invocations(
+        self: &Arc<Self>,
+        step: &Step,
+        invocations: Vec<Invocation>,
+        scope: &Scope,
+        boundary: &str,
+        pool: &Option<Arc<Semaphore>>,
+    ) -> Vec<tokio::task::JoinHandle<NodeResult>> {
+        invocations
+            .into_iter()
+            .map(|mut inv| {
+                let mut local = scope.clone();
+                local.extend(std::mem::take(&mut inv.item_vars));
+                tokio::spawn(self.clone().invoke(
+                    step.clone(),
+                    inv,
+                    local,
+                    boundary.to_string(),
+                    pool.clone(),
+                ))
+            })
+            .collect()
+    }
+
     /// Runs one expanded invocation of `step`: `when`, arguments, then the template.
     pub(super) fn invoke(
         self: Arc<Self>,

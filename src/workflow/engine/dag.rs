@@ -280,20 +280,7 @@ impl<R: Runner> Executor<R> {
                 }
             };
             let group_id = self.nodes.begin_composite(&place, NodeType::TaskGroup);
-            let handles: Vec<_> = invocations
-                .into_iter()
-                .map(|mut inv| {
-                    let mut local = scope.clone();
-                    local.extend(std::mem::take(&mut inv.item_vars));
-                    tokio::spawn(self.clone().invoke(
-                        step.clone(),
-                        inv,
-                        local,
-                        dag_id.clone(),
-                        pool.clone(),
-                    ))
-                })
-                .collect();
+            let handles = self.spawn_invocations(&step, invocations, &scope, &dag_id, &pool);
             let mut children = Vec::new();
             for h in handles {
                 children.push(h.await.expect("task items do not panic"));

@@ -111,20 +111,7 @@ impl<R: Runner> Executor<R> {
                     item_vars: Scope::new(),
                 }]
             });
-            let handles = invocations
-                .into_iter()
-                .map(|mut inv| {
-                    let mut local = scope.clone();
-                    local.extend(std::mem::take(&mut inv.item_vars));
-                    tokio::spawn(self.clone().invoke(
-                        step.clone(),
-                        inv,
-                        local,
-                        steps_id.to_string(),
-                        pool.clone(),
-                    ))
-                })
-                .collect();
+            let handles = self.spawn_invocations(step, invocations, scope, steps_id, pool);
             launched.push(Launched {
                 step: step.clone(),
                 is_loop,
