@@ -127,6 +127,22 @@ impl<'a> Stage<'a> {
         Ok(Backends::new(urls, Http::default())?)
     }
 
+    /// The trace of `run` as the backend holds it (empty when there is no run or no trace).
+    async fn trace_of(
+        &self,
+        run: Option<&RunRecord>,
+    ) -> Result<crate::backends::tempo::Trace, ChaosError> {
+        Ok(match run {
+            Some(r) => self
+                .backends()?
+                .tempo
+                .trace(r.trace_id)
+                .await?
+                .unwrap_or_default(),
+            None => Default::default(),
+        })
+    }
+
     /// Every run of the scenario against what the backend holds: verify's checks that apply
     /// (chaos workflows publish no links) and the line-by-line log account.
     async fn judge(&self) -> Result<(Vec<Row>, WaitReport, Vec<RunRecord>), ChaosError> {
@@ -379,11 +395,7 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
     phase("accounting");
     let (mut rows, wait, records) = stage.judge().await?;
     rows.insert(0, condition_phase(&records));
-    let backends = stage.backends()?;
-    let trace = match records.first() {
-        Some(r) => backends.tempo.trace(r.trace_id).await?.unwrap_or_default(),
-        None => Default::default(),
-    };
+    let trace = stage.trace_of(records.first()).await?;
     let span = |id: SpanId| trace.spans.iter().find(|s| s.span_id == id);
     let killed = |id: SpanId, signal: &str, outside: bool| {
         let s = span(id);
@@ -684,11 +696,7 @@ async fn controller_restart(
         .flat_map(pods)
         .flat_map(|n| n.interrupted.iter())
         .collect();
-    let backends = stage.backends()?;
-    let trace = match records.first() {
-        Some(r) => backends.tempo.trace(r.trace_id).await?.unwrap_or_default(),
-        None => Default::default(),
-    };
+    let trace = stage.trace_of(records.first()).await?;
     let recorded = interrupted
         .iter()
         .filter(|t| {
