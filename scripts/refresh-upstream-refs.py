@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""Regenerates tests/fixtures/upstream/: the key lists the stack's configs are checked against,
+extracted from each pinned release's own repository. Only extracted key paths, component names
+and flags are written, never upstream code.
+
+    scripts/refresh-upstream-refs.py PROJECT=GITDIR@TAG ...
+
+PROJECT is one of tempo, loki, prometheus, collector (the core repository), releases
+(opentelemetry-collector-releases, whose otelcol-contrib manifest lists the distribution's
+components) and contrib (opentelemetry-collector-contrib). GITDIR is a clone (bare or not) and
+TAG the release tag, read with `git show TAG:PATH`; a plain directory holding a checkout is
+accepted as DIR@LABEL, LABEL then naming in the headers what the directory holds. Only the
+projects given are rewritten. docs/upgrading-pins.md says when and how to run this.
+
+Output format (one file per reference): `#` header lines with the origin (repository, tag, paths),
+then one key path per line. Path segments are joined by `.`; `[]` is an element of a list, `*`
+any map key, and a path ending in `.**` accepts anything below it (a value upstream types as free
+form, such as a map of labels). Every prefix of a listed path is valid too.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "upstream")
+
+# The stack's components whose configuration fields are extracted (kind, type, module directory
+# in its repository). The contrib distribution's full component list is extracted too, so that
+# a component the release lacks is caught.
+CORE_COMPONENTS = [
+    ("receivers", "receiver/otlpreceiver"),
+    ("processors", "processor/batchprocessor"),
+    ("processors", "processor/memorylimiterprocessor"),
+    ("exporters", "exporter/otlpexporter"),
+    ("exporters", "exporter/otlphttpexporter"),
+]
+CONTRIB_COMPONENTS = [
+    ("extensions", "extension/healthcheckextension"),
+    ("extensions", "extension/storage/filestorage"),
+]
+CORE_MODULE = "go.opentelemetry.io/collector/"
+CONTRIB_MODULE = "github.com/open-telemetry/opentelemetry-collector-contrib/"
+# Embedded core settings in Go configs, by the schema that describes them.
+SQUASH_REFS = {
+    "confighttp.ServerConfig": f"{CORE_MODULE}config/confighttp.server_config",
+    "configgrpc.ServerConfig": f"{CORE_MODULE}config/configgrpc.server_config",
+}
+
+
+class Source:
+    """One upstream repository at one tag (or a plain checkout directory)."""
+
+    def __init__(self, repo, spec):
+        self.repo = repo
+        self.path, _, self.tag = spec.rpartition("@")
+        if not self.path or not self.tag:
+            sys.exit(f"refresh-upstream-refs: {spec!r}: expected DIR@TAG")
+        self.is_git = self._git_ok()
+        self.read_paths = []
+
+    def _git_ok(self):
+        try:
+            subprocess.run(
+                ["git", "-C", self.path, "rev-parse", "--verify", "-q", self.tag + "^{commit}"],
+                check=True, capture_output=True)
+            return True
+        except subprocess.CalledProcessError:
+            return False
+
+    def read(self, path, required=True):
+        if self.is_git:
+            r = subprocess.run(["git", "-C", self.path, "show", f"{self.tag}:{path}"], capture_output=True)
+            text = r.stdout.decode() if r.returncode == 0 else None
+        else:
+            full = os.path.join(self.path, path)
+            text = open(full).read() if os.path.isfile(full) else None
+        if text is None:
+            if required:
+                sys.exit(f"refresh-upstream-refs: {self.repo} {self.tag}: {path} not found")
+            return None
+        self.read_paths.append(path)
+        return text
+
+    def header(self, what):
+        lines = [f"# {what}",
+                 "# Extracted by scripts/refresh-upstream-refs.py; regenerate, never edit by hand.",
+                 f"# origin: {self.repo} {self.tag}" + ("" if self.is_git else " (checkout directory)")]
+        lines += [f"# path: {p}" for p in sorted(set(self.read_paths))]
+        return lines
+
+
+def write(rel, header, paths):
+    out = os.path.join(ROOT, rel)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(header + sorted(set(paths))) + "\n")
+    print(f"wrote {os.path.relpath(out)} ({len(set(paths))} paths)")
+
+
+# --- YAML defaults (Tempo's manifest) ----------------------------------------------------------
+
+def yaml_paths(value, prefix, out):
+    """Key paths of a default configuration: an empty map or null is free form below."""
+    if isinstance(value, dict):
+        if not value and prefix:
+            out.append(prefix + ".**")
+        for k, v in value.items():
+            yaml_paths(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list):
+        out.append(prefix)
+        for item in value:
+            if isinstance(item, dict):
+                yaml_paths(item, prefix + ".[]", out)
+    elif value is None:
+        out.append(prefix + ".**")
+    else:
+        out.append(prefix)
+
+
+# --- Bracket-annotated reference docs (Loki's and Prometheus's configuration pages) -----------
+
+FIELD = re.compile(r"^\[?\s*([A-Za-z_][\w.-]*|<[\w]+>)\s*:\s*(.*?)\s*\]?$")
+LIST_ITEM = re.compile(r"^\[?\s*-\s*<([\w]+)>")
+
+
+def doc_blocks(text, heading, every=False):
+    """Code blocks of a reference page keyed by the section heading they follow: the first one,
+    or with `every` all of them (a section showing two variants of one block)."""
+    blocks, name, inside, lines = {}, "__before__", False, []
+    for line in text.splitlines():
+        m = heading.match(line)
+        if m and not inside:
+            name = m.group(1)
+            continue
+        if line.startswith("```"):
+            if inside:
+                if name not in blocks:
+                    blocks[name] = lines
+                elif every and any("<" in line for line in lines):
+                    blocks[name] = blocks[name] + lines
+                inside, lines = False, []
+            else:
+                inside = True
+            continue
+        if inside:
+            lines.append(line)
+    return blocks
+
+
+def block_fields(lines):
+    """(indent, key, type) for each field line of a block; comments dropped."""
+    fields = []
+    for raw in lines:
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        item = LIST_ITEM.match(stripped)
+        if item:
+            fields.append((indent, "[]", "<" + item.group(1) + ">"))
+            continue
+        m = FIELD.match(stripped)
+        if m:
+            fields.append((indent, m.group(1), m.group(2)))
+    return fields
+
+
+def ref_name(typ, blocks):
+    """The block a type names: `<name>`, `<list of names>` or `[ - <name> ... ]`."""
+    m = re.search(r"<(?:list of )?([\w]+?)>", typ)
+    if not m:
+        return None
+    name = m.group(1)
+    for cand in (name, name.rstrip("s"), name[:-1] if name.endswith("s") else name):
+        if cand in blocks:
+            return cand
+    return None
+
+
+def expand(block, blocks, prefix, out, stack):
+    fields = block_fields(blocks[block])
+    parents = []  # (indent, path)
+    for indent, key, typ in fields:
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        base = parents[-1][1] if parents else prefix
+        seg = "*" if key.startswith("<") else key
+        path = f"{base}.{seg}" if base else seg
+        target = ref_name(typ, blocks)
+        is_list = "list of" in typ or key == "[]" or typ.startswith("[") or typ.startswith("- ")
+        if target and target not in stack and len(stack) < 12:
+            child = path + ".[]" if is_list and key != "[]" else path
+            out.append(child)
+            expand(target, blocks, child, out, stack + [target])
+        elif typ == "" or typ.endswith(":"):
+            out.append(path)
+            parents.append((indent, path))
+        elif "map of" in typ or key.startswith("<"):
+            out.append(path + ".**")
+        else:
+            out.append(path)
+
+
+# --- Collector config schemas (generated from each component's mapstructure fields) ----------
+
+class SchemaResolver:
+    def __init__(self, sources):
+        self.sources = sources  # module prefix -> (Source, path prefix in the repo)
+        self.cache = {}
+
+    def load(self, module_dir):
+        if module_dir not in self.cache:
+            for prefix, (src, root) in self.sources.items():
+                if module_dir.startswith(prefix):
+                    rel = root + module_dir[len(prefix):]
+                    text = src.read(rel.strip("/") + "/config.schema.yaml", required=False)
+                    self.cache[module_dir] = yaml.safe_load(text) if text else None
+                    break
+            else:
+                self.cache[module_dir] = None
+        return self.cache[module_dir]
+
+    def resolve(self, ref, here):
+        """A `$ref` from the schema of module `here` to (module, schema node)."""
+        if "." in ref.rsplit("/", 1)[-1]:
+            target, _, name = ref.rpartition(".")
+        else:
+            target, name = "", ref
+        if target == "":
+            module = here
+        elif target.startswith("./"):
+            module = os.path.normpath(os.path.join(here, target[2:]))
+        elif target.startswith("/"):
+            module = self.root_of(here) + target[1:]
+        else:
+            module = target
+        schema = self.load(module)
+        if schema is None:
+            return module, None
+        return module, (schema.get("$defs") or {}).get(name)
+
+    def root_of(self, module):
+        for prefix in self.sources:
+            if module.startswith(prefix):
+                return prefix
+        return ""
+
+    def paths(self, node, module, prefix, out, depth=0):
+        if node is None or depth > 20:
+            out.append(prefix + ".**")
+            return
+        if "$ref" in node:
+            m, target = self.resolve(node["$ref"], module)
+            self.paths(target, m, prefix, out, depth + 1)
+        for part in node.get("allOf", []):
+            self.paths(part, module, prefix, out, depth + 1)
+        props = node.get("properties") or {}
+        for key, sub in props.items():
+            path = f"{prefix}.{key}"
+            out.append(path)
+            kind = sub.get("type")
+            if "$ref" in sub or sub.get("allOf") or sub.get("properties"):
+                self.paths(sub, module, path, out, depth + 1)
+            elif kind == "array" and isinstance(sub.get("items"), dict) and (
+                    "$ref" in sub["items"] or sub["items"].get("properties")):
+                self.paths(sub["items"], module, path + ".[]", out, depth + 1)
+            elif kind == "object" and "additionalProperties" in sub:
+                out.append(path + ".**")
+
+
+GO_STRUCT = re.compile(r"^type (\w+) struct \{$")
+GO_FIELD = re.compile(r"^\s*(?:\w+\s+)?(\*?[\w.\[\]]+)\s+`mapstructure:\"([^\",]*)")
+
+
+def go_config_paths(text, struct, prefix, out, resolver, squash_refs):
+    """Fields of a Go config struct from its `mapstructure` tags (contrib components without a
+    generated config schema at the tag)."""
+    structs, current = {}, None
+    for line in text.splitlines():
+        m = GO_STRUCT.match(line)
+        if m:
+            current = structs.setdefault(m.group(1), [])
+            continue
+        if current is not None:
+            if line == "}":
+                current = None
+                continue
+            f = GO_FIELD.match(line)
+            if f:
+                typ = re.sub(r"^configoptional\.Optional\[(.*)\]$", r"\1", f.group(1).lstrip("*"))
+                current.append((typ, f.group(2)))
+
+    def walk(name, pre, seen):
+        for typ, tag in structs.get(name, []):
+            if tag == "-":
+                continue
+            if tag == "":
+                ref = squash_refs.get(typ)
+                if ref:
+                    module, node = resolver.resolve(ref, "")
+                    resolver.paths(node, module, pre, out)
+                else:
+                    out.append(pre + ".**")
+                continue
+            path = f"{pre}.{tag}"
+            out.append(path)
+            inner = typ.split(".")[-1]
+            if typ in squash_refs:
+                module, node = resolver.resolve(squash_refs[typ], "")
+                resolver.paths(node, module, path, out)
+            elif inner in structs and inner not in seen:
+                walk(inner, path, seen | {inner})
+            elif "." in typ and not typ.startswith("time."):
+                out.append(path + ".**")
+
+    walk(struct, prefix, {struct})
+
+
+# --- projects ----------------------------------------------------------------------------------
+
+def tempo(src):
+    text = src.read("docs/sources/tempo/configuration/manifest.md")
+    body = text.split("```yaml", 1)[1].split("```", 1)[0]
+    out = []
+    yaml_paths(yaml.safe_load(body), "", out)
+    # `distributor.receivers` is empty by default: its receivers are the OpenTelemetry
+    # Collector factories Tempo's distributor registers, configured by their own schemas.
+    shim = src.read("modules/distributor/receiver/shim.go")
+    names = sorted(set(re.findall(r"\b(\w+)receiver\.NewFactory\(\)", shim)))
+    out = [p for p in out if p != "distributor.receivers.**"]
+    resolver = SchemaResolver({CORE_MODULE: (src, "vendor/" + CORE_MODULE)})
+    for name in names:
+        module = f"{CORE_MODULE}receiver/{name}receiver"
+        schema = resolver.load(module)
+        prefix = f"distributor.receivers.{name}"
+        out.append(prefix)
+        go = src.read(f"vendor/{module}/config.go", required=False)
+        if schema is not None:
+            resolver.paths(schema, module, prefix, out)
+        elif go is not None:
+            go_config_paths(go, "Config", prefix, out, resolver, SQUASH_REFS)
+        else:
+            out.append(prefix + ".**")
+    write("tempo/config-keys.txt", src.header("Every key path of Tempo's configuration"), out)
+
+
+def loki(src):
+    text = src.read("docs/sources/shared/configuration.md")
+    blocks = doc_blocks(text, re.compile(r"^### (?:Supported contents.*|([\w]+))$"))
+    root = next(k for k in blocks if k is None) if None in blocks else None
+    blocks["__root__"] = blocks.pop(root)
+    out = []
+    expand("__root__", blocks, "", out, ["__root__"])
+    write("loki/config-keys.txt", src.header("Every key path of Loki's configuration"), out)
+
+
+def prometheus(src):
+    text = src.read("docs/configuration/configuration.md")
+    blocks = {"__root__" if k is None else k: v for k, v in doc_blocks(
+        text, re.compile(r"^(?:## Configuration file|### `<([\w]+)>`)$")).items()}
+    out = []
+    expand("__root__", blocks, "", out, ["__root__"])
+    write("prometheus/config-keys.txt", src.header("Every key path of prometheus.yml"), out)
+
+    rules = src.read("docs/configuration/recording_rules.md")
+    rblocks = {"__root__" if k is None else k: v for k, v in doc_blocks(
+        rules, re.compile(r"^(?:## Recording rules|### `<([\w]+)>`)$"), every=True).items()}
+    rout = []
+    expand("__root__", rblocks, "", rout, ["__root__"])
+    write("prometheus/rule-keys.txt", src.header("Every key path of a Prometheus rule file"), rout)
+
+    flags_doc = src.read("docs/command-line/prometheus.md")
+    flags = re.findall(r"<code class=\"text-nowrap\">(--[\w.-]+)</code>", flags_doc)
+    m = re.search(r"Valid options: ([\w, -]+)\.", flags_doc)
+    features = [f"--enable-feature={f.strip()}" for f in m.group(1).split(",")] if m else []
+    write("prometheus/flags.txt", src.header("Every command-line flag and feature of prometheus"),
+          flags + features)
+
+
+def collector(core, releases, contrib):
+    manifest = yaml.safe_load(releases.read("distributions/otelcol-contrib/manifest.yaml"))
+    components, deprecated = [], []
+    for kind in ("receivers", "processors", "exporters", "extensions", "connectors"):
+        for entry in manifest.get(kind) or []:
+            module = entry["gomod"].split()[0]
+            src, prefix = (core, CORE_MODULE) if module.startswith(CORE_MODULE) else (contrib, CONTRIB_MODULE)
+            if src is None:
+                continue
+            meta = src.read(module[len(prefix):] + "/metadata.yaml", required=False)
+            meta = yaml.safe_load(meta) if meta else {}
+            if meta.get("type"):
+                components.append(f"{kind}.{meta['type']}")
+            if meta.get("deprecated_type"):
+                deprecated.append(f"{kind}.{meta['deprecated_type']} {kind}.{meta['type']}")
+    header = releases.header("The components of the otelcol-contrib distribution, as kind.type")
+    if core:
+        header += [f"# types from: {core.repo} {core.tag}"]
+    if contrib:
+        header += [f"# types from: {contrib.repo} {contrib.tag}"]
+    write("collector/components.txt", header, components)
+    write("collector/deprecated-types.txt",
+          header[:1] + ["# Deprecated aliases still accepted by this release: `alias current`."] + header[1:],
+          deprecated)
+
+    sources = {CORE_MODULE: (core, "")}
+    if contrib:
+        sources[CONTRIB_MODULE] = (contrib, "")
+    resolver = SchemaResolver(sources)
+    out = []
+    for kind, rel in CORE_COMPONENTS + (CONTRIB_COMPONENTS if contrib else []):
+        src = core if (kind, rel) in CORE_COMPONENTS else contrib
+        prefix_mod = CORE_MODULE if src is core else CONTRIB_MODULE
+        typ = yaml.safe_load(src.read(rel + "/metadata.yaml"))["type"]
+        prefix = f"{kind}.{typ}"
+        out.append(prefix)
+        schema = resolver.load(prefix_mod + rel)
+        if schema is not None:
+            resolver.paths(schema, prefix_mod + rel, prefix, out)
+        else:
+            go = src.read(rel + "/config.go")
+            go_config_paths(go, "Config", prefix, out, resolver, SQUASH_REFS)
+    header = core.header("Configuration fields of the components the stack uses, as kind.type.field")
+    if contrib:
+        header += contrib.header("(contrib components)")[2:]
+    write("collector/component-fields.txt", header, out)
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    given = {}
+    for arg in argv:
+        name, _, spec = arg.partition("=")
+        repos = {"tempo": "grafana/tempo", "loki": "grafana/loki", "prometheus": "prometheus/prometheus",
+                 "collector": "open-telemetry/opentelemetry-collector",
+                 "releases": "open-telemetry/opentelemetry-collector-releases",
+                 "contrib": "open-telemetry/opentelemetry-collector-contrib"}
+        if name not in repos or not spec:
+            sys.exit(f"refresh-upstream-refs: {arg!r}: expected one of {', '.join(repos)}=DIR@TAG")
+        given[name] = Source(repos[name], spec)
+    for name, fn in (("tempo", tempo), ("loki", loki), ("prometheus", prometheus)):
+        if name in given:
+            fn(given[name])
+    if "collector" in given or "releases" in given:
+        if not ("collector" in given and "releases" in given):
+            sys.exit("refresh-upstream-refs: collector needs both collector= and releases=")
+        collector(given["collector"], given["releases"], given.get("contrib"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
