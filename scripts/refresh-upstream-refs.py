@@ -326,6 +326,13 @@ def tempo(src):
     body = text.split("```yaml", 1)[1].split("```", 1)[0]
     out = []
     yaml_paths(yaml.safe_load(body), "", out)
+    # The manifest is the default config marshalled, so a top-level `omitempty` field whose
+    # default is zero (stream_over_http_enabled, auth_enabled, ...) is missing from it: the
+    # root struct's yaml tags list them.
+    root = src.read("cmd/tempo/app/config.go")
+    struct = root.split("type Config struct {", 1)[1].split("\n}", 1)[0]
+    tops = {p.split(".", 1)[0] for p in out}
+    out += [k for k in re.findall(r'yaml:"([\w]+)', struct) if k not in tops]
     # `distributor.receivers` is empty by default: its receivers are the OpenTelemetry
     # Collector factories Tempo's distributor registers, configured by their own schemas.
     shim = src.read("modules/distributor/receiver/shim.go")

@@ -157,8 +157,8 @@ fn collector_pipelines_reference_only_defined_components() {
     // collector keeps metric state.
     let metrics = &cfg.service.pipelines["metrics"];
     assert_eq!(metrics.processors, ["memory_limiter", "batch"]);
-    assert_eq!(metrics.exporters, ["otlp/aggregator"]);
-    let aggregator = &cfg.exporters["otlp/aggregator"];
+    assert_eq!(metrics.exporters, ["otlp_grpc/aggregator"]);
+    let aggregator = &cfg.exporters["otlp_grpc/aggregator"];
     assert_eq!(
         aggregator["endpoint"],
         format!(
@@ -175,13 +175,16 @@ fn collector_pipelines_reference_only_defined_components() {
         "{:?}",
         aggregator_svc.command
     );
-    assert_eq!(cfg.service.pipelines["traces"].exporters, ["otlp/tempo"]);
-    assert_eq!(cfg.service.pipelines["logs"].exporters, ["otlphttp/loki"]);
     assert_eq!(
-        cfg.exporters["otlphttp/loki"]["endpoint"],
+        cfg.service.pipelines["traces"].exporters,
+        ["otlp_grpc/tempo"]
+    );
+    assert_eq!(cfg.service.pipelines["logs"].exporters, ["otlp_http/loki"]);
+    assert_eq!(
+        cfg.exporters["otlp_http/loki"]["endpoint"],
         "http://loki:3100/otlp"
     );
-    for exporter in ["otlp/tempo", "otlphttp/loki", "otlp/aggregator"] {
+    for exporter in ["otlp_grpc/tempo", "otlp_http/loki", "otlp_grpc/aggregator"] {
         assert_eq!(
             cfg.exporters[exporter]["sending_queue"]["storage"], "file_storage",
             "{exporter}: the queue must survive a restart"

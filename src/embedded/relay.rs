@@ -340,9 +340,9 @@ mod tests {
         assert_eq!(
             routes.describe(),
             [
-                "traces -> otlp/tempo http://tempo:4317",
-                "metrics -> otlp/aggregator http://aggregator:4317",
-                "logs -> otlphttp/loki http://loki:3100/otlp/v1/logs",
+                "traces -> otlp_grpc/tempo http://tempo:4317",
+                "metrics -> otlp_grpc/aggregator http://aggregator:4317",
+                "logs -> otlp_http/loki http://loki:3100/otlp/v1/logs",
             ]
         );
     }

@@ -46,7 +46,7 @@ pub enum ConfigError {
 /// The stack config file, e.g. `~/.config/obsctl/stack.yaml`:
 /// ```yaml
 /// images:
-///   tempo: registry.internal/grafana/tempo:2.6.1
+///   tempo: registry.internal/grafana/tempo:3.0.3
 /// ports:
 ///   grafana: 13000
 /// ```

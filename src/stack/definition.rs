@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::pins;
+
 /// One container of the stack.
 #[derive(
     Debug,
@@ -63,16 +65,16 @@ impl Component {
         }
     }
 
-    /// Pinned upstream image; never `latest`. No registry publishes obsctl's own image: the
+    /// Pinned upstream image ([`pins`]); never `latest`. No registry publishes obsctl's own image: the
     /// aggregator's is built from the obsctl binary by `scripts/build-images.sh`, under this tag.
     pub fn default_image(self) -> &'static str {
         match self {
-            Component::Collector => "otel/opentelemetry-collector-contrib:0.115.1",
+            Component::Collector => pins::COLLECTOR.image,
             Component::Aggregator => concat!("obsctl-local/obsctl:", env!("CARGO_PKG_VERSION")),
-            Component::Tempo => "grafana/tempo:2.6.1",
-            Component::Loki => "grafana/loki:3.3.2",
-            Component::Prometheus => "prom/prometheus:v2.55.1",
-            Component::Grafana => "grafana/grafana:11.4.0",
+            Component::Tempo => pins::TEMPO.image,
+            Component::Loki => pins::LOKI.image,
+            Component::Prometheus => pins::PROMETHEUS.image,
+            Component::Grafana => pins::GRAFANA.image,
         }
     }
 

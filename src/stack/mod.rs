@@ -8,6 +8,7 @@ pub mod definition;
 pub mod docker;
 pub mod endpoints;
 pub mod files;
+pub mod pins;
 pub mod ports;
 pub mod ready;
 pub mod runtime;

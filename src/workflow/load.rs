@@ -226,8 +226,9 @@ fn nearest<'a>(field: &str, expected: &'a str) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-/// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, by characters (also names the nearest valid key when a `stack/` config
+/// is checked against its pinned release, tests/common/upstream.rs).
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

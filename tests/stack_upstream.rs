@@ -1,0 +1,343 @@
+//! Each `stack/` config checked against the release obsctl pins (src/stack/pins.rs), through the
+//! references extracted from that release's own repository (tests/fixtures/upstream/): every
+//! Tempo and Loki key path, every collector component and setting, every Prometheus key, rule
+//! field and command-line flag. These releases cannot run here (no registry), so this is what
+//! stands between a renamed key and a crash-looping container. Each config also has a test with a
+//! deliberate mistake, which must be reported with the file, the key path and the nearest valid
+//! key. No network: the references are in the repository.
+
+mod common;
+
+use common::upstream::{Finding, Fixture, KeyTree, nearest, yaml};
+use obsctl::stack::definition::{Component, service};
+use obsctl::stack::{files, pins};
+use serde_json::Value;
+
+fn file(path: &str) -> &'static str {
+    files::get(path).unwrap_or_else(|| panic!("{path} is embedded"))
+}
+
+fn assert_clean(findings: &[Finding]) {
+    let lines: Vec<String> = findings.iter().map(Finding::to_string).collect();
+    assert!(lines.is_empty(), "\n{}", lines.join("\n"));
+}
+
+/// The one finding a deliberate mistake must produce.
+fn assert_one(findings: &[Finding], file: &str, path: &str, nearest: &str) {
+    let lines: Vec<String> = findings.iter().map(Finding::to_string).collect();
+    assert_eq!(findings.len(), 1, "{lines:#?}");
+    let f = &findings[0];
+    assert_eq!((f.file.as_str(), f.path.as_str()), (file, path), "{f}");
+    assert!(
+        f.problem.contains(nearest),
+        "{f} should name the nearest valid key {nearest}"
+    );
+}
+
+/// `stack/` text with one substring replaced; panics when it is absent, so a mistake test can
+/// never silently test the unchanged file.
+fn mistake(path: &str, from: &str, to: &str) -> String {
+    let text = file(path);
+    assert!(text.contains(from), "{path} has no {from:?}");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn every_reference_comes_from_the_pinned_release() {
+    for (fixture, pin) in [
+        ("tempo/config-keys.txt", pins::TEMPO),
+        ("loki/config-keys.txt", pins::LOKI),
+        ("prometheus/config-keys.txt", pins::PROMETHEUS),
+        ("prometheus/rule-keys.txt", pins::PROMETHEUS),
+        ("prometheus/flags.txt", pins::PROMETHEUS),
+        ("collector/components.txt", pins::COLLECTOR),
+        ("collector/deprecated-types.txt", pins::COLLECTOR),
+    ] {
+        let f = Fixture::load(fixture);
+        assert_eq!(
+            f.origin(),
+            format!("{} {}", pin.repository, pin.release),
+            "{fixture} was extracted from another release than the pin: run \
+             scripts/refresh-upstream-refs.py (docs/upgrading-pins.md)"
+        );
+        assert!(f.entries.len() > 1, "{fixture} is empty");
+    }
+    // The collector's fields come from the core repository, tagged with the same version.
+    let fields = Fixture::load("collector/component-fields.txt");
+    assert_eq!(
+        fields.origin(),
+        format!(
+            "open-telemetry/opentelemetry-collector {}",
+            pins::COLLECTOR.release
+        )
+    );
+}
+
+// --- Tempo ------------------------------------------------------------------------------------
+
+const TEMPO: &str = "tempo/tempo.yaml";
+
+fn check_tempo(text: &str) -> Vec<Finding> {
+    KeyTree::load("tempo/config-keys.txt").check(TEMPO, "", "", &yaml(TEMPO, text))
+}
+
+#[test]
+fn every_tempo_key_is_in_the_pinned_manifest() {
+    assert_clean(&check_tempo(file(TEMPO)));
+}
+
+#[test]
+fn a_misspelt_tempo_key_is_named_with_the_nearest_valid_one() {
+    let text = mistake(TEMPO, "max_trace_idle:", "max_trace_idel:");
+    assert_one(
+        &check_tempo(&text),
+        TEMPO,
+        "live_store.max_trace_idel",
+        "live_store.max_trace_idle",
+    );
+    // A Tempo 2 block that Tempo 3 removed fails the same way.
+    let text = format!("{}\ningester:\n  trace_idle_period: 1s\n", file(TEMPO));
+    let findings = check_tempo(&text);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].path, "ingester");
+}
+
+// --- Loki -------------------------------------------------------------------------------------
+
+const LOKI: &str = "loki/loki.yaml";
+
+fn check_loki(text: &str) -> Vec<Finding> {
+    KeyTree::load("loki/config-keys.txt").check(LOKI, "", "", &yaml(LOKI, text))
+}
+
+#[test]
+fn every_loki_key_and_limit_is_in_the_pinned_reference() {
+    let config = yaml(LOKI, file(LOKI));
+    assert_clean(&check_loki(file(LOKI)));
+    // The limits are the part most often renamed: each one set is checked by name, so an empty
+    // limits_config could not pass this test by accident.
+    let refs = KeyTree::load("loki/config-keys.txt");
+    let limits = config["limits_config"].as_object().expect("limits_config");
+    assert!(limits.len() >= 3, "{limits:?}");
+    for key in limits.keys() {
+        assert!(refs.has(&format!("limits_config.{key}")), "{key}");
+    }
+}
+
+#[test]
+fn a_misspelt_loki_limit_is_named_with_the_nearest_valid_one() {
+    let text = mistake(
+        LOKI,
+        "allow_structured_metadata:",
+        "allow_structured_metdata:",
+    );
+    assert_one(
+        &check_loki(&text),
+        LOKI,
+        "limits_config.allow_structured_metdata",
+        "limits_config.allow_structured_metadata",
+    );
+    let text = mistake(LOKI, "- action: index_label", "- actoin: index_label");
+    assert_one(
+        &check_loki(&text),
+        LOKI,
+        "limits_config.otlp_config.resource_attributes.attributes_config[0].actoin",
+        "attributes_config[0].action",
+    );
+}
+
+// --- Collector --------------------------------------------------------------------------------
+
+const COLLECTOR: &str = "collector/config.yaml";
+const KINDS: [&str; 5] = [
+    "receivers",
+    "processors",
+    "exporters",
+    "extensions",
+    "connectors",
+];
+
+/// Every component of the config exists in the contrib distribution of the pinned release under
+/// its current (not deprecated) type, and every setting is one of its configuration fields.
+fn check_collector(text: &str) -> Vec<Finding> {
+    let config = yaml(COLLECTOR, text);
+    let components: Vec<String> = Fixture::load("collector/components.txt").entries;
+    let deprecated = Fixture::load("collector/deprecated-types.txt");
+    let fields = KeyTree::load("collector/component-fields.txt");
+    let origin = Fixture::load("collector/components.txt")
+        .origin()
+        .to_string();
+    let mut out = Vec::new();
+    for kind in KINDS {
+        let Some(section) = config.get(kind).and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, settings) in section {
+            let typ = name.split('/').next().unwrap_or_default();
+            let key = format!("{kind}.{typ}");
+            let shown = format!("{kind}.{name}");
+            let finding = |problem: String| Finding {
+                file: COLLECTOR.to_string(),
+                path: shown.clone(),
+                problem,
+            };
+            if let Some(current) = deprecated
+                .entries
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            {
+                out.push(finding(format!(
+                    "{typ} is a deprecated alias in {origin}; nearest valid key: {current}"
+                )));
+            } else if !components.contains(&key) {
+                let of_kind: Vec<String> = components
+                    .iter()
+                    .filter_map(|c| c.strip_prefix(&format!("{kind}.")))
+                    .map(str::to_string)
+                    .collect();
+                let near = nearest(typ, &of_kind).unwrap_or("none of this kind");
+                out.push(finding(format!(
+                    "{typ} is not a component of {origin}; nearest valid key: {kind}.{near}"
+                )));
+            } else if !fields.has(&key) {
+                out.push(finding(format!(
+                    "no field reference was extracted for {key}: add it to \
+                     scripts/refresh-upstream-refs.py"
+                )));
+            } else if !settings.is_null() {
+                out.extend(fields.check(COLLECTOR, &key, &shown, settings));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_collector_component_and_setting_is_in_the_pinned_release() {
+    assert_clean(&check_collector(file(COLLECTOR)));
+    // The check saw the stack's components: all five kinds that the config uses are there.
+    let config = yaml(COLLECTOR, file(COLLECTOR));
+    let used: usize = KINDS
+        .iter()
+        .filter_map(|k| config.get(*k).and_then(Value::as_object))
+        .map(|s| s.len())
+        .sum();
+    assert!(used >= 8, "{used} components");
+    // No OTTL statement: the stack has no transform or filter processor. A config that adds one
+    // must extend the references with the release's OTTL function names first.
+    for kind in ["transform", "filter"] {
+        assert!(
+            !config["processors"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|k| k.split('/').next() == Some(kind)),
+            "{kind} processor: OTTL functions are not in tests/fixtures/upstream yet"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_collector_setting_or_a_missing_component_is_named() {
+    let text = mistake(COLLECTOR, "storage: file_storage", "storag: file_storage");
+    assert_one(
+        &check_collector(&text),
+        COLLECTOR,
+        "exporters.otlp_grpc/tempo.sending_queue.storag",
+        "exporters.otlp_grpc/tempo.sending_queue.storage",
+    );
+    // The loki exporter left contrib long ago; its name is refused.
+    let text = mistake(COLLECTOR, "otlp_http/loki:", "loki:");
+    assert_one(
+        &check_collector(&text),
+        COLLECTOR,
+        "exporters.loki",
+        "not a component of open-telemetry/opentelemetry-collector-releases",
+    );
+    // The pre-0.144 exporter name is only a deprecated alias now.
+    let text = mistake(COLLECTOR, "otlp_grpc/tempo:", "otlp/tempo:");
+    assert_one(
+        &check_collector(&text),
+        COLLECTOR,
+        "exporters.otlp/tempo",
+        "otlp_grpc",
+    );
+}
+
+// --- Prometheus -------------------------------------------------------------------------------
+
+const PROMETHEUS: &str = "prometheus/prometheus.yml";
+const RULES: &str = "prometheus/rules/agent-steps.yml";
+
+fn check_prometheus(text: &str) -> Vec<Finding> {
+    KeyTree::load("prometheus/config-keys.txt").check(PROMETHEUS, "", "", &yaml(PROMETHEUS, text))
+}
+
+fn check_rules(text: &str) -> Vec<Finding> {
+    KeyTree::load("prometheus/rule-keys.txt").check(RULES, "", "", &yaml(RULES, text))
+}
+
+/// The flags obsctl starts Prometheus with that the pinned release does not have.
+fn check_flags(command: &[&str]) -> Vec<Finding> {
+    let flags = Fixture::load("prometheus/flags.txt");
+    let mut out = Vec::new();
+    for arg in command {
+        let (flag, value) = arg.split_once('=').unwrap_or((arg, ""));
+        let known = if flag == "--enable-feature" {
+            value
+                .split(',')
+                .all(|f| flags.entries.contains(&format!("--enable-feature={f}")))
+        } else {
+            flags.entries.contains(&flag.to_string())
+        };
+        if !known {
+            let near = nearest(arg, &flags.entries).unwrap_or_default();
+            out.push(Finding {
+                file: "src/stack/definition.rs (prometheus command)".to_string(),
+                path: arg.to_string(),
+                problem: format!(
+                    "not a flag of {}; nearest valid key: {near}",
+                    flags.origin()
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn prometheus_config_rules_and_flags_are_in_the_pinned_release() {
+    // promtool (Debian's, older than the pin) checks them too: tests/stack_static.rs.
+    assert_clean(&check_prometheus(file(PROMETHEUS)));
+    assert_clean(&check_rules(file(RULES)));
+    let command = service(Component::Prometheus).command;
+    assert!(command.contains(&"--enable-feature=exemplar-storage"));
+    assert_clean(&check_flags(&command));
+}
+
+#[test]
+fn a_misspelt_prometheus_key_rule_field_or_flag_is_named() {
+    let text = mistake(PROMETHEUS, "scrape_interval:", "scrape_intervall:");
+    assert_one(
+        &check_prometheus(&text),
+        PROMETHEUS,
+        "global.scrape_intervall",
+        "global.scrape_interval",
+    );
+    let text = mistake(RULES, "annotations:", "anotations:");
+    assert_one(
+        &check_rules(&text),
+        RULES,
+        "groups[0].rules[0].anotations",
+        "groups[0].rules[0].annotations",
+    );
+    let findings = check_flags(&["--enable-feature=exemplar-storag"]);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0]
+            .problem
+            .contains("--enable-feature=exemplar-storage"),
+        "{}",
+        findings[0]
+    );
+}
