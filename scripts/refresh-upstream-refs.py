@@ -394,15 +394,17 @@ def collector(core, releases, contrib):
         for entry in manifest.get(kind) or []:
             module = entry["gomod"].split()[0]
             src, prefix = (core, CORE_MODULE) if module.startswith(CORE_MODULE) else (contrib, CONTRIB_MODULE)
-            if src is None:
-                continue
-            meta = src.read(module[len(prefix):] + "/metadata.yaml", required=False)
+            meta = src.read(module[len(prefix):] + "/metadata.yaml", required=False) if src else None
             meta = yaml.safe_load(meta) if meta else {}
             if meta.get("type"):
                 components.append(f"{kind}.{meta['type']}")
+            else:
+                # In the distribution, but its type was not read (no metadata.yaml given).
+                components.append(f"{kind}.?{module}")
             if meta.get("deprecated_type"):
                 deprecated.append(f"{kind}.{meta['deprecated_type']} {kind}.{meta['type']}")
-    header = releases.header("The components of the otelcol-contrib distribution, as kind.type")
+    header = releases.header("The components of the otelcol-contrib distribution, as kind.type "
+                             "(kind.?MODULE: in the distribution, type not extracted)")
     if core:
         header += [f"# types from: {core.repo} {core.tag}"]
     if contrib:

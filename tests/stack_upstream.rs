@@ -190,15 +190,31 @@ fn check_collector(text: &str) -> Vec<Finding> {
                     "{typ} is a deprecated alias in {origin}; nearest valid key: {current}"
                 )));
             } else if !components.contains(&key) {
-                let of_kind: Vec<String> = components
+                let of_kind: Vec<&str> = components
                     .iter()
                     .filter_map(|c| c.strip_prefix(&format!("{kind}.")))
-                    .map(str::to_string)
                     .collect();
-                let near = nearest(typ, &of_kind).unwrap_or("none of this kind");
-                out.push(finding(format!(
-                    "{typ} is not a component of {origin}; nearest valid key: {kind}.{near}"
-                )));
+                let (unread, read): (Vec<&str>, Vec<&str>) =
+                    of_kind.into_iter().partition(|c| c.starts_with('?'));
+                let module_of_type = unread.iter().find(|m| {
+                    m.rsplit('/')
+                        .next()
+                        .is_some_and(|dir| dir.starts_with(&typ.replace('_', "")))
+                });
+                out.push(finding(match module_of_type {
+                    Some(module) => format!(
+                        "{typ} may be {}, whose type was not extracted: rerun \
+                         scripts/refresh-upstream-refs.py with a contrib checkout",
+                        &module[1..]
+                    ),
+                    None => {
+                        let read: Vec<String> = read.iter().map(|t| t.to_string()).collect();
+                        let near = nearest(typ, &read).unwrap_or("none of this kind");
+                        format!(
+                            "{typ} is not a component of {origin}; nearest valid key: {kind}.{near}"
+                        )
+                    }
+                }));
             } else if !fields.has(&key) {
                 out.push(finding(format!(
                     "no field reference was extracted for {key}: add it to \
@@ -253,6 +269,22 @@ fn a_misspelt_collector_setting_or_a_missing_component_is_named() {
         COLLECTOR,
         "exporters.loki",
         "not a component of open-telemetry/opentelemetry-collector-releases",
+    );
+    // A component of the distribution whose type the references do not hold yet is named as
+    // such, not as missing.
+    let text = mistake(
+        COLLECTOR,
+        "processors:\n",
+        "processors:\n  transform:\n    error_mode: ignore\n",
+    );
+    let findings = check_collector(&text);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0]
+            .problem
+            .contains("processor/transformprocessor, whose type was not extracted"),
+        "{}",
+        findings[0]
     );
     // The pre-0.144 exporter name is only a deprecated alias now.
     let text = mistake(COLLECTOR, "otlp_grpc/tempo:", "otlp/tempo:");

@@ -107,18 +107,6 @@ impl KeyTree {
         tree
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
-    /// The child keys a node accepts (empty for a leaf or an unknown node).
-    pub fn keys(&self, node: &str) -> Vec<&String> {
-        self.children
-            .get(node)
-            .map(|c| c.iter().collect())
-            .unwrap_or_default()
-    }
-
     pub fn has(&self, node: &str) -> bool {
         let (parent, key) = node.rsplit_once('.').unwrap_or(("", node));
         self.children.get(parent).is_some_and(|c| c.contains(key))
