@@ -10,7 +10,8 @@ PROJECT is one of tempo, loki, prometheus, collector (the core repository), rele
 components) and contrib (opentelemetry-collector-contrib). GITDIR is a clone (bare or not) and
 TAG the release tag, read with `git show TAG:PATH`; a plain directory holding a checkout is
 accepted as DIR@LABEL, LABEL then naming in the headers what the directory holds. Only the
-projects given are rewritten. docs/upgrading-pins.md says when and how to run this.
+projects given are rewritten. docs/upgrading-pins.md says when and how to run this. Needs git and
+python3 with PyYAML (Debian: python3-yaml).
 
 Output format (one file per reference): `#` header lines with the origin (repository, tag, paths),
 then one key path per line. Path segments are joined by `.`; `[]` is an element of a list, `*`
@@ -357,8 +358,7 @@ def tempo(src):
 def loki(src):
     text = src.read("docs/sources/shared/configuration.md")
     blocks = doc_blocks(text, re.compile(r"^### (?:Supported contents.*|([\w]+))$"))
-    root = next(k for k in blocks if k is None) if None in blocks else None
-    blocks["__root__"] = blocks.pop(root)
+    blocks["__root__"] = blocks.pop(None)
     out = []
     expand("__root__", blocks, "", out, ["__root__"])
     write("loki/config-keys.txt", src.header("Every key path of Loki's configuration"), out)
