@@ -362,7 +362,10 @@ fn a_missing_image_is_named_with_how_to_provide_it() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("grafana/grafana:11.4.0 for grafana is not present"),
+        stderr.contains(&format!(
+            "{} for grafana is not present",
+            obsctl::stack::pins::GRAFANA.image
+        )),
         "{stderr}"
     );
     assert!(
