@@ -7,7 +7,9 @@ and flags are written, never upstream code.
 
 PROJECT is one of tempo, loki, prometheus, collector (the core repository), releases
 (opentelemetry-collector-releases, whose otelcol-contrib manifest lists the distribution's
-components) and contrib (opentelemetry-collector-contrib). GITDIR is a clone (bare or not) and
+components), contrib (opentelemetry-collector-contrib) and grafana-schemas
+(grafana/grafana-foundation-sdk, whose jsonschema/ folder is Grafana's dashboard and panel schemas
+generated from one Grafana release line's kind registry). GITDIR is a clone (bare or not) and
 TAG the release tag, read with `git show TAG:PATH`; a plain directory holding a checkout is
 accepted as DIR@LABEL, LABEL then naming in the headers what the directory holds. Only the
 projects given are rewritten. docs/upgrading-pins.md says when and how to run this. Needs git and
@@ -19,6 +21,7 @@ any map key, and a path ending in `.**` accepts anything below it (a value upstr
 form, such as a map of labels). Every prefix of a listed path is valid too.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -320,6 +323,33 @@ def go_config_paths(text, struct, prefix, out, resolver, squash_refs):
     walk(struct, prefix, {struct})
 
 
+# --- JSON schemas (Grafana's dashboard and panel kinds) ----------------------------------------
+
+def json_schema_paths(node, defs, prefix, out, seen=()):
+    """Key paths of a draft-07 JSON schema node: properties, `$ref`s into `definitions`, the
+    members of unions, list items; an object open to any key (`additionalProperties` other than
+    false) is free form below."""
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref", "")
+    if ref.startswith("#/definitions/"):
+        name = ref.rsplit("/", 1)[1]
+        if name not in seen:
+            json_schema_paths(defs.get(name), defs, prefix, out, seen + (name,))
+    for key in ("allOf", "anyOf", "oneOf"):
+        for part in node.get(key, []):
+            json_schema_paths(part, defs, prefix, out, seen)
+    for key, sub in (node.get("properties") or {}).items():
+        path = f"{prefix}.{key}"
+        out.append(path)
+        json_schema_paths(sub, defs, path, out, seen)
+    if node.get("type") == "array" and isinstance(node.get("items"), dict):
+        json_schema_paths(node["items"], defs, prefix + ".[]", out, seen)
+    extra = node.get("additionalProperties")
+    if node.get("type") == "object" and extra not in (None, False) and not node.get("properties"):
+        out.append(prefix + ".**")
+
+
 # --- projects ----------------------------------------------------------------------------------
 
 def tempo(src):
@@ -437,6 +467,52 @@ def collector(core, releases, contrib):
     write("collector/component-fields.txt", header, out)
 
 
+def grafana_line(src):
+    """The Grafana release line a foundation-sdk commit was generated for: the kind registry
+    version in `.cog/config.yaml` (main, the SDK's newest generation), else the line the README of
+    a release branch (`v11.6.x+cog-v0.0.x`) names; `next` follows Grafana's main branch, no
+    release, and is refused."""
+    config = src.read(".cog/config.yaml", required=False)
+    if config is not None:
+        return yaml.safe_load(config)["parameters"]["kind_registry_version"]
+    found = re.search(r"generated for Grafana `(v\d+\.\d+\.x)`", src.read("README.md"))
+    if not found:
+        sys.exit(f"refresh-upstream-refs: {src.repo} {src.tag}: neither .cog/config.yaml nor "
+                 "README.md names a Grafana release line; pass a commit of main or of a "
+                 "vMAJOR.MINOR.x+cog-* branch")
+    return found.group(1)
+
+
+def grafana_schemas(src, label):
+    """The dashboard's keys (`dashboard.`, one panel's own keys under `panel.`, a field config
+    under `field_config.`) and, for every panel plugin, its `options` and `fieldConfig.defaults.custom`
+    keys under `panels.TYPE.`: a panel's options and custom field config are the plugin's, so the
+    dashboard schema leaves them open."""
+    listing = subprocess.run(["git", "-C", src.path, "ls-tree", "--name-only", f"{src.tag}:jsonschema"],
+                             capture_output=True, text=True, check=True).stdout.split() if src.is_git \
+        else sorted(os.listdir(os.path.join(src.path, "jsonschema")))
+    out = []
+    dash = json.loads(src.read("jsonschema/dashboard.jsonschema.json"))["definitions"]
+    json_schema_paths(dash["Dashboard"], dash, "dashboard", out)
+    json_schema_paths(dash["Panel"], dash, "panel", out)
+    json_schema_paths(dash["FieldConfig"], dash, "field_config", out)
+    for name in listing:
+        typ = name.removesuffix(".jsonschema.json")
+        if typ == name or typ == "dashboard":
+            continue
+        defs = json.loads(src.read(f"jsonschema/{name}")).get("definitions", {})
+        if "Options" not in defs:
+            continue  # a data source's query, or a shared definitions file: not a panel
+        out.append(f"panels.{typ}")
+        json_schema_paths(defs["Options"], defs, f"panels.{typ}.options", out)
+        if "FieldConfig" in defs:
+            json_schema_paths(defs["FieldConfig"], defs, f"panels.{typ}.custom", out)
+    header = src.header("Grafana dashboard keys, panel types and each panel's options and custom "
+                        "field config")
+    header.insert(3, f"# grafana release line: {label}")
+    write("grafana/dashboard-keys.txt", header, out)
+
+
 def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -447,13 +523,17 @@ def main(argv):
         repos = {"tempo": "grafana/tempo", "loki": "grafana/loki", "prometheus": "prometheus/prometheus",
                  "collector": "open-telemetry/opentelemetry-collector",
                  "releases": "open-telemetry/opentelemetry-collector-releases",
-                 "contrib": "open-telemetry/opentelemetry-collector-contrib"}
+                 "contrib": "open-telemetry/opentelemetry-collector-contrib",
+                 "grafana-schemas": "grafana/grafana-foundation-sdk"}
         if name not in repos or not spec:
             sys.exit(f"refresh-upstream-refs: {arg!r}: expected one of {', '.join(repos)}=DIR@TAG")
         given[name] = Source(repos[name], spec)
     for name, fn in (("tempo", tempo), ("loki", loki), ("prometheus", prometheus)):
         if name in given:
             fn(given[name])
+    if "grafana-schemas" in given:
+        src = given["grafana-schemas"]
+        grafana_schemas(src, "grafana/grafana " + grafana_line(src))
     if "collector" in given or "releases" in given:
         if not ("collector" in given and "releases" in given):
             sys.exit("refresh-upstream-refs: collector needs both collector= and releases=")

@@ -62,6 +62,24 @@ fn every_reference_comes_from_the_pinned_release() {
         );
         assert!(f.entries.len() > 1, "{fixture} is empty");
     }
+    // Grafana's schemas are published per release line (`v11.6.x`), not per tag.
+    let grafana = Fixture::load("grafana/dashboard-keys.txt");
+    let line = grafana
+        .header
+        .iter()
+        .find_map(|l| l.strip_prefix("# grafana release line: "))
+        .expect("grafana/dashboard-keys.txt names its release line");
+    let (major_minor, _) = pins::GRAFANA.release.rsplit_once('.').expect("vX.Y.Z");
+    assert_eq!(
+        line,
+        format!("{} {major_minor}.x", pins::GRAFANA.repository),
+        "grafana/dashboard-keys.txt was extracted for another Grafana line than the pin: run \
+         scripts/refresh-upstream-refs.py (docs/upgrading-pins.md)"
+    );
+    assert!(
+        grafana.entries.len() > 1,
+        "grafana/dashboard-keys.txt is empty"
+    );
     // The collector's fields come from the core repository, tagged with the same version.
     let fields = Fixture::load("collector/component-fields.txt");
     assert_eq!(
@@ -371,5 +389,170 @@ fn a_misspelt_prometheus_key_rule_field_or_flag_is_named() {
             .contains("--enable-feature=exemplar-storage"),
         "{}",
         findings[0]
+    );
+}
+
+// --- Grafana ----------------------------------------------------------------------------------
+
+const DASHBOARD: &str = "grafana/dashboards/agent-steps.json";
+
+/// Every key of the dashboard is one Grafana's dashboard schema has; every panel's type is a
+/// panel plugin of that schema, and its `options`, its `fieldConfig.defaults.custom` and the
+/// `custom.*` properties its overrides set are that plugin's (the dashboard schema leaves them
+/// open, each plugin's own schema closes them).
+fn check_dashboard(text: &str) -> Vec<Finding> {
+    let refs = KeyTree::load("grafana/dashboard-keys.txt");
+    let dashboard: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"));
+    let mut out = refs.check(DASHBOARD, "dashboard", "", &dashboard);
+    let panels = dashboard["panels"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, panel) in panels.iter().enumerate() {
+        let shown = format!("panels[{i}]");
+        let typ = panel["type"].as_str().unwrap_or_default();
+        let node = format!("panels.{typ}");
+        if !refs.has(&node) {
+            let types = refs.keys_of("panels");
+            out.push(Finding {
+                file: DASHBOARD.to_string(),
+                path: format!("{shown}.type"),
+                problem: format!(
+                    "{typ:?} is not a panel type in {}; nearest valid key: {}",
+                    refs.origin(),
+                    nearest(typ, &types).unwrap_or_default()
+                ),
+            });
+            continue;
+        }
+        let options = format!("{node}.options");
+        out.extend(refs.check(
+            DASHBOARD,
+            &options,
+            &format!("{shown}.options"),
+            &panel["options"],
+        ));
+        let custom = format!("{node}.custom");
+        let defaults = &panel["fieldConfig"]["defaults"]["custom"];
+        let shown_custom = format!("{shown}.fieldConfig.defaults.custom");
+        out.extend(refs.check(DASHBOARD, &custom, &shown_custom, defaults));
+        out.extend(override_ids(&refs, panel, &shown, &custom));
+    }
+    out
+}
+
+/// Each override property id names a field config key: `custom.X` one of the panel plugin's,
+/// any other a key of Grafana's field config.
+fn override_ids(refs: &KeyTree, panel: &Value, shown: &str, custom: &str) -> Vec<Finding> {
+    let overrides = panel["fieldConfig"]["overrides"].as_array();
+    let mut out = Vec::new();
+    for (o, rule) in overrides.into_iter().flatten().enumerate() {
+        let props = rule["properties"].as_array().into_iter().flatten();
+        for (p, prop) in props.enumerate() {
+            let id = prop["id"].as_str().unwrap_or_default();
+            let (node, key) = match id.strip_prefix("custom.") {
+                Some(key) => (custom.to_string(), key),
+                None => ("field_config".to_string(), id),
+            };
+            if !refs.has(&format!("{node}.{key}")) {
+                let near = nearest(key, &refs.keys_of(&node))
+                    .unwrap_or_default()
+                    .to_string();
+                let near = if node == "field_config" {
+                    near
+                } else {
+                    format!("custom.{near}")
+                };
+                out.push(Finding {
+                    file: DASHBOARD.to_string(),
+                    path: format!("{shown}.fieldConfig.overrides[{o}].properties[{p}].id"),
+                    problem: format!(
+                        "{id:?} is not a field config key in {}; nearest valid key: {near}",
+                        refs.origin()
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dashboard_key_panel_type_and_option_is_in_grafanas_schema() {
+    assert_clean(&check_dashboard(file(DASHBOARD)));
+    // The check saw the panels and their options: the stack's dashboard has options on some
+    // panels and a custom override, so an empty walk could not pass by accident.
+    let refs = KeyTree::load("grafana/dashboard-keys.txt");
+    let dashboard: Value = serde_json::from_str(file(DASHBOARD)).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 5, "{} panels", panels.len());
+    for panel in panels {
+        let typ = panel["type"].as_str().expect("panel type");
+        assert!(refs.has(&format!("panels.{typ}")), "{typ}");
+        for key in panel["options"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            assert!(
+                refs.has(&format!("panels.{typ}.options.{key}")),
+                "{typ}: {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_misspelt_dashboard_option_or_unknown_panel_type_is_named() {
+    let text = mistake(DASHBOARD, "\"wrapLogMessage\"", "\"wrapLogMesage\"");
+    let findings = check_dashboard(&text);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].path.ends_with(".options.wrapLogMesage"),
+        "{}",
+        findings[0]
+    );
+    assert!(
+        findings[0].problem.contains(".options.wrapLogMessage"),
+        "{}",
+        findings[0]
+    );
+
+    let text = mistake(
+        DASHBOARD,
+        "\"type\": \"bargauge\"",
+        "\"type\": \"bargauges\"",
+    );
+    let findings = check_dashboard(&text);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(findings[0].path.ends_with(".type"), "{}", findings[0]);
+    assert!(
+        findings[0].problem.contains("nearest valid key: bargauge"),
+        "{}",
+        findings[0]
+    );
+
+    let text = mistake(
+        DASHBOARD,
+        "\"custom.axisPlacement\"",
+        "\"custom.axisPlacment\"",
+    );
+    let findings = check_dashboard(&text);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].problem.contains("custom.axisPlacement"),
+        "{}",
+        findings[0]
+    );
+
+    // A dashboard-level key Grafana does not have.
+    let text = mistake(DASHBOARD, "\"graphTooltip\"", "\"graphTooltips\"");
+    assert_one(
+        &check_dashboard(&text),
+        DASHBOARD,
+        "graphTooltips",
+        "nearest valid key: graphTooltip",
     );
 }

@@ -107,6 +107,19 @@ impl KeyTree {
         tree
     }
 
+    /// The repository and tag (or label) the reference was extracted from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The keys valid directly below `node`.
+    pub fn keys_of(&self, node: &str) -> Vec<String> {
+        self.children
+            .get(node)
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn has(&self, node: &str) -> bool {
         let (parent, key) = node.rsplit_once('.').unwrap_or(("", node));
         self.children.get(parent).is_some_and(|c| c.contains(key))
