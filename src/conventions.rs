@@ -136,6 +136,23 @@ pub mod env {
     pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
     pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
     pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+    pub const OTEL_EXPORTER_OTLP_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
+    /// PEM CA certificate(s) that verify the collector, replacing the system's roots.
+    pub const OTEL_EXPORTER_OTLP_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+    pub const OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+    pub const OTEL_EXPORTER_OTLP_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+    /// gRPC only: `true` makes an endpoint without a scheme plain text instead of TLS.
+    pub const OTEL_EXPORTER_OTLP_INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
+    /// Bearer token for the backends `verify`, `trace`, `demo` and `chaos` read.
+    pub const OBSCTL_TOKEN: &str = "OBSCTL_TOKEN";
+    pub const OBSCTL_TOKEN_FILE: &str = "OBSCTL_TOKEN_FILE";
+    pub const OBSCTL_BASIC_AUTH_USER: &str = "OBSCTL_BASIC_AUTH_USER";
+    pub const OBSCTL_BASIC_AUTH_PASSWORD: &str = "OBSCTL_BASIC_AUTH_PASSWORD";
+    pub const OBSCTL_BASIC_AUTH_PASSWORD_FILE: &str = "OBSCTL_BASIC_AUTH_PASSWORD_FILE";
+    /// `X-Scope-OrgID` for every backend.
+    pub const OBSCTL_TENANT: &str = "OBSCTL_TENANT";
+    /// PEM CA certificate(s) that verify the backends, replacing the system's roots.
+    pub const OBSCTL_CA_FILE: &str = "OBSCTL_CA_FILE";
     pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
     pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
     pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";

@@ -1,7 +1,9 @@
 //! Clients for the query APIs obsctl reads back: Tempo (traces), Prometheus (metrics) and Loki
 //! (logs). The same clients talk to the real backends and to `obsctl serve`, which speaks the same
-//! subset. Every request is bounded in time and every response in size.
+//! subset. Every request is bounded in time and every response in size; `access` holds what a
+//! shared or hosted backend asks of a client (TLS, token, tenant, headers).
 
+pub mod access;
 pub mod loki;
 pub mod prometheus;
 pub mod tempo;
@@ -13,7 +15,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::stack::endpoints::Endpoints;
+use crate::tls::{Failure, TlsError, TlsOptions};
 
+pub use access::{Access, Backend, BackendAccess};
 pub use loki::LokiClient;
 pub use prometheus::PrometheusClient;
 pub use tempo::TempoClient;
@@ -26,6 +30,20 @@ pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    #[error("{backend} at {url}: {failure}")]
+    Tls {
+        backend: &'static str,
+        url: String,
+        failure: Failure,
+    },
+    #[error("{backend} at {url} refused the request: HTTP {status} ({reason}): {body}")]
+    Refused {
+        backend: &'static str,
+        url: String,
+        status: u16,
+        reason: &'static str,
+        body: String,
+    },
     #[error("{backend} at {url} is unreachable: {source}")]
     Unreachable {
         backend: &'static str,
@@ -58,17 +76,19 @@ pub enum BackendError {
         message: String,
     },
     #[error(
-        "invalid {backend} URL {}: expected http://host:port",
+        "invalid {backend} URL {}: expected http://host:port or https://host:port",
         crate::ui::quoted(url)
     )]
     BadUrl { backend: &'static str, url: String },
 }
 
-/// The HTTP client every backend client shares: timeouts and the response size cap.
+/// The HTTP client every backend client shares: timeouts, the response size cap, TLS; and
+/// what one backend's requests carry ([`Http::with_access`]).
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
     max_body: usize,
+    access: Access,
 }
 
 impl Default for Http {
@@ -85,13 +105,37 @@ struct Fetched {
 }
 
 impl Http {
+    /// A client that verifies servers against the system's CA roots.
     pub fn new(timeout: Duration, max_body: usize) -> Self {
+        Self::with_tls(timeout, max_body, &TlsOptions::default())
+            .expect("the system's CA roots are readable")
+    }
+
+    pub fn with_tls(
+        timeout: Duration,
+        max_body: usize,
+        tls: &TlsOptions,
+    ) -> Result<Self, TlsError> {
+        let config = tls.client_config(&[crate::tls::ALPN_HTTP1])?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .use_preconfigured_tls(config.as_ref().clone())
             .build()
-            .expect("a client without TLS always builds");
-        Self { client, max_body }
+            .expect("a client with a rustls configuration always builds");
+        Ok(Self {
+            client,
+            max_body,
+            access: Access::default(),
+        })
+    }
+
+    /// The same client, its requests carrying `access`'s credential, tenant and headers.
+    pub fn with_access(&self, access: Access) -> Self {
+        Self {
+            access,
+            ..self.clone()
+        }
     }
 
     async fn get(
@@ -102,15 +146,22 @@ impl Http {
         headers: &[(&str, &str)],
     ) -> Result<Fetched, BackendError> {
         let shown = redact(url);
-        let mut request = self.client.get(url).query(query);
+        let mut request = self.access.apply(self.client.get(url).query(query));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         // reqwest's message repeats the URL, credentials included: drop it, ours is redacted.
-        let unreachable = |source: reqwest::Error| BackendError::Unreachable {
-            backend,
-            url: shown.clone(),
-            source: source.without_url(),
+        let unreachable = |source: reqwest::Error| match Failure::find(&source) {
+            Some(failure) => BackendError::Tls {
+                backend,
+                url: shown.clone(),
+                failure,
+            },
+            None => BackendError::Unreachable {
+                backend,
+                url: shown.clone(),
+                source: source.without_url(),
+            },
         };
         let mut response = request.send().await.map_err(unreachable)?;
         let too_large = || BackendError::TooLarge {
@@ -153,6 +204,22 @@ impl Fetched {
         const SHOWN: usize = 300;
         let text = String::from_utf8_lossy(&self.body);
         let body: String = text.trim().chars().take(SHOWN).collect();
+        let refused = |reason| BackendError::Refused {
+            backend,
+            url: self.url.clone(),
+            status: self.status,
+            reason,
+            body: body.clone(),
+        };
+        match self.status {
+            401 => return refused("no valid credentials: check the token or password"),
+            403 => {
+                return refused(
+                    "the credentials are not allowed here: check their scope and the tenant",
+                );
+            }
+            _ => {}
+        }
         BackendError::Status {
             backend,
             url: self.url.clone(),
@@ -283,10 +350,21 @@ pub struct Backends {
 
 impl Backends {
     pub fn new(urls: BackendUrls, http: Http) -> Result<Self, BackendError> {
+        Self::with_access(urls, http, &BackendAccess::default())
+    }
+
+    /// Each client's requests carry its backend's settings from `access` (whose TLS part
+    /// `http` was built with).
+    pub fn with_access(
+        urls: BackendUrls,
+        http: Http,
+        access: &BackendAccess,
+    ) -> Result<Self, BackendError> {
+        let http_for = |backend| http.with_access(access.of(backend).clone());
         Ok(Self {
-            tempo: TempoClient::new(&urls.tempo, http.clone())?,
-            prometheus: PrometheusClient::new(&urls.prometheus, http.clone())?,
-            loki: LokiClient::new(&urls.loki, http)?,
+            tempo: TempoClient::new(&urls.tempo, http_for(Backend::Tempo))?,
+            prometheus: PrometheusClient::new(&urls.prometheus, http_for(Backend::Prometheus))?,
+            loki: LokiClient::new(&urls.loki, http_for(Backend::Loki))?,
             urls,
         })
     }

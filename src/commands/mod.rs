@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod access;
 pub mod chaos;
 pub mod demo;
 pub mod down;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::backends::{BackendUrls, Backends, Http, UrlFlags, redact};
+use crate::backends::{
+    BackendUrls, Backends, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT, Http, UrlFlags, redact,
+};
 use crate::checks::collect::{CollectOptions, Observed};
 use crate::checks::expect::Expectation;
 use crate::checks::metrics::DEFAULT_SERIES_BUDGET;
@@ -41,6 +43,8 @@ pub struct BackendArgs {
     /// `service_name` label the step logs carry in Loki.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_SERVICE_NAME)]
     pub service_name: String,
+    #[command(flatten)]
+    pub access: super::access::AccessArgs,
 }
 
 impl BackendArgs {
@@ -52,7 +56,15 @@ impl BackendArgs {
             loki: self.loki_url.clone(),
         };
         let urls = BackendUrls::discover(&flags, &Endpoints::default_path())?;
-        Ok(Backends::new(urls, Http::default())?)
+        let access = self.access.resolve()?;
+        if access.tls.insecure_skip_verify {
+            crate::ui::note(
+                "warning: --insecure-skip-verify: the backends' TLS certificates are NOT \
+                 verified; anyone on the path can read the credentials and forge the answers",
+            );
+        }
+        let http = Http::with_tls(DEFAULT_REQUEST_TIMEOUT, DEFAULT_MAX_BODY, &access.tls)?;
+        Ok(Backends::with_access(urls, http, &access)?)
     }
 }
 

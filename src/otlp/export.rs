@@ -25,7 +25,9 @@ use super::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
 use super::proto::resource::v1::Resource;
 use super::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use crate::conventions::env;
+use crate::secret::Secret;
 use crate::stack::endpoints::Endpoints;
+use crate::tls::TlsOptions;
 
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` when unset, per the spec (milliseconds).
 pub const SPEC_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -249,23 +251,64 @@ impl ExportRequest {
 pub enum ConfigError {
     #[error("OTEL_EXPORTER_OTLP_PROTOCOL is {0:?}; expected grpc, http/protobuf or http/json")]
     Protocol(String),
-    #[error("{var} is {value:?}; expected an http:// URL (obsctl has no TLS client)")]
+    #[error("{var} is {value:?}; expected an http:// or https:// URL")]
     Endpoint { var: String, value: String },
     #[error("OTEL_EXPORTER_OTLP_TIMEOUT is {0:?}; expected milliseconds")]
     Timeout(String),
-    #[error("OTEL_EXPORTER_OTLP_HEADERS has an invalid entry {0:?}; expected key=value")]
-    Header(String),
+    #[error("{var} has an invalid entry (no '=' or no key); expected key=value,...")]
+    Header { var: String },
+    #[error("{var} is {value:?}; expected {expected}")]
+    Value {
+        var: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// Where and how one signal goes: its endpoint and what its requests carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Full URL: for HTTP including the `/v1/<signal>` path, for gRPC the authority.
+    pub endpoint: String,
+    /// Header values are secrets: `OTEL_EXPORTER_OTLP_HEADERS` is where tokens go.
+    pub headers: Vec<(String, Secret)>,
+    /// Used when the endpoint is `https://`.
+    pub tls: TlsOptions,
+    pub compression: Compression,
+}
+
+impl Target {
+    fn is_tls(&self) -> bool {
+        self.endpoint.starts_with("https://")
+    }
 }
 
 /// Where and how to export, from the standard `OTEL_EXPORTER_OTLP_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportConfig {
     pub protocol: Protocol,
-    /// Full URL per signal: for HTTP including the `/v1/<signal>` path, for gRPC the authority.
-    endpoints: [String; 3],
-    pub headers: Vec<(String, String)>,
+    targets: [Target; 3],
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`; callers apply their own budget on top.
     pub timeout: Duration,
+}
+
+/// The per-signal form of an `OTEL_EXPORTER_OTLP_*` variable: `OTEL_EXPORTER_OTLP_TRACES_*`.
+fn signal_var(general: &str, signal: Signal) -> String {
+    let rest = general
+        .strip_prefix("OTEL_EXPORTER_OTLP_")
+        .expect("an OTLP exporter variable");
+    format!(
+        "OTEL_EXPORTER_OTLP_{}_{rest}",
+        signal.as_str().to_ascii_uppercase()
+    )
 }
 
 impl ExportConfig {
@@ -301,7 +344,18 @@ impl ExportConfig {
                 protocol.default_endpoint().to_string(),
             ),
         };
-        let mut endpoints: [String; 3] = Default::default();
+        // A per-signal variable wins over the general one, and names itself in errors.
+        let pick = |general: &str, signal: Signal| {
+            let specific = signal_var(general, signal);
+            match get(&specific) {
+                Some(v) => Some((specific, v)),
+                None => get(general).map(|v| (general.to_string(), v)),
+            }
+        };
+        let path = |var: &str, signal: Signal| {
+            pick(var, signal).map(|(_, v)| std::path::PathBuf::from(v.trim()))
+        };
+        let mut targets: Vec<Target> = Vec::with_capacity(3);
         for signal in Signal::ALL {
             let (var, url) = match get(signal.endpoint_env()) {
                 Some(url) => (signal.endpoint_env(), url.trim().to_string()),
@@ -311,13 +365,40 @@ impl ExportConfig {
                     format!("{}/v1/{}", base.trim().trim_end_matches('/'), signal),
                 ),
             };
-            if !url.starts_with("http://") {
-                return Err(ConfigError::Endpoint {
-                    var: var.to_string(),
-                    value: url,
-                });
-            }
-            endpoints[signal.index()] = url;
+            let insecure = match pick(env::OTEL_EXPORTER_OTLP_INSECURE, signal) {
+                Some((var, v)) => parse_bool(&var, &v)?,
+                None => false,
+            };
+            let endpoint = with_scheme(var, url, protocol, insecure)?;
+            let headers = match pick(env::OTEL_EXPORTER_OTLP_HEADERS, signal) {
+                Some((var, h)) => parse_headers(&var, &h)?,
+                None => Vec::new(),
+            };
+            let compression = match pick(env::OTEL_EXPORTER_OTLP_COMPRESSION, signal) {
+                Some((var, v)) => match v.trim() {
+                    "gzip" => Compression::Gzip,
+                    "none" => Compression::None,
+                    _ => {
+                        return Err(ConfigError::Value {
+                            var,
+                            value: v,
+                            expected: "gzip or none",
+                        });
+                    }
+                },
+                None => Compression::None,
+            };
+            targets.push(Target {
+                endpoint,
+                headers,
+                tls: TlsOptions {
+                    ca_file: path(env::OTEL_EXPORTER_OTLP_CERTIFICATE, signal),
+                    client_cert: path(env::OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, signal),
+                    client_key: path(env::OTEL_EXPORTER_OTLP_CLIENT_KEY, signal),
+                    insecure_skip_verify: false,
+                },
+                compression,
+            });
         }
         let timeout = match get(env::OTEL_EXPORTER_OTLP_TIMEOUT) {
             Some(ms) => Duration::from_millis(
@@ -327,36 +408,70 @@ impl ExportConfig {
             ),
             None => SPEC_DEFAULT_TIMEOUT,
         };
-        let headers = match get(env::OTEL_EXPORTER_OTLP_HEADERS) {
-            Some(h) => parse_headers(&h)?,
-            None => Vec::new(),
-        };
         Ok(Self {
             protocol,
-            endpoints,
-            headers,
+            targets: targets.try_into().expect("one target per signal"),
             timeout,
         })
     }
 
     pub fn endpoint(&self, signal: Signal) -> &str {
-        &self.endpoints[signal.index()]
+        &self.targets[signal.index()].endpoint
+    }
+
+    pub fn target(&self, signal: Signal) -> &Target {
+        &self.targets[signal.index()]
+    }
+}
+
+/// The endpoint with its scheme: `http://` and `https://` as given; without one, the spec's
+/// rule for gRPC (TLS unless `OTEL_EXPORTER_OTLP_INSECURE=true`). HTTP endpoints need one.
+fn with_scheme(
+    var: &str,
+    url: String,
+    protocol: Protocol,
+    insecure: bool,
+) -> Result<String, ConfigError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(url);
+    }
+    if protocol == Protocol::Grpc && !url.contains("://") && !url.is_empty() {
+        let scheme = if insecure { "http" } else { "https" };
+        return Ok(format!("{scheme}://{url}"));
+    }
+    Err(ConfigError::Endpoint {
+        var: var.to_string(),
+        value: url,
+    })
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::Value {
+            var: var.to_string(),
+            value: value.to_string(),
+            expected: "true or false",
+        }),
     }
 }
 
 /// `key1=value1,key2=value2` with percent-encoded values (W3C baggage format, as the spec says).
-fn parse_headers(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+/// Errors name the variable, never the entry: header values are credentials.
+fn parse_headers(var: &str, text: &str) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let invalid = || ConfigError::Header {
+        var: var.to_string(),
+    };
     text.split(',')
         .filter(|entry| !entry.trim().is_empty())
         .map(|entry| {
-            let (k, v) = entry
-                .split_once('=')
-                .ok_or_else(|| ConfigError::Header(entry.to_string()))?;
+            let (k, v) = entry.split_once('=').ok_or_else(invalid)?;
             let key = k.trim().to_ascii_lowercase();
             if key.is_empty() {
-                return Err(ConfigError::Header(entry.to_string()));
+                return Err(invalid());
             }
-            Ok((key, percent_decode(v.trim())))
+            Ok((key, Secret::new(percent_decode(v.trim()))))
         })
         .collect()
 }
@@ -420,11 +535,13 @@ impl ExportError {
 }
 
 type GrpcChannel = Arc<OnceCell<Result<tonic::transport::Channel, ExportError>>>;
+type TlsConfig = Result<Arc<rustls::ClientConfig>, String>;
 
-/// Sends export requests; one per process, reusing its connections.
+/// Sends export requests; one per process, reusing its connections and TLS configurations.
 pub struct Exporter {
     config: ExportConfig,
     grpc: std::sync::Mutex<HashMap<String, GrpcChannel>>,
+    tls: std::sync::Mutex<HashMap<TlsOptions, TlsConfig>>,
 }
 
 impl Exporter {
@@ -432,7 +549,27 @@ impl Exporter {
         Self {
             config,
             grpc: Default::default(),
+            tls: Default::default(),
         }
+    }
+
+    /// The rustls configuration for `target`, built once per set of options: the three
+    /// signals usually share it, and reading the system's roots is the costly part.
+    fn tls_config(&self, target: &Target) -> Result<Arc<rustls::ClientConfig>, ExportError> {
+        let alpn = match self.config.protocol {
+            Protocol::Grpc => crate::tls::ALPN_H2,
+            Protocol::HttpProtobuf | Protocol::HttpJson => crate::tls::ALPN_HTTP1,
+        };
+        self.tls
+            .lock()
+            .expect("TLS config lock")
+            .entry(target.tls.clone())
+            .or_insert_with(|| target.tls.client_config(&[alpn]).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|reason| ExportError::Connect {
+                endpoint: target.endpoint.clone(),
+                reason,
+            })
     }
 
     pub fn config(&self) -> &ExportConfig {
@@ -455,12 +592,13 @@ impl Exporter {
         request: &ExportRequest,
         deadline: Instant,
     ) -> Result<(), ExportError> {
-        let endpoint = self.config.endpoint(request.signal()).to_string();
+        let target = self.config.target(request.signal());
+        let endpoint = target.endpoint.clone();
         let attempt = async {
             let sent = match self.config.protocol {
-                Protocol::Grpc => self.send_grpc(&endpoint, request, deadline).await,
+                Protocol::Grpc => self.send_grpc(target, request, deadline).await,
                 Protocol::HttpProtobuf | Protocol::HttpJson => {
-                    self.send_http(&endpoint, request).await
+                    self.send_http(target, request).await
                 }
             };
             match sent {
@@ -486,9 +624,11 @@ impl Exporter {
             fix,
         };
         // tonic's words for an HTTP answer without gRPC status: an HTTP server that speaks
-        // HTTP/2 too, whose routes are OTLP/HTTP's.
+        // HTTP/2 too, whose routes are OTLP/HTTP's. A TLS terminator's own refusals (400 for a
+        // missing client certificate, 401, 403) are not that.
         if let ExportError::Rejected { status, .. } = &failure
             && let Some((_, code)) = status.split_once("mapped from HTTP status code ")
+            && !matches!(code.trim(), "400" | "401" | "403")
         {
             return wrong(
                 format!("HTTP {code} without a gRPC status"),
@@ -507,16 +647,30 @@ impl Exporter {
         }
     }
 
-    async fn send_http(&self, endpoint: &str, request: &ExportRequest) -> Result<(), ExportError> {
+    async fn send_http(&self, target: &Target, request: &ExportRequest) -> Result<(), ExportError> {
+        let endpoint = target.endpoint.as_str();
         let (body, content_type) = match self.config.protocol {
             Protocol::HttpJson => (request.encode_json(), "application/json"),
             _ => (request.encode_protobuf(), "application/x-protobuf"),
         };
-        let status = http1::post(endpoint, content_type, &self.config.headers, &body)
+        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", content_type)];
+        let body = match target.compression {
+            Compression::Gzip => {
+                headers.push(("Content-Encoding", "gzip"));
+                gzip(&body)
+            }
+            Compression::None => body,
+        };
+        headers.extend(target.headers.iter().map(|(k, v)| (k.as_str(), v.expose())));
+        let tls = match target.is_tls() {
+            true => Some(self.tls_config(target)?),
+            false => None,
+        };
+        let status = http1::post(endpoint, tls, &headers, &body)
             .await
             .map_err(|e| ExportError::Connect {
                 endpoint: endpoint.to_string(),
-                reason: error_chain(&e),
+                reason: crate::tls::describe(&e),
             })?;
         if (200..300).contains(&status) {
             return Ok(());
@@ -531,9 +685,14 @@ impl Exporter {
 
     async fn grpc_channel(
         &self,
-        endpoint: &str,
+        target: &Target,
         deadline: Instant,
     ) -> Result<tonic::transport::Channel, ExportError> {
+        let endpoint = target.endpoint.as_str();
+        let tls = match target.is_tls() {
+            true => Some(self.tls_config(target)?),
+            false => None,
+        };
         let cell = self
             .grpc
             .lock()
@@ -547,13 +706,19 @@ impl Exporter {
                 reason,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
                 .map_err(|e| connect_error(e.to_string()))?
                 .connect_timeout(remaining)
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| connect_error(error_chain(&e)))
+                .tcp_nodelay(true);
+            let connected = match tls {
+                Some(config) => {
+                    channel
+                        .connect_with_connector(tls_connector::TlsConnector::new(config))
+                        .await
+                }
+                None => channel.connect().await,
+            };
+            connected.map_err(|e| connect_error(crate::tls::describe(&e)))
         })
         .await
         .clone()
@@ -561,24 +726,45 @@ impl Exporter {
 
     async fn send_grpc(
         &self,
-        endpoint: &str,
+        target: &Target,
         request: &ExportRequest,
         deadline: Instant,
     ) -> Result<(), ExportError> {
-        let channel = self.grpc_channel(endpoint, deadline).await?;
+        let endpoint = target.endpoint.as_str();
+        let channel = self.grpc_channel(target, deadline).await?;
+        let gzip = (target.compression == Compression::Gzip)
+            .then_some(tonic::codec::CompressionEncoding::Gzip);
         let result = match request {
-            ExportRequest::Traces(r) => TraceServiceClient::new(channel)
-                .export(self.grpc_request(r.clone()))
-                .await
-                .map(drop),
-            ExportRequest::Metrics(r) => MetricsServiceClient::new(channel)
-                .export(self.grpc_request(r.clone()))
-                .await
-                .map(drop),
-            ExportRequest::Logs(r) => LogsServiceClient::new(channel)
-                .export(self.grpc_request(r.clone()))
-                .await
-                .map(drop),
+            ExportRequest::Traces(r) => {
+                let mut client = TraceServiceClient::new(channel);
+                if let Some(encoding) = gzip {
+                    client = client.send_compressed(encoding);
+                }
+                client
+                    .export(grpc_request(target, r.clone()))
+                    .await
+                    .map(drop)
+            }
+            ExportRequest::Metrics(r) => {
+                let mut client = MetricsServiceClient::new(channel);
+                if let Some(encoding) = gzip {
+                    client = client.send_compressed(encoding);
+                }
+                client
+                    .export(grpc_request(target, r.clone()))
+                    .await
+                    .map(drop)
+            }
+            ExportRequest::Logs(r) => {
+                let mut client = LogsServiceClient::new(channel);
+                if let Some(encoding) = gzip {
+                    client = client.send_compressed(encoding);
+                }
+                client
+                    .export(grpc_request(target, r.clone()))
+                    .await
+                    .map(drop)
+            }
         };
         result.map_err(|status| {
             use tonic::Code;
@@ -600,18 +786,88 @@ impl Exporter {
             }
         })
     }
+}
 
-    fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        for (k, v) in &self.config.headers {
-            if let (Ok(key), Ok(value)) = (
-                tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
-                tonic::metadata::MetadataValue::try_from(v.as_str()),
-            ) {
-                request.metadata_mut().insert(key, value);
-            }
+/// The message with the target's headers as gRPC metadata.
+fn grpc_request<T>(target: &Target, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (k, v) in &target.headers {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(v.expose()),
+        ) {
+            request.metadata_mut().insert(key, value);
         }
-        request
+    }
+    request
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder
+        .write_all(body)
+        .expect("writing to memory cannot fail");
+    encoder.finish().expect("writing to memory cannot fail")
+}
+
+/// gRPC over TLS: TCP, then a rustls handshake offering `h2`, for tonic's channel.
+mod tls_connector {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::ServerName;
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+    use tonic::codegen::http::Uri;
+
+    #[derive(Clone)]
+    pub struct TlsConnector(tokio_rustls::TlsConnector);
+
+    impl TlsConnector {
+        pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
+            Self(tokio_rustls::TlsConnector::from(config))
+        }
+    }
+
+    type Connecting =
+        Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TlsStream<TcpStream>>>> + Send>>;
+
+    impl tower::Service<Uri> for TlsConnector {
+        type Response = TokioIo<TlsStream<TcpStream>>;
+        type Error = std::io::Error;
+        type Future = Connecting;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, uri: Uri) -> Self::Future {
+            let connector = self.0.clone();
+            Box::pin(async move {
+                let invalid = |what: &str| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{what} in {uri}"),
+                    )
+                };
+                let host = uri
+                    .host()
+                    .ok_or_else(|| invalid("no host"))?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = uri.port_u16().unwrap_or(443);
+                let name =
+                    ServerName::try_from(host.clone()).map_err(|_| invalid("a bad host name"))?;
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                Ok(TokioIo::new(connector.connect(name, tcp).await?))
+            })
+        }
     }
 }
 
@@ -620,24 +876,29 @@ impl Exporter {
 /// Proxies (`HTTP_PROXY`) are not used: a collector is a local sidecar or service.
 mod http1 {
     use std::io;
+    use std::sync::Arc;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     /// The most of the answer that is read: the status line and headers fit many times over.
     const MAX_HEAD: usize = 16 * 1024;
 
-    /// `http://host[:port][/path]` split into what the request needs.
+    /// `http[s]://host[:port][/path]` split into what the request needs.
     fn split(url: &str) -> io::Result<(String, u16, &str)> {
         let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("bad URL {url:?}"));
-        let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
+        let (rest, default_port) = match url.strip_prefix("https://") {
+            Some(rest) => (rest, 443),
+            None => (url.strip_prefix("http://").ok_or_else(invalid)?, 80),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !p.contains(']') => (h, p.parse().map_err(|_| invalid())?),
-            _ => (authority, 80),
+            _ => (authority, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -646,7 +907,8 @@ mod http1 {
         Ok((host.to_string(), port, path))
     }
 
-    /// Sends the request and answers the status code once the final response head arrived.
+    /// Sends the request (over TLS when `tls` is given) and answers the status code once the
+    /// final response head arrived.
     ///
     /// The body goes out only after the server's `100 Continue`: a collector that is frozen
     /// (SIGSTOP, a hung process, a black-holed path) never sees a body it could still commit
@@ -655,12 +917,12 @@ mod http1 {
     /// handler starts reading, so the cost is one round trip.
     pub async fn post(
         url: &str,
-        content_type: &str,
-        headers: &[(String, String)],
+        tls: Option<Arc<rustls::ClientConfig>>,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<u16> {
         let (host, port, path) = split(url)?;
-        let mut stream = TcpStream::connect((host.as_str(), port)).await?;
+        let stream = TcpStream::connect((host.as_str(), port)).await?;
         stream.set_nodelay(true)?;
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
@@ -668,7 +930,7 @@ mod http1 {
             format!("{host}:{port}")
         };
         let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\n\
              Content-Length: {}\r\nConnection: close\r\nExpect: 100-continue\r\n",
             body.len()
         );
@@ -679,11 +941,32 @@ mod http1 {
             }
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await?;
+        match tls {
+            Some(config) => {
+                let name = ServerName::try_from(host).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("bad host in {url:?}"))
+                })?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await?;
+                exchange(stream, head.as_bytes(), body).await
+            }
+            None => exchange(stream, head.as_bytes(), body).await,
+        }
+    }
+
+    async fn exchange(
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        head: &[u8],
+        body: &[u8],
+    ) -> io::Result<u16> {
+        stream.write_all(head).await?;
+        stream.flush().await?;
         let mut pending = Vec::with_capacity(1024);
         let mut status = read_head(&mut stream, &mut pending).await?;
         if status == 100 {
             stream.write_all(body).await?;
+            stream.flush().await?;
             status = read_head(&mut stream, &mut pending).await?;
         }
         Ok(status)
@@ -691,7 +974,10 @@ mod http1 {
 
     /// Reads one response head and answers its status; bytes after it stay in `pending` (a
     /// server may send the final head right behind its `100 Continue`).
-    async fn read_head(stream: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<u16> {
+    async fn read_head(
+        stream: &mut (impl AsyncRead + Unpin),
+        pending: &mut Vec<u8>,
+    ) -> io::Result<u16> {
         let mut buf = [0u8; 1024];
         loop {
             if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -728,6 +1014,10 @@ mod http1 {
     /// Asks `url`'s server which HTTP it speaks; `None` when it cannot be reached or answers
     /// neither way within a second.
     pub async fn sniff(url: &str) -> Option<Speaks> {
+        // Behind TLS the preface would meet a handshake, not an answer.
+        if !url.starts_with("http://") {
+            return None;
+        }
         let (host, port, _) = split(url).ok()?;
         let exchange = async {
             let mut stream = TcpStream::connect((host.as_str(), port)).await.ok()?;
@@ -782,6 +1072,11 @@ mod http1 {
                 ("::1".to_string(), 4318, "/otlp/v1/logs")
             );
             assert_eq!(split("http://h").unwrap(), ("h".to_string(), 80, "/"));
+            assert_eq!(split("https://h").unwrap(), ("h".to_string(), 443, "/"));
+            assert_eq!(
+                split("https://c:4318/v1/logs").unwrap(),
+                ("c".to_string(), 4318, "/v1/logs")
+            );
             assert!(split("http://:1/x").is_err());
             assert_eq!(
                 parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"),
@@ -836,17 +1131,10 @@ where
         .collect()
 }
 
-/// The innermost cause: "Connection refused" hides several wrapper layers down.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut innermost = err;
-    while let Some(cause) = innermost.source() {
-        innermost = cause;
-    }
-    innermost.to_string()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<ExportConfig, ConfigError> {
@@ -921,9 +1209,24 @@ mod tests {
             Err(ConfigError::Protocol("udp".into()))
         );
         assert!(matches!(
-            config(&[(env::OTEL_EXPORTER_OTLP_ENDPOINT, "https://x:4318")]),
+            config(&[(env::OTEL_EXPORTER_OTLP_ENDPOINT, "ftp://x:4318")]),
             Err(ConfigError::Endpoint { .. })
         ));
+        assert!(matches!(
+            config(&[
+                (env::OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf"),
+                (env::OTEL_EXPORTER_OTLP_ENDPOINT, "collector:4318"),
+            ]),
+            Err(ConfigError::Endpoint { .. })
+        ));
+        let err = config(&[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "br")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
+            "{err}"
+        );
+        assert!(config(&[(env::OTEL_EXPORTER_OTLP_INSECURE, "yes")]).is_err());
         assert!(matches!(
             config(&[(env::OTEL_EXPORTER_OTLP_TIMEOUT, "10s")]),
             Err(ConfigError::Timeout(_))
@@ -937,14 +1240,58 @@ mod tests {
             "Authorization=Bearer%20abc, x-tenant=t1",
         )])
         .unwrap();
+        let shown = |signal| -> Vec<(String, String)> {
+            c.target(signal)
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect()
+        };
         assert_eq!(
-            c.headers,
+            shown(Signal::Logs),
             vec![
                 ("authorization".to_string(), "Bearer abc".to_string()),
                 ("x-tenant".to_string(), "t1".to_string())
             ]
         );
-        assert!(config(&[(env::OTEL_EXPORTER_OTLP_HEADERS, "novalue")]).is_err());
+        assert!(!format!("{c:?}").contains("abc"), "{c:?}");
+        let err = config(&[(env::OTEL_EXPORTER_OTLP_HEADERS, "tok-secret")]).unwrap_err();
+        assert!(!err.to_string().contains("tok-secret"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_follow_the_spec_and_per_signal_forms_win() {
+        let c = config(&[
+            (env::OTEL_EXPORTER_OTLP_ENDPOINT, "collector:4317"),
+            (env::OTEL_EXPORTER_OTLP_CERTIFICATE, "/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "/logs-ca.pem"),
+            (env::OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, "/client.pem"),
+            (env::OTEL_EXPORTER_OTLP_CLIENT_KEY, "/client.key"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-m=1"),
+            (env::OTEL_EXPORTER_OTLP_COMPRESSION, "gzip"),
+        ])
+        .unwrap();
+        // gRPC without a scheme is TLS unless OTEL_EXPORTER_OTLP_INSECURE says otherwise.
+        assert_eq!(c.endpoint(Signal::Traces), "https://collector:4317");
+        let traces = c.target(Signal::Traces);
+        assert_eq!(traces.tls.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            traces.tls.client_key.as_deref(),
+            Some(Path::new("/client.key"))
+        );
+        assert_eq!(
+            c.target(Signal::Logs).tls.ca_file.as_deref(),
+            Some(Path::new("/logs-ca.pem"))
+        );
+        assert!(traces.headers.is_empty());
+        assert_eq!(c.target(Signal::Metrics).headers.len(), 1);
+        assert_eq!(traces.compression, Compression::Gzip);
+        let plain = config(&[
+            (env::OTEL_EXPORTER_OTLP_ENDPOINT, "collector:4317"),
+            (env::OTEL_EXPORTER_OTLP_INSECURE, "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(plain.endpoint(Signal::Logs), "http://collector:4317");
     }
 
     #[test]

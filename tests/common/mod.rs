@@ -14,6 +14,7 @@ pub mod prometheus;
 pub mod serve;
 pub mod shim;
 pub mod stack;
+pub mod tls;
 pub mod upstream;
 pub mod verify;
 pub mod workflow;
