@@ -236,6 +236,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    obsctl::tls::install_default_provider();
     let client = reqwest::Client::new();
     let small_batches = small_spans / BATCH as u64;
     let total_batches = total_spans / BATCH as u64;

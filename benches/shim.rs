@@ -1,7 +1,9 @@
 //! Wall time and peak memory of `obsctl shim -- true` against a bare `true`, with the backend
 //! (`obsctl serve`) up, with a refused port and with a black-holed endpoint, and against the
-//! same wrapper written with Python's OpenTelemetry SDK. Prints a table with ratios and checks
-//! the targets: <=3 ms median added (backend up, refused port), <=10 MB RSS, >=20x faster.
+//! same wrapper written with Python's OpenTelemetry SDK; and over TLS through nginx (HTTPS,
+//! gRPC+TLS) against plain HTTP through the same nginx. Prints a table with ratios and checks
+//! the targets: <=3 ms median added (backend up, refused port), <=10 MB RSS, >=20x faster, TLS
+//! adding at most 1.5x what plain HTTP adds.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -155,6 +157,36 @@ fn main() {
         }
     };
 
+    let pki = common::tls::Pki::generate();
+    let nginx = common::tls::Nginx::start(&backend, &pki, "bench shim over TLS");
+    let tls_rows: Vec<Stats> = match &nginx {
+        Some(nginx) => {
+            let ca = pki.path("ca.pem").display().to_string();
+            let via = |endpoint: &str, protocol: &str| {
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.clone()),
+                ]
+            };
+            let plain = via(&nginx.urls.plain_http, "http/protobuf");
+            let https = via(&nginx.urls.otlp_http, "http/protobuf");
+            let grpc_tls = via(&nginx.urls.otlp_grpc, "grpc");
+            vec![
+                run("shim via nginx, plain HTTP", runs, || {
+                    shim(&spool("nginx-http"), &plain)
+                }),
+                run("shim via nginx, HTTPS", runs, || {
+                    shim(&spool("nginx-https"), &https)
+                }),
+                run("shim via nginx, gRPC+TLS", runs, || {
+                    shim(&spool("nginx-grpc-tls"), &grpc_tls)
+                }),
+            ]
+        }
+        None => Vec::new(),
+    };
+
     println!();
     println!(
         "{:<42} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10}",
@@ -175,6 +207,7 @@ fn main() {
     };
     print(&bare);
     rows.iter().for_each(print);
+    tls_rows.iter().for_each(print);
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -210,7 +243,25 @@ fn main() {
         "black-holed endpoint: median {:.0} ms (bounded by the export budget, default 1000 ms)",
         ms(rows[3].median)
     );
-    let rss = rows[..4].iter().map(|r| r.rss_mib).fold(0.0, f64::max);
+    if let [plain, https, grpc_tls] = &tls_rows[..] {
+        let added_by = |s: &Stats| ms(s.median) - ms(bare.median);
+        for (name, tls) in [("HTTPS", https), ("gRPC+TLS", grpc_tls)] {
+            let ratio = added_by(tls) / added_by(plain).max(0.01);
+            let direct = added_by(tls) / added(0).max(0.01);
+            println!(
+                "target: {name} adds <=1.5x what plain HTTP through nginx adds: {ratio:.2}x \
+                 ({:.2} vs {:.2} ms; {direct:.2}x plain HTTP straight to the backend)  [{}]",
+                added_by(tls),
+                added_by(plain),
+                check(ratio <= 1.5)
+            );
+        }
+    }
+    let rss = rows[..4]
+        .iter()
+        .chain(&tls_rows)
+        .map(|r| r.rss_mib)
+        .fold(0.0, f64::max);
     println!(
         "target: <=10 MB peak RSS: {rss:.1} MB  [{}]",
         check(rss <= 10.0)

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    obsctl::tls::install_default_provider();
     let cli = obsctl::commands::parse_or_exit();
     obsctl::commands::dispatch(cli)
 }

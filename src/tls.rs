@@ -18,6 +18,14 @@ use rustls::{
     SignatureScheme,
 };
 
+/// Makes ring the process's rustls provider. reqwest is built without a provider of its own
+/// (its default, aws-lc-rs, needs a C toolchain and doubles the TLS code), so a reqwest client
+/// built without [`TlsOptions::client_config`] needs this first; calling it again is harmless.
+pub fn install_default_provider() {
+    // Err only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// ALPN for gRPC: HTTP/2 or nothing.
 pub const ALPN_H2: &[u8] = b"h2";
 /// ALPN for the HTTP/1.1 clients.

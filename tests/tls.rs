@@ -214,8 +214,23 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
     let Some(nginx) = Nginx::start(&stack.serve, &pki, test) else {
         return;
     };
-    stack.run_workflow(WORKFLOW, &[]);
     let state = stack.state_dir().display().to_string();
+    // `obsctl run` exports its root span, and its steps theirs, through nginx over gRPC+TLS
+    // with the run's TLS and header settings.
+    let mut cmd = stack.obsctl(&["run", WORKFLOW, "--state-dir", &state]);
+    cmd.args(["--otlp-endpoint", &nginx.urls.otlp_grpc])
+        .args(["--otlp-protocol", "grpc"])
+        .env(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            pki.path("ca.pem").display().to_string(),
+        )
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            format!("x-obsctl-secret={HEADER_SECRET}"),
+        );
+    let ran = cmd.output().unwrap();
+    assert!(ran.status.success(), "{}", text(&ran));
+    assert!(!text(&ran).contains(HEADER_SECRET));
     let token = stack.home.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let report = stack.home.path().join("report.json");
@@ -302,6 +317,7 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
     assert!(shown.contains("unknown CA"), "{shown}");
 
     for (what, shown) in [
+        ("run", text(&ran)),
         ("verify", text(&out)),
         ("trace", text(&out_trace)),
         ("verify with the variable", text(&out_env)),
@@ -313,10 +329,15 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
         ("nginx's logs", nginx.logs()),
     ] {
         assert!(!shown.contains(TOKEN), "the token appears in {what}");
+        assert!(
+            !shown.contains(HEADER_SECRET),
+            "the header appears in {what}"
+        );
     }
     for record in walk(&stack.state_dir()) {
         let body = std::fs::read_to_string(&record).unwrap_or_default();
         assert!(!body.contains(TOKEN), "{}", record.display());
+        assert!(!body.contains(HEADER_SECRET), "{}", record.display());
     }
 }
 

@@ -295,6 +295,7 @@ mod tests {
             assert!(addr.ip().is_loopback());
             assert_ne!(addr.port(), 0);
         }
+        crate::tls::install_default_provider();
         let ready = reqwest::get(format!("http://{}/ready", server.api))
             .await
             .unwrap();

@@ -38,6 +38,7 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<(), String> {
 }
 
 pub fn client() -> reqwest::Client {
+    crate::tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .build()

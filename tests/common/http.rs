@@ -39,6 +39,7 @@ impl Http {
     }
 
     pub fn with_timeout(timeout: Duration) -> Self {
+        obsctl::tls::install_default_provider();
         Self {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -38,8 +38,8 @@ impl Pki {
     /// this server shows.
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca = ca("obsctl test CA");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let authority = ca("obsctl test CA");
+        std::fs::write(dir.path().join("ca.pem"), authority.pem()).unwrap();
         std::fs::write(dir.path().join("other-ca.pem"), ca("obsctl other CA").pem()).unwrap();
         let leaf = |name: &str, hosts: &[&str], expired: bool| {
             let mut params =
@@ -57,7 +57,7 @@ impl Pki {
                 params.not_after = date_time_ymd(2001, 12, 31);
             }
             let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &ca).unwrap();
+            let cert = params.signed_by(&key, &authority).unwrap();
             std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
             std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
         };
@@ -93,6 +93,8 @@ pub struct Listeners {
     pub expired: String,
     /// OTLP/HTTP behind a certificate for elsewhere.invalid.
     pub wrong_host: String,
+    /// OTLP/HTTP through nginx without TLS (`http://`): the benchmark's same-hop baseline.
+    pub plain_http: String,
 }
 
 /// nginx, killed on drop; `None` (after [`super::missing`]) when it is not installed.
@@ -106,7 +108,7 @@ impl Nginx {
     pub fn start(serve: &Serve, pki: &Pki, test: &str) -> Option<Self> {
         let binary = require_tool("nginx", test)?;
         let prefix = tempfile::tempdir().unwrap();
-        let ports = free_ports(7);
+        let ports = free_ports(8);
         let config = config(prefix.path(), &ports, serve, pki);
         std::fs::write(prefix.path().join("nginx.conf"), config).unwrap();
         let child = Command::new(binary)
@@ -130,6 +132,7 @@ impl Nginx {
                 api: url(4),
                 expired: url(5),
                 wrong_host: url(6),
+                plain_http: format!("http://127.0.0.1:{}", ports[7]),
             },
         };
         for port in &ports {
@@ -208,6 +211,7 @@ fn config(prefix: &Path, ports: &[u16], serve: &Serve, pki: &Pki) -> String {
     out += &server(ports[4], false, cert("server"), &api_auth);
     out += &server(ports[5], false, cert("expired"), &proxy);
     out += &server(ports[6], false, cert("wronghost"), &proxy);
+    out += &format!("server {{ listen 127.0.0.1:{}; {proxy} }}\n", ports[7]);
     out += "}\n";
     out
 }
