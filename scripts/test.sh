@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, installing first what the tests need: Debian's prometheus (real scrapes
 # and exemplar queries), busybox-static (local container images), chromium (renders the HTML
-# reports headless), the Python OpenTelemetry SDK (a real OTLP client nobody here wrote). CI calls
-# exactly this script through .ci/run.
+# reports headless), nginx (the TLS terminator of tests/tls.rs), the Python OpenTelemetry SDK (a
+# real OTLP client nobody here wrote). CI calls exactly this script through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,7 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     sudo_if_needed apt-get update -qq
