@@ -58,8 +58,6 @@ pub enum TlsError {
         "a client certificate needs its key and a key its certificate (only the {given} is set)"
     )]
     HalfIdentity { given: &'static str },
-    #[error("the system has no CA certificates to verify servers with; give a CA file")]
-    NoSystemRoots,
     #[error("the client certificate and key do not form a usable identity: {0}")]
     Identity(rustls::Error),
 }
@@ -105,6 +103,14 @@ impl TlsOptions {
         Ok(Arc::new(config))
     }
 
+    /// A reqwest client builder whose TLS is these options (HTTP/1.1); callers add their own
+    /// timeouts and limits. Every reqwest client obsctl builds for a server it does not run
+    /// should start here.
+    pub fn reqwest_builder(&self) -> Result<reqwest::ClientBuilder, TlsError> {
+        let config = self.client_config(&[ALPN_HTTP1])?;
+        Ok(reqwest::Client::builder().use_preconfigured_tls(Arc::unwrap_or_clone(config)))
+    }
+
     fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         match &self.ca_file {
@@ -113,12 +119,11 @@ impl TlsOptions {
             }
             None => {
                 // Unreadable entries in the system store are skipped, as every TLS client does.
+                // A machine without any still builds clients: plain http works, and an https
+                // handshake fails as an unknown CA, which --ca-file fixes.
                 let found = rustls_native_certs::load_native_certs();
                 roots.add_parsable_certificates(found.certs);
             }
-        }
-        if roots.is_empty() {
-            return Err(TlsError::NoSystemRoots);
         }
         Ok(roots)
     }
@@ -249,19 +254,19 @@ impl Failure {
     }
 
     /// The TLS failure somewhere in `err`'s chain, looking inside `io::Error`s too (their
-    /// `source()` skips the error they wrap, which is where rustls puts its own).
+    /// `source()` skips the error they wrap, which is where rustls puts its own; reqwest's
+    /// connector wraps that `io::Error` in another one).
     pub fn find(err: &(dyn StdError + 'static)) -> Option<Self> {
         let mut next = Some(err);
         while let Some(e) = next {
             if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                 return Some(Self::of(tls));
             }
-            if let Some(inner) = e
+            let wrapped = e
                 .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return Some(Self::of(inner));
+                .and_then(|io| io.get_ref());
+            if let Some(found) = wrapped.and_then(|inner| Self::find(inner)) {
+                return Some(found);
             }
             next = e.source();
         }
@@ -292,6 +297,8 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, expired);
         assert_eq!(Failure::find(&io), Some(Failure::Expired));
         assert!(describe(&io).contains("expired"), "{}", describe(&io));
+        let twice = std::io::Error::other(io);
+        assert_eq!(Failure::find(&twice), Some(Failure::Expired));
         let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         assert_eq!(Failure::find(&unknown), Some(Failure::UnknownCa));
         let refused = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);

@@ -236,7 +236,8 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
     let report = stack.home.path().join("report.json");
     let api = nginx.urls.api.as_str();
     let ca = pki.path("ca.pem").display().to_string();
-    let args = |extra: &[&str]| -> Vec<String> {
+    let other_ca = pki.path("other-ca.pem").display().to_string();
+    let args_with_ca = |ca: &str, extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
             "--tempo-url",
             api,
@@ -245,7 +246,7 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
             "--loki-url",
             api,
             "--ca-file",
-            &ca,
+            ca,
             "--state-dir",
             &state,
         ]
@@ -255,6 +256,7 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
+    let args = |extra: &[&str]| args_with_ca(&ca, extra);
     let run = |sub: &[&str], extra: &[&str]| {
         let mut all: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
         all.extend(args(extra));
@@ -309,8 +311,10 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
         "{shown}"
     );
     let mut cmd = stack.obsctl(&["verify", "--timeout", "5s"]);
-    cmd.args(args(&["--token-file", &token_arg, "--tenant", TENANT]))
-        .args(["--ca-file", &pki.path("other-ca.pem").display().to_string()]);
+    cmd.args(args_with_ca(
+        &other_ca,
+        &["--token-file", &token_arg, "--tenant", TENANT],
+    ));
     let wrong_ca = cmd.output().unwrap();
     let shown = text(&wrong_ca);
     assert_eq!(wrong_ca.status.code(), Some(1), "{shown}");

@@ -108,7 +108,7 @@ impl Http {
     /// A client that verifies servers against the system's CA roots.
     pub fn new(timeout: Duration, max_body: usize) -> Self {
         Self::with_tls(timeout, max_body, &TlsOptions::default())
-            .expect("the system's CA roots are readable")
+            .expect("options without files to read always build")
     }
 
     pub fn with_tls(
@@ -116,11 +116,10 @@ impl Http {
         max_body: usize,
         tls: &TlsOptions,
     ) -> Result<Self, TlsError> {
-        let config = tls.client_config(&[crate::tls::ALPN_HTTP1])?;
-        let client = reqwest::Client::builder()
+        let client = tls
+            .reqwest_builder()?
             .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .use_preconfigured_tls(config.as_ref().clone())
             .build()
             .expect("a client with a rustls configuration always builds");
         Ok(Self {
