@@ -115,6 +115,11 @@ pub mod env {
     /// The `traceparent` of the attempt this step attempt replaces (a retry, or the attempt a
     /// resumed run starts again): the shim links its span to it.
     pub const OBSCTL_REPLACES: &str = "OBSCTL_REPLACES";
+    /// Set (to any value) by a runner that cannot see how the shim itself ended (the Docker
+    /// runner only gets the container's exit code): the shim then prints
+    /// [`crate::workflow::runner::ShimEnd`] as its last stdout line once its telemetry is
+    /// exported or spooled, so an exit without it means the shim was killed.
+    pub const OBSCTL_SHIM_END_LINE: &str = "OBSCTL_SHIM_END_LINE";
     /// A deliberate defect for obsctl's own chaos tests (`crate::defect`).
     pub const OBSCTL_DEFECT: &str = "OBSCTL_DEFECT";
     pub const OBSCTL_SPOOL_DIR: &str = "OBSCTL_SPOOL_DIR";

@@ -3,9 +3,11 @@
 //! as the Argo controller is one), breaks something real while steps run (a step's pod, the
 //! backend, the controller itself), undoes it, and then compares what was sent with what the
 //! backends hold: `obsctl verify`'s checks plus a line-by-line account of the step logs.
-//! `target` is what the faults hit; `scenarios` the four scenarios; `account` the judging.
+//! `target` is what the faults hit (`docker` on the Docker stack); `scenarios` the four
+//! scenarios; `account` the judging.
 
 pub mod account;
+pub mod docker;
 pub mod scenarios;
 pub mod target;
 
@@ -20,13 +22,14 @@ pub use account::Row;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutageMode {
-    /// SIGTERM, then started again: a graceful stop (scaled to 0 and back).
+    /// SIGTERM (docker stop), then started again: a graceful stop (scaled to 0 and back).
     Stop,
     /// SIGKILL, then started again on the same data.
     Kill,
-    /// SIGSTOP, then SIGCONT: connections hang (the black-hole case).
+    /// SIGSTOP/SIGCONT (docker pause/unpause): connections hang (the black-hole case).
     Pause,
-    /// Egress blocked: a relay in front of the backend holds every connection unanswered.
+    /// Egress blocked: on Docker the collector is disconnected from the stack's network; on the
+    /// embedded runtime a relay in front of the backend holds every connection unanswered.
     Partition,
 }
 
@@ -105,6 +108,8 @@ impl Scenario {
 pub struct Options {
     /// The obsctl executable: `run`, `serve` and the shim.
     pub exe: PathBuf,
+    /// What the faults hit.
+    pub runtime: target::Runtime,
     /// Scratch space; each scenario gets a directory of its own in it.
     pub work_dir: PathBuf,
     /// Steps of the burst.
@@ -193,6 +198,8 @@ pub enum ChaosError {
     },
     #[error("embedded backend: {0}")]
     Backend(String),
+    #[error("Docker stack: {0}")]
+    Docker(String),
     #[error("obsctl run: {0}")]
     Run(String),
     #[error("querying the backend: {0}")]

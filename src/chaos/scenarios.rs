@@ -1,21 +1,22 @@
-//! The four scenarios. Each starts its own embedded backend and state directory (so its account
-//! holds only what it sent), drives `obsctl run` as a child process, injects its fault from
-//! outside as Kubernetes or a network would, undoes it, and judges.
+//! The four scenarios. Each has its own state directory and, on the embedded runtime, its own
+//! backend (so its account holds only what it sent; on the Docker stack, verify's baseline keeps
+//! it to what the scenario's runs added). Each drives `obsctl run` as a child process, injects its
+//! fault from outside as Kubernetes or a network would, undoes it, and judges.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::account::{Row, log_lines, printed_lines};
-use super::target::EmbeddedTarget;
+use super::target::{RunningStep, Runtime, Target};
 use super::{
     ChaosError, Measure, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline,
     TimelineStep,
 };
-use crate::backends::{BackendUrls, Backends, Http};
+use crate::backends::{Backends, Http};
 use crate::checks::collect::{CollectOptions, WaitReport, collect};
 use crate::checks::expect::Expectation;
 use crate::checks::{CheckStatus, Thresholds, run_all};
@@ -40,11 +41,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// How often the live view hears how many steps finished.
 const STEPS_EVERY: Duration = Duration::from_millis(500);
 
-/// One scenario's scratch: its backend, state directory and spool.
+/// One scenario's scratch: what it breaks, its state directory and spool.
 struct Stage<'a> {
     options: &'a Options,
     dir: PathBuf,
-    target: EmbeddedTarget,
+    target: Target,
     store: RecordStore,
 }
 
@@ -53,10 +54,11 @@ impl<'a> Stage<'a> {
         let dir = options.work_dir.join(scenario.name().replace('/', "-"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| ChaosError::io(&dir, e))?;
-        let target = EmbeddedTarget::start(&options.exe, &dir).await?;
+        let store = RecordStore::new(dir.join("runs"));
+        let target = Target::new(&options.runtime, &options.exe, &dir, store.clone()).await?;
         Ok(Self {
             options,
-            store: RecordStore::new(dir.join("runs")),
+            store,
             dir,
             target,
         })
@@ -68,12 +70,16 @@ impl<'a> Stage<'a> {
         Ok(path)
     }
 
-    /// `obsctl run` as the controller: steps through the shim, telemetry to the relay over
-    /// OTLP/HTTP, spooling in the scenario's own spool.
+    /// `obsctl run` as the controller: steps through the shim (processes, or containers on the
+    /// Docker stack's network), telemetry over OTLP/HTTP, spooling in the scenario's own spool.
     fn run(&self, args: &[String]) -> Result<RunProcess, ChaosError> {
         let out = self.dir.join(format!("run-{}.log", rand::random::<u32>()));
         let log = std::fs::File::create(&out).map_err(|e| ChaosError::io(&out, e))?;
-        Command::new(&self.options.exe)
+        let mut command = Command::new(&self.options.exe);
+        if let Runtime::Docker { project } = &self.options.runtime {
+            command.env("OBSCTL_PROJECT", project);
+        }
+        command
             .arg("run")
             .args(args)
             .arg("--state-dir")
@@ -83,7 +89,7 @@ impl<'a> Stage<'a> {
                 "--otlp-protocol",
                 "http/protobuf",
                 "--runner",
-                "process",
+                self.target.runner(),
                 "-o",
                 "json",
             ])
@@ -117,14 +123,7 @@ impl<'a> Stage<'a> {
     }
 
     fn backends(&self) -> Result<Backends, ChaosError> {
-        let api = self.target.api_url();
-        let urls = BackendUrls {
-            tempo: api.clone(),
-            prometheus: api.clone(),
-            loki: api,
-            grafana: None,
-        };
-        Ok(Backends::new(urls, Http::default())?)
+        Ok(Backends::new(self.target.backend_urls(), Http::default())?)
     }
 
     /// The trace of `run` as the backend holds it (empty when there is no run or no trace).
@@ -307,7 +306,10 @@ pub async fn run(
             phase: p.to_string(),
         })
     };
-    phase("starting the embedded backend");
+    phase(match options.runtime {
+        Runtime::Embedded => "starting the embedded backend",
+        Runtime::Docker { .. } => "attaching to the Docker stack's collector",
+    });
     let started = Instant::now();
     let mut stage = Stage::new(options, scenario).await?;
     let store = stage.store.clone();
@@ -345,16 +347,16 @@ pub async fn run(
     Ok(report)
 }
 
-/// A running Pod node that has printed at least `lines` lines: its process group and span.
+/// A running Pod node whose shim announced its span and that has printed at least `lines`
+/// lines: where it runs, and its span.
 fn running_step(
     record: &RunRecord,
     store: &Path,
     lines: usize,
     skip: &[String],
-) -> Option<(String, i32, SpanId)> {
+) -> Option<(RunningStep, SpanId)> {
     pods(record).find_map(|n| {
         let t = n.telemetry.as_ref()?;
-        let pgid = n.process_group?;
         if n.phase != Phase::Running || skip.contains(&n.id) {
             return None;
         }
@@ -363,7 +365,14 @@ fn running_step(
             .join(format!("{}.{}", n.id, t.attempt))
             .join("log");
         let printed = std::fs::read_to_string(log).map_or(0, |t| t.lines().count());
-        (printed >= lines).then(|| (n.id.clone(), pgid, t.span_id))
+        (printed >= lines).then(|| {
+            let step = RunningStep {
+                run: record.name.clone(),
+                node: n.id.clone(),
+                process_group: n.process_group,
+            };
+            (step, t.span_id)
+        })
     })
 }
 
@@ -372,24 +381,24 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
     let mut child = stage.run(&[file.display().to_string()])?;
     phase("waiting for steps to run");
     let store_dir = stage.store.dir().to_path_buf();
-    let (deleted, deleted_pgid, deleted_span) = stage
+    let (deleted, deleted_span) = stage
         .wait_for("a running step", |r| {
             r.first().and_then(|r| running_step(r, &store_dir, 5, &[]))
         })
         .await?;
-    let (oom, oom_pgid, oom_span) = stage
+    let (oom, oom_span) = stage
         .wait_for("a second running step", |r| {
-            r.first()
-                .and_then(|r| running_step(r, &store_dir, 5, std::slice::from_ref(&deleted)))
+            r.first().and_then(|r| {
+                running_step(r, &store_dir, 5, std::slice::from_ref(&deleted.node))
+            })
         })
         .await?;
     phase("deleting one pod (SIGTERM, grace, SIGKILL), OOM-killing another (SIGKILL)");
     let fault_start = SystemTime::now();
-    let _ = killpg(Pid::from_raw(oom_pgid), Signal::SIGKILL);
-    let _ = killpg(Pid::from_raw(deleted_pgid), Signal::SIGTERM);
-    tokio::time::sleep(GRACE).await;
-    let _ = killpg(Pid::from_raw(deleted_pgid), Signal::SIGKILL);
+    stage.target.kill_step(&oom).await?;
+    stage.target.delete_step(&deleted, GRACE).await?;
     let fault_end = SystemTime::now();
+    let (deleted, oom) = (deleted.node, oom.node);
     phase("waiting for the retries");
     child.wait().await?;
     phase("accounting");

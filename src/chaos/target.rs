@@ -1,4 +1,6 @@
-//! What chaos breaks on the embedded runtime: an `obsctl serve` process that chaos starts
+//! What chaos breaks: [`Target`] is either runtime behind one interface, so the scenarios do not
+//! know which one they break. On the Docker runtime it is the stack's collector container
+//! (`chaos::docker`). On the embedded runtime it is an `obsctl serve` process that chaos starts
 //! itself (its own ports, data directory and endpoints file, so nothing of the user's is ever
 //! touched) behind a TCP relay that chaos controls. The steps send to the relay; the faults are
 //! real: SIGTERM or SIGKILL of the process and a restart on the same data, SIGSTOP/SIGCONT, and a
@@ -11,12 +13,149 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::docker::DockerTarget;
 use super::{ChaosError, OutageMode};
+use crate::backends::BackendUrls;
+use crate::workflow::record::RecordStore;
+
+/// Which runtime a scenario breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// A private `obsctl serve` per scenario, started, broken and stopped by chaos.
+    Embedded,
+    /// The Docker stack of this project that is up; steps run as containers.
+    Docker { project: String },
+}
+
+impl Runtime {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Docker { .. } => "docker",
+        }
+    }
+}
+
+/// A step attempt that is running: where it runs and the span its shim announced.
+#[derive(Debug, Clone)]
+pub struct RunningStep {
+    pub run: String,
+    pub node: String,
+    pub process_group: Option<i32>,
+}
+
+/// What a scenario breaks, on either runtime.
+pub enum Target {
+    Embedded(EmbeddedTarget),
+    Docker(DockerTarget),
+}
+
+impl Target {
+    /// Starts the embedded backend in `dir`, or attaches to the Docker stack that is up.
+    pub async fn new(
+        runtime: &Runtime,
+        exe: &Path,
+        dir: &Path,
+        runs: RecordStore,
+    ) -> Result<Self, ChaosError> {
+        Ok(match runtime {
+            Runtime::Embedded => Self::Embedded(EmbeddedTarget::start(exe, dir).await?),
+            Runtime::Docker { project } => Self::Docker(DockerTarget::attach(project, runs).await?),
+        })
+    }
+
+    /// `obsctl run --runner` for the steps: processes on the embedded runtime, containers on
+    /// the Docker stack.
+    pub fn runner(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "process",
+            Self::Docker(_) => "docker",
+        }
+    }
+
+    /// The OTLP/HTTP endpoint `obsctl run` is given.
+    pub fn otlp_endpoint(&self) -> String {
+        match self {
+            Self::Embedded(t) => t.otlp_endpoint(),
+            Self::Docker(t) => t.otlp_endpoint(),
+        }
+    }
+
+    pub fn backend_urls(&self) -> BackendUrls {
+        match self {
+            Self::Embedded(t) => {
+                let api = t.api_url();
+                BackendUrls {
+                    tempo: api.clone(),
+                    prometheus: api.clone(),
+                    loki: api,
+                    grafana: None,
+                }
+            }
+            Self::Docker(t) => t.backend_urls(),
+        }
+    }
+
+    /// The OpenMetrics endpoint whose scrape the burst measures.
+    pub fn metrics_url(&self) -> String {
+        match self {
+            Self::Embedded(t) => t.metrics_url(),
+            Self::Docker(t) => t.metrics_url(),
+        }
+    }
+
+    /// Begins the outage.
+    pub async fn inject(&mut self, mode: OutageMode) -> Result<(), ChaosError> {
+        match self {
+            Self::Embedded(t) => t.inject(mode).await,
+            Self::Docker(t) => t.inject(mode).await,
+        }
+    }
+
+    /// Ends the outage.
+    pub async fn recover(&mut self, mode: OutageMode) -> Result<(), ChaosError> {
+        match self {
+            Self::Embedded(t) => t.recover(mode).await,
+            Self::Docker(t) => t.recover(mode).await,
+        }
+    }
+
+    /// Deletes a step's pod as Kubernetes does: SIGTERM, `grace`, SIGKILL.
+    pub async fn delete_step(&self, step: &RunningStep, grace: Duration) -> Result<(), ChaosError> {
+        match self {
+            Self::Embedded(_) => {
+                let group = process_group(step)?;
+                let _ = killpg(group, Signal::SIGTERM);
+                tokio::time::sleep(grace).await;
+                let _ = killpg(group, Signal::SIGKILL);
+                Ok(())
+            }
+            Self::Docker(t) => t.delete_step(&step.run, &step.node, grace).await,
+        }
+    }
+
+    /// Kills a step's pod with no grace (OOM kill, node loss).
+    pub async fn kill_step(&self, step: &RunningStep) -> Result<(), ChaosError> {
+        match self {
+            Self::Embedded(_) => {
+                let _ = killpg(process_group(step)?, Signal::SIGKILL);
+                Ok(())
+            }
+            Self::Docker(t) => t.kill_step(&step.run, &step.node).await,
+        }
+    }
+}
+
+fn process_group(step: &RunningStep) -> Result<Pid, ChaosError> {
+    step.process_group
+        .map(Pid::from_raw)
+        .ok_or_else(|| ChaosError::Run(format!("step {} has no process group", step.node)))
+}
 
 /// How long a stopped backend may take to exit, and a started one to answer.
 const PROCESS_DEADLINE: Duration = Duration::from_secs(15);

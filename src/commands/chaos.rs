@@ -13,10 +13,12 @@ use anyhow::Context;
 
 use super::CommandError;
 use super::verify::EXIT_CHECK_FAILED;
+use crate::chaos::target::Runtime as TargetRuntime;
 use crate::chaos::{self, OutageMode, Progress, Scenario, ScenarioName};
 use crate::checks::time::parse_duration;
 use crate::report::chaos::{ChaosReport, json, junit, table};
 use crate::report::html::ReportFormat;
+use crate::stack::endpoints::{Endpoints, Runtime as StackRuntime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -27,11 +29,11 @@ pub enum Output {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
-    /// The embedded runtime (chaos on the Docker stack is not available yet).
+    /// The Docker stack when the endpoints file says it is up, else the embedded runtime.
     Auto,
     /// A private `obsctl serve` that chaos starts, breaks and stops.
     Embedded,
-    /// The Docker stack's collector (not available yet: refused with a clear error).
+    /// The Docker stack that is up: faults hit its collector container, steps run as containers.
     Docker,
 }
 
@@ -45,6 +47,9 @@ pub struct Args {
     pub modes: Vec<OutageMode>,
     #[arg(long, value_enum, default_value_t = Runtime::Auto)]
     pub runtime: Runtime,
+    /// The Docker stack's project (`obsctl up --project`), for --runtime docker.
+    #[arg(long, default_value = "obsctl", env = "OBSCTL_PROJECT")]
+    pub project: String,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Also write the whole result to FILE: one self-contained HTML page when FILE ends in .html
@@ -70,16 +75,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.runtime == Runtime::Docker {
-        return Err(CommandError::new(
-            1,
-            anyhow::anyhow!(
-                "chaos on the Docker stack is not available yet; use --runtime embedded \
-                 (a private obsctl serve that chaos starts, breaks and stops)"
-            ),
-        )
-        .into());
-    }
+    let docker_up = || {
+        Endpoints::load(&Endpoints::default_path()).is_some_and(|e| e.runtime == StackRuntime::Docker)
+    };
+    let runtime = match args.runtime {
+        Runtime::Embedded => TargetRuntime::Embedded,
+        Runtime::Auto if !docker_up() => TargetRuntime::Embedded,
+        Runtime::Docker | Runtime::Auto => TargetRuntime::Docker {
+            project: args.project.clone(),
+        },
+    };
     let scenarios = Scenario::expand(&args.scenarios, &args.modes);
     let keep = args.work_dir.is_some();
     let work_dir = args.work_dir.clone().unwrap_or_else(|| {
@@ -87,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     let options = chaos::Options {
         exe: std::env::current_exe().context("cannot find the obsctl executable")?,
+        runtime: runtime.clone(),
         work_dir: work_dir.clone(),
         steps: args.steps,
         outage: args.outage,
@@ -123,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     view.finish();
-    let report = ChaosReport::new("embedded", started.elapsed().as_millis() as u64, reports);
+    let report = ChaosReport::new(runtime.name(), started.elapsed().as_millis() as u64, reports);
     if let Some(path) = &args.report {
         let text = match ReportFormat::of(path) {
             ReportFormat::Html => crate::report::html::chaos::render(&report),

@@ -163,6 +163,11 @@ pub fn run(options: Options) -> u8 {
         requests.extend(record.logs_request(&resource));
         requests.retain(|r| signal_enabled(r.signal()));
         export(&requests, options.export_budget).await;
+        if lookup(env::OBSCTL_SHIM_END_LINE).is_some() {
+            let mut out = std::io::stdout().lock();
+            let end = crate::workflow::runner::ShimEnd(span.span_id).line();
+            let _ = writeln!(out, "{end}").and_then(|()| out.flush());
+        }
         run.exit.code()
     })
 }

@@ -167,6 +167,16 @@ impl DockerRunner {
     }
 
     fn environment(&self, spec: &StepSpec) -> Vec<String> {
+        let http = spec
+            .env
+            .iter()
+            .any(|(k, v)| k == env::OTEL_EXPORTER_OTLP_PROTOCOL && v.starts_with("http/"));
+        // Only the exit code comes back from a container: the shim's end line tells a killed
+        // shim from a shim that reported its killed step.
+        let end_line = self
+            .shim
+            .as_ref()
+            .map(|_| format!("{}=1", env::OBSCTL_SHIM_END_LINE));
         spec.env
             .iter()
             .map(|(k, v)| {
@@ -176,7 +186,7 @@ impl DockerRunner {
                         http_endpoint,
                         ..
                     } if k == env::OTEL_EXPORTER_OTLP_ENDPOINT => {
-                        if v.trim_end_matches('/').ends_with(":4318") || v.contains("/v1/") {
+                        if http || v.contains("/v1/") {
                             http_endpoint.clone()
                         } else {
                             grpc_endpoint.clone()
@@ -186,6 +196,7 @@ impl DockerRunner {
                 };
                 format!("{k}={v}")
             })
+            .chain(end_line)
             .collect()
     }
 }
@@ -200,12 +211,17 @@ struct Shared {
 pub struct DockerHandle {
     docker: Docker,
     shared: Arc<Shared>,
-    task: Option<tokio::task::JoinHandle<Result<(i32, String), RunnerError>>>,
+    task: Option<tokio::task::JoinHandle<Result<Ended, RunnerError>>>,
     telemetry: Option<oneshot::Receiver<Option<ShimStart>>>,
     tmp: PathBuf,
     output_paths: Vec<String>,
     done: Option<StepExit>,
+    shimmed: bool,
 }
+
+/// What the container task saw: the exit code, the captured stdout, and whether the shim printed
+/// its end line.
+type Ended = (i32, String, bool);
 
 fn docker_err(what: &str, e: bollard::errors::Error) -> RunnerError {
     RunnerError::Spawn {
@@ -355,6 +371,7 @@ impl Runner for DockerRunner {
                     LogOutput::StdIn { .. } => {}
                 }
             }
+            let shim_ended = sink.shim_ended();
             let captured = sink.finish(&pending);
             let _ = log.flush().await;
             let mut wait = docker.wait_container(&id, None);
@@ -368,7 +385,7 @@ impl Runner for DockerRunner {
                 }
                 None => 1,
             };
-            Ok((code, captured))
+            Ok((code, captured, shim_ended))
         });
         Ok(DockerHandle {
             docker: self.docker.clone(),
@@ -378,6 +395,7 @@ impl Runner for DockerRunner {
             tmp,
             output_paths: spec.output_paths,
             done: None,
+            shimmed: self.shim.is_some(),
         })
     }
 }
@@ -411,7 +429,7 @@ impl StepHandle for DockerHandle {
 
     async fn wait(&mut self) -> Result<StepExit, RunnerError> {
         if let Some(task) = &mut self.task {
-            let (exit_code, stdout) = task
+            let (exit_code, stdout, shim_ended) = task
                 .await
                 .map_err(|e| RunnerError::Wait(std::io::Error::other(e.to_string())))??;
             self.task = None;
@@ -427,9 +445,11 @@ impl StepHandle for DockerHandle {
                 exit_code,
                 stdout,
                 files,
-                // Docker reports only the container's exit code, and 137 is both "the shim was
-                // killed" and "the shim reported its step killed": not told apart yet.
-                shim_killed_by: None,
+                // 137 is both "the shim was killed" and "the shim reported its step killed";
+                // only a shim that ran to its end prints its end line.
+                shim_killed_by: (self.shimmed && !shim_ended && exit_code > 128)
+                    .then(|| nix::sys::signal::Signal::try_from(exit_code - 128).ok())
+                    .flatten(),
             });
         }
         Ok(self.done.clone().expect("set above"))

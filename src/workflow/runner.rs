@@ -66,6 +66,26 @@ impl ShimStart {
     }
 }
 
+/// The last line `obsctl shim` prints when [`crate::conventions::env::OBSCTL_SHIM_END_LINE`] is set: its span's id,
+/// after the telemetry was exported or spooled. A shim killed before that never prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimEnd(pub SpanId);
+
+impl ShimEnd {
+    const KEY: &'static str = "obsctl_shim_end";
+
+    /// The line, without its newline.
+    pub fn line(self) -> String {
+        format!("{{\"{}\":\"{}\"}}", Self::KEY, self.0.to_hex())
+    }
+
+    /// What comes before the end line when `line` ends with it (a step's last output may lack
+    /// its newline), `None` when it does not.
+    fn strip(self, line: &str) -> Option<&str> {
+        line.strip_suffix(&self.line())
+    }
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, Default)]
 pub struct StepExit {
@@ -90,6 +110,9 @@ pub const MAX_RESULT: usize = 256 * 1024;
 pub struct StdoutLines {
     telemetry: Option<tokio::sync::oneshot::Sender<Option<ShimStart>>>,
     expect_shim: bool,
+    /// The end line the shim prints, once its start line was seen, and whether it came.
+    end: Option<ShimEnd>,
+    ended: bool,
     first: bool,
     /// `-vv` echoes each line on stderr, prefixed with the node's name.
     echo_label: Option<String>,
@@ -105,6 +128,8 @@ impl StdoutLines {
         Self {
             telemetry: Some(telemetry),
             expect_shim,
+            end: None,
+            ended: false,
             first: true,
             echo_label: (crate::ui::verbosity() >= 2).then(|| label.to_string()),
             captured: String::new(),
@@ -117,11 +142,22 @@ impl StdoutLines {
             && self.expect_shim
             && let Some(start) = ShimStart::parse(line)
         {
+            self.end = Some(ShimEnd(start.span_id));
             if let Some(tx) = self.telemetry.take() {
                 let _ = tx.send(Some(start));
             }
             return false;
         }
+        let line = match self.end.and_then(|end| end.strip(line)) {
+            Some(before) => {
+                self.ended = true;
+                if before.is_empty() {
+                    return false;
+                }
+                before
+            }
+            None => line,
+        };
         if let Some(tx) = self.telemetry.take() {
             let _ = tx.send(None);
         }
@@ -130,6 +166,11 @@ impl StdoutLines {
         }
         self.capture(line, true);
         true
+    }
+
+    /// Whether the shim printed its end line: it ran to its end, it was not killed.
+    pub fn shim_ended(&self) -> bool {
+        self.ended
     }
 
     /// Ends the stream; `rest` is a last line without a newline. Returns the captured stdout.
@@ -789,6 +830,43 @@ mod tests {
     }
 
     use super::*;
+
+    fn start_line(span: SpanId) -> String {
+        format!(
+            "{{\"trace_id\":\"{}\",\"span_id\":\"{}\"}}",
+            TraceId::random().to_hex(),
+            span.to_hex()
+        )
+    }
+
+    #[test]
+    fn the_shim_end_line_is_seen_only_for_its_own_span_and_never_captured() {
+        let span = SpanId::random();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let mut lines = StdoutLines::new("n", true, tx);
+        assert!(!lines.line(&start_line(span)));
+        assert!(lines.line("work"));
+        // Another span's end line is the step's output, not the shim's.
+        assert!(lines.line(&ShimEnd(SpanId::random()).line()));
+        assert!(!lines.shim_ended());
+        // A last output line without its newline runs into the end line.
+        assert!(lines.line(&format!("partial{}", ShimEnd(span).line())));
+        assert!(lines.shim_ended());
+        let captured = lines.finish("");
+        assert!(captured.starts_with("work\n"), "{captured}");
+        assert!(captured.ends_with("partial\n"), "{captured}");
+        assert!(!captured.contains(&ShimEnd(span).line()), "{captured}");
+    }
+
+    #[test]
+    fn without_the_end_line_the_shim_did_not_end() {
+        let span = SpanId::random();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let mut lines = StdoutLines::new("n", true, tx);
+        lines.line(&start_line(span));
+        lines.line("killed mid-step");
+        assert!(!lines.shim_ended());
+    }
 
     #[test]
     fn rewrite_touches_only_paths_that_start_at_tmp() {
