@@ -84,7 +84,10 @@ impl DockerTarget {
             .map_err(api("list containers"))?;
         let of = |c: Component| {
             let mut matching = found.iter().filter(move |s| {
-                s.labels.as_ref().and_then(|l| l.get(LABEL_COMPONENT)).map(String::as_str)
+                s.labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_COMPONENT))
+                    .map(String::as_str)
                     == Some(c.name())
             });
             match (matching.next(), matching.next()) {

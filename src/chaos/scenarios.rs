@@ -388,9 +388,8 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
         .await?;
     let (oom, oom_span) = stage
         .wait_for("a second running step", |r| {
-            r.first().and_then(|r| {
-                running_step(r, &store_dir, 5, std::slice::from_ref(&deleted.node))
-            })
+            r.first()
+                .and_then(|r| running_step(r, &store_dir, 5, std::slice::from_ref(&deleted.node)))
         })
         .await?;
     phase("deleting one pod (SIGTERM, grace, SIGKILL), OOM-killing another (SIGKILL)");

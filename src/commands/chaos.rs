@@ -76,7 +76,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let docker_up = || {
-        Endpoints::load(&Endpoints::default_path()).is_some_and(|e| e.runtime == StackRuntime::Docker)
+        Endpoints::load(&Endpoints::default_path())
+            .is_some_and(|e| e.runtime == StackRuntime::Docker)
     };
     let runtime = match args.runtime {
         Runtime::Embedded => TargetRuntime::Embedded,
@@ -129,7 +130,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     view.finish();
-    let report = ChaosReport::new(runtime.name(), started.elapsed().as_millis() as u64, reports);
+    let report = ChaosReport::new(
+        runtime.name(),
+        started.elapsed().as_millis() as u64,
+        reports,
+    );
     if let Some(path) = &args.report {
         let text = match ReportFormat::of(path) {
             ReportFormat::Html => crate::report::html::chaos::render(&report),
