@@ -27,6 +27,26 @@ pub const LABEL_RUN: &str = "io.obsctl.run";
 /// Seed 000 subtask 4's pod annotations, carried as container labels.
 pub const ANNOTATION_TRACE_CONTEXT: &str = "trace.context";
 pub const ANNOTATION_COMMIT_SHA: &str = "commitSha";
+/// Settings of the shim itself that a step container gets from `obsctl run`'s environment, as
+/// a process step inherits them (the spool directory is bind-mounted, see [`spool_dir`]).
+const SHIM_SETTINGS: [&str; 3] = [
+    env::OBSCTL_SPOOL_MAX_BYTES,
+    env::OBSCTL_EXPORT_BUDGET_MS,
+    env::OBSCTL_DEFECT,
+];
+/// The spool a step's shim uses, bind-mounted at the same path in its container: shared with
+/// the run and every other step, as on the host, so what one step could not deliver a later
+/// step or the run's end replays (a spool inside the container would vanish with it).
+fn spool_dir(spec: &StepSpec) -> PathBuf {
+    spec.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == env::OBSCTL_SPOOL_DIR)
+        .map_or_else(crate::otlp::spool::Spool::env_dir, |(_, v)| {
+            PathBuf::from(v)
+        })
+}
+
 /// Where the shim bundle is mounted in every step container.
 const BUNDLE_MOUNT: &str = "/.obsctl";
 
@@ -177,6 +197,16 @@ impl DockerRunner {
             .shim
             .as_ref()
             .map(|_| format!("{}=1", env::OBSCTL_SHIM_END_LINE));
+        // The shim's own settings, as a process step inherits them from `obsctl run`.
+        let settings = SHIM_SETTINGS.iter().filter_map(|k| {
+            let v = std::env::var(k).ok().filter(|v| !v.is_empty())?;
+            let set_by_spec = spec.env.iter().any(|(n, _)| n == k);
+            (self.shim.is_some() && !set_by_spec).then(|| format!("{k}={v}"))
+        });
+        let spool = self
+            .shim
+            .as_ref()
+            .map(|_| format!("{}={}", env::OBSCTL_SPOOL_DIR, spool_dir(spec).display()));
         spec.env
             .iter()
             .map(|(k, v)| {
@@ -197,6 +227,8 @@ impl DockerRunner {
                 format!("{k}={v}")
             })
             .chain(end_line)
+            .chain(settings)
+            .chain(spool)
             .collect()
     }
 }
@@ -265,6 +297,9 @@ impl Runner for DockerRunner {
                 "--".into(),
             ]);
             binds.push(format!("{}:{BUNDLE_MOUNT}:ro", shim.dir.display()));
+            let spool = spool_dir(&spec);
+            std::fs::create_dir_all(&spool).map_err(prepare(&spool))?;
+            binds.push(format!("{0}:{0}", spool.display()));
         }
         entrypoint.extend(argv);
         let network_mode = match &self.network {
