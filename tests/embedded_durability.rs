@@ -50,7 +50,9 @@ fn spans(trace_id: TraceId) -> ExportTraceServiceRequest {
     }
 }
 
-fn one_delta() -> ExportMetricsServiceRequest {
+/// The `n`th delta of one stream: its own interval, so it is a new point, not a repeat (the
+/// backend absorbs a delta point it already holds).
+fn one_delta(n: u64) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             scope_metrics: vec![ScopeMetrics {
@@ -58,7 +60,8 @@ fn one_delta() -> ExportMetricsServiceRequest {
                     name: "durable_steps".into(),
                     data: Some(Data::Sum(Sum {
                         data_points: vec![NumberDataPoint {
-                            time_unix_nano: 1,
+                            start_time_unix_nano: 10 * n,
+                            time_unix_nano: 10 * n + 1,
                             value: Some(number_data_point::Value::AsInt(1)),
                             ..Default::default()
                         }],
@@ -99,7 +102,8 @@ fn every_acknowledged_item_survives_kill_9() {
                         break;
                     }
                     acked.lock().unwrap().traces.push(id);
-                    if metrics.export(one_delta()).await.is_err() {
+                    let n = acked.lock().unwrap().deltas;
+                    if metrics.export(one_delta(n)).await.is_err() {
                         break;
                     }
                     acked.lock().unwrap().deltas += 1;

@@ -80,6 +80,14 @@ async fn echo() -> &'static str {
     "echo"
 }
 
+/// The backend's own state: the repeats idempotent ingest absorbed (`identity`), per signal.
+async fn status(State(store): Shared) -> Response {
+    match blocking(&store, |s| s.absorbed()).await {
+        Ok(absorbed) => json_response(StatusCode::OK, json!({"duplicates_absorbed": absorbed})),
+        Err(r) => r,
+    }
+}
+
 fn parse_trace_id(raw: &str) -> Result<TraceId, Response> {
     TraceId::from_trimmed_hex(raw).map_err(|e| {
         text(
@@ -468,7 +476,7 @@ async fn prom_exemplars(State(store): Shared, Query(p): Query<PromParams>) -> Re
 }
 
 /// Every path the API answers, for the refusal of any other.
-const SUPPORTED: &str = "/ready, /api/echo, /api/traces/{id}, /api/v2/traces/{id}, /api/search, \
+const SUPPORTED: &str = "/ready, /api/echo, /api/status, /api/traces/{id}, /api/v2/traces/{id}, /api/search, \
     /loki/api/v1/query_range, /loki/api/v1/labels, /metrics, /api/v1/query, \
     /api/v1/query_exemplars";
 
@@ -496,6 +504,7 @@ pub fn router(store: Arc<Store>, timeout: std::time::Duration) -> Router {
         .route("/ready", get(ready))
         .route("/-/ready", get(ready))
         .route("/api/echo", get(echo))
+        .route("/api/status", get(status))
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))

@@ -235,7 +235,8 @@ fn labels_of(attributes: &[KeyValue]) -> BTreeMap<String, String> {
     labels
 }
 
-fn stream_hash(parts: &[&[u8]]) -> [u8; 16] {
+/// A 128-bit FNV-style hash of `parts`: a stream's identity, and a log record's (`identity`).
+pub(super) fn stream_hash(parts: &[&[u8]]) -> [u8; 16] {
     let mut a: u64 = 0xcbf2_9ce4_8422_2325;
     let mut b: u64 = 0x6c62_272e_07bb_0142;
     for part in parts {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::otlp::{SpanId, TraceId};
 
+use super::identity;
 use super::store::{StoreError, now_ns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,16 @@ struct Snapshot {
     start_ns: u64,
     time_ns: u64,
     value: Value,
+}
+
+/// What applying a point did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Taken into its series (an out-of-order cumulative point is taken and adds nothing).
+    New,
+    /// The same point again (a delta point with the same stream, start and time, or a
+    /// cumulative one at its stream's latest time): absorbed, nothing added.
+    Repeat,
 }
 
 pub struct SeriesStore<'a> {
@@ -185,7 +196,7 @@ impl<'a> SeriesStore<'a> {
     }
 
     /// Applies one point; `Ok(Err(reason))` when the point cannot be added to its series.
-    pub fn apply(&mut self, point: &MetricPoint) -> Result<Result<(), String>, StoreError> {
+    pub fn apply(&mut self, point: &MetricPoint) -> Result<Result<Applied, String>, StoreError> {
         let key = point.series_key();
         let existing: Option<(i64, String)> = self
             .tx
@@ -205,7 +216,14 @@ impl<'a> SeriesStore<'a> {
             },
         };
         let increment = match point.temporality {
-            Temporality::Delta => Some(point.value.clone()),
+            Temporality::Delta => {
+                let stream = &point.stream;
+                if !identity::claim_delta(self.tx, stream, point.start_ns, point.time_ns, now_ns())?
+                {
+                    return Ok(Ok(Applied::Repeat));
+                }
+                Some(point.value.clone())
+            }
             Temporality::Last => {
                 if point.time_ns >= series.time_ns {
                     series.value = point.value.clone();
@@ -226,7 +244,11 @@ impl<'a> SeriesStore<'a> {
                     Some(prev)
                         if point.time_ns <= prev.time_ns && prev.start_ns == point.start_ns =>
                     {
-                        return Ok(Ok(()));
+                        return Ok(Ok(if point.time_ns == prev.time_ns {
+                            Applied::Repeat
+                        } else {
+                            Applied::New
+                        }));
                     }
                     Some(prev)
                         if prev.start_ns == point.start_ns
@@ -304,7 +326,7 @@ impl<'a> SeriesStore<'a> {
                     .execute(params![key, now_ns(), state])?;
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(Applied::New))
     }
 }
 

@@ -3,6 +3,7 @@
 //! `Server::start` runs it in-process (for `obsctl demo` and tests); `docs/embedded-backend.md`.
 
 pub mod api;
+pub mod identity;
 pub mod ingest;
 pub mod logql;
 pub mod metrics;

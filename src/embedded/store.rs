@@ -15,7 +15,8 @@ use crate::otlp::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use crate::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use crate::otlp::{TraceId, attrs};
 
-use super::metrics::{MetricPoint, Series, SeriesStore};
+use super::identity::{self, Absorbed, Signal};
+use super::metrics::{Applied, MetricPoint, Series, SeriesStore};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "obsctl.sqlite";
@@ -245,6 +246,7 @@ impl Store {
         let writer = open(&path)?;
         writer
             .execute_batch(SCHEMA)
+            .and_then(|()| writer.execute_batch(identity::SCHEMA))
             .map_err(|source| StoreError::Open {
                 path: path.clone(),
                 source,
@@ -278,14 +280,16 @@ impl Store {
         self.readers[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores every span of the (already validated) request in one transaction. The search
-    /// index gets one row per attribute value per trace and request (pointing at the first
-    /// such span), not one per span: spans of one task repeat the same attributes.
+    /// Stores every span of the (already validated) request in one transaction, except those
+    /// the store already holds (`identity`): they are counted as absorbed. The search index
+    /// gets one row per attribute value per trace and request (pointing at the first such
+    /// span), not one per span: spans of one task repeat the same attributes.
     pub fn insert_spans(&self, resource_spans: &[ResourceSpans]) -> Result<usize, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let received = now_ns();
         let mut stored = 0;
+        let mut repeats = 0;
         {
             let mut batch_stmt = tx.prepare_cached(
                 "INSERT INTO batches (received_ns, kind, envelope) VALUES (?1, ?2, ?3)",
@@ -318,6 +322,17 @@ impl Store {
                     };
                     batch_stmt.execute(params![received, KIND_SPANS, envelope.encode_to_vec()])?;
                     let batch_id = tx.last_insert_rowid();
+                    let mut fresh: Vec<&Span> = Vec::with_capacity(ss.spans.len());
+                    for span in &ss.spans {
+                        if identity::claim_span(&tx, &span.trace_id, &span.span_id, batch_id)? {
+                            fresh.push(span);
+                        }
+                    }
+                    repeats += (ss.spans.len() - fresh.len()) as u64;
+                    if fresh.is_empty() {
+                        tx.execute("DELETE FROM batches WHERE id = ?1", [batch_id])?;
+                        continue;
+                    }
                     if let Some(resource) = &rs.resource {
                         for h in resource.attributes.iter().filter_map(indexable) {
                             batch_tag.execute(params![h, batch_id])?;
@@ -326,7 +341,7 @@ impl Store {
                     // Many rows per statement: most of an insert's cost is per statement.
                     let mut first = None;
                     let mut last = 0;
-                    for chunk in ss.spans.chunks(SPAN_CHUNK) {
+                    for chunk in fresh.chunks(SPAN_CHUNK) {
                         let bodies: Vec<Vec<u8>> =
                             chunk.iter().map(|s| s.encode_to_vec()).collect();
                         if chunk.len() == SPAN_CHUNK {
@@ -382,16 +397,19 @@ impl Store {
                 span_tag.execute(params![h, id])?;
             }
         }
+        identity::count(&tx, Signal::Spans, repeats)?;
         tx.commit()?;
         Ok(stored)
     }
 
-    /// Stores every log record of the (already validated) request in one transaction.
+    /// Stores every log record of the (already validated) request in one transaction, except
+    /// those the store already holds (`identity`): they are counted as absorbed.
     pub fn insert_logs(&self, resource_logs: &[ResourceLogs]) -> Result<usize, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let received = now_ns();
         let mut stored = 0;
+        let mut repeats = 0;
         {
             let mut batch_stmt = tx.prepare_cached(
                 "INSERT INTO batches (received_ns, kind, envelope) VALUES (?1, ?2, ?3)",
@@ -415,11 +433,18 @@ impl Store {
                         }],
                         schema_url: rl.schema_url.clone(),
                     };
-                    batch_stmt.execute(params![received, KIND_LOGS, envelope.encode_to_vec()])?;
+                    let envelope = envelope.encode_to_vec();
+                    batch_stmt.execute(params![received, KIND_LOGS, envelope])?;
                     let batch_id = tx.last_insert_rowid();
                     let mut first = None;
                     let mut last = 0;
                     for record in &sl.log_records {
+                        let body = record.encode_to_vec();
+                        let id = super::ingest::stream_hash(&[&envelope, &body]);
+                        if !identity::claim_log(&tx, &id, batch_id)? {
+                            repeats += 1;
+                            continue;
+                        }
                         let time = if record.time_unix_nano != 0 {
                             record.time_unix_nano
                         } else if record.observed_time_unix_nano != 0 {
@@ -427,16 +452,21 @@ impl Store {
                         } else {
                             received as u64
                         };
-                        log_stmt.execute(params![batch_id, time as i64, record.encode_to_vec()])?;
+                        log_stmt.execute(params![batch_id, time as i64, body])?;
                         let id = tx.last_insert_rowid();
                         first.get_or_insert(id);
                         last = id;
                         stored += 1;
                     }
+                    if first.is_none() {
+                        tx.execute("DELETE FROM batches WHERE id = ?1", [batch_id])?;
+                        continue;
+                    }
                     batch_range.execute(params![batch_id, first.unwrap_or(0), last])?;
                 }
             }
         }
+        identity::count(&tx, Signal::Logs, repeats)?;
         tx.commit()?;
         Ok(stored)
     }
@@ -449,11 +479,15 @@ impl Store {
         let rejected = {
             let mut store = SeriesStore::new(&tx);
             let mut rejected = Vec::new();
+            let mut repeats = 0;
             for point in points {
-                if let Err(reason) = store.apply(point)? {
-                    rejected.push(reason);
+                match store.apply(point)? {
+                    Ok(Applied::New) => {}
+                    Ok(Applied::Repeat) => repeats += 1,
+                    Err(reason) => rejected.push(reason),
                 }
             }
+            identity::count(&tx, Signal::MetricPoints, repeats)?;
             rejected
         };
         tx.commit()?;
@@ -675,6 +709,11 @@ impl Store {
         Ok(())
     }
 
+    /// Repeats the store absorbed, per signal.
+    pub fn absorbed(&self) -> Result<Absorbed, StoreError> {
+        Ok(identity::absorbed(&self.reader())?)
+    }
+
     /// Counts of stored items, for status output and tests.
     pub fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
         let conn = self.reader();
@@ -709,6 +748,7 @@ impl Store {
             pruned.logs += l;
         }
         pruned.streams = tx.execute("DELETE FROM streams WHERE updated_ns < ?1", [cutoff])?;
+        identity::forget_points_before(&tx, cutoff)?;
         pruned.series = tx.execute("DELETE FROM series WHERE updated_ns < ?1", [cutoff])?;
         // History older than the cutoff goes, except each live series' last state before it:
         // that state is still the series' value at every time up to its next update.
@@ -770,6 +810,7 @@ fn delete_through_batch(
     if let Some(last) = last_of(KIND_LOGS)? {
         logs = tx.execute("DELETE FROM logs WHERE id <= ?1", [last])?;
     }
+    identity::forget_through_batch(tx, batch)?;
     tx.execute("DELETE FROM batch_tags WHERE batch_id <= ?1", [batch])?;
     tx.execute("DELETE FROM batches WHERE id <= ?1", [batch])?;
     Ok((spans, logs))
@@ -875,6 +916,115 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(total(&store), 22.5);
+    }
+
+    #[test]
+    fn a_repeated_delta_point_is_absorbed_not_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let point = counter(1, Temporality::Delta, 100, 110, 2.0);
+        assert!(store.apply_metrics(std::slice::from_ref(&point)).unwrap().is_empty());
+        assert!(
+            store
+                .apply_metrics(&[point.clone(), point])
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(total(&store), 2.0);
+        // The next interval of the same stream is a new point.
+        store
+            .apply_metrics(&[counter(1, Temporality::Delta, 110, 120, 3.0)])
+            .unwrap();
+        assert_eq!(total(&store), 5.0);
+        // A cumulative point at its stream's latest time is a repeat too.
+        store
+            .apply_metrics(&[counter(2, Temporality::Cumulative, 0, 10, 1.0)])
+            .unwrap();
+        store
+            .apply_metrics(&[counter(2, Temporality::Cumulative, 0, 10, 1.0)])
+            .unwrap();
+        assert_eq!(total(&store), 6.0);
+        assert_eq!(
+            store.absorbed().unwrap(),
+            Absorbed {
+                metric_points: 3,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_repeated_span_is_absorbed_by_trace_and_span_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let request = one_span("again");
+        let trace = TraceId::from_bytes(
+            request.scope_spans[0].spans[0]
+                .trace_id
+                .clone()
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(store.insert_spans(std::slice::from_ref(&request)).unwrap(), 1);
+        // The same span again, alone and twice within one request: nothing stored.
+        let mut twice = request.clone();
+        let span = twice.scope_spans[0].spans[0].clone();
+        twice.scope_spans[0].spans.push(span);
+        assert_eq!(store.insert_spans(std::slice::from_ref(&request)).unwrap(), 0);
+        assert_eq!(store.insert_spans(&[twice]).unwrap(), 0);
+        assert_eq!(store.counts().unwrap().0, 1);
+        assert_eq!(store.trace(&trace).unwrap().unwrap().len(), 1);
+        assert_eq!(search(&store, "again"), 1);
+        // Another span of the same trace is new.
+        let mut sibling = request.clone();
+        sibling.scope_spans[0].spans[0].span_id = SpanId::random().as_bytes().to_vec();
+        assert_eq!(store.insert_spans(&[sibling]).unwrap(), 1);
+        assert_eq!(store.absorbed().unwrap().spans, 3);
+        // Retention forgets an identity with its span: the span may then be stored again.
+        store
+            .prune(Retention {
+                max_age: std::time::Duration::ZERO,
+                max_bytes: u64::MAX,
+            })
+            .unwrap();
+        assert_eq!(store.insert_spans(&[request]).unwrap(), 1);
+    }
+
+    fn one_log(line: &str, time: u64) -> ResourceLogs {
+        ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: time,
+                    body: attrs::string("body", line).value,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_repeated_log_record_is_absorbed_but_the_same_line_later_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.insert_logs(&[one_log("line 1", 10)]).unwrap(), 1);
+        assert_eq!(store.insert_logs(&[one_log("line 1", 10)]).unwrap(), 0);
+        // Printed again later: another record.
+        assert_eq!(store.insert_logs(&[one_log("line 1", 11)]).unwrap(), 1);
+        // The same record from another resource is another record.
+        let mut other = one_log("line 1", 10);
+        other.resource = Some(crate::otlp::proto::resource::v1::Resource {
+            attributes: vec![attrs::string("service.name", "other")],
+            ..Default::default()
+        });
+        assert_eq!(store.insert_logs(&[other]).unwrap(), 1);
+        assert_eq!(store.counts().unwrap().1, 3);
+        assert_eq!(store.absorbed().unwrap().logs, 1);
+        // Counts survive a reopening, like the data.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.absorbed().unwrap().logs, 1);
     }
 
     #[test]
