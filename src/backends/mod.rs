@@ -190,6 +190,27 @@ impl Http {
     }
 }
 
+impl Http {
+    /// The repeats an obsctl backend absorbed (`GET /api/status`, docs/embedded-backend.md);
+    /// `None` from a backend without that endpoint (a real Tempo, Loki or Prometheus).
+    pub async fn absorbed(
+        &self,
+        backend: &'static str,
+        base: &str,
+    ) -> Result<Option<crate::embedded::identity::Absorbed>, BackendError> {
+        #[derive(serde::Deserialize)]
+        struct Status {
+            duplicates_absorbed: crate::embedded::identity::Absorbed,
+        }
+        let url = format!("{}/api/status", base.trim_end_matches('/'));
+        let fetched = self.get(backend, &url, &[], &[]).await?;
+        if !fetched.is_success() {
+            return Ok(None);
+        }
+        Ok(Some(fetched.decode::<Status>(backend)?.duplicates_absorbed))
+    }
+}
+
 impl Fetched {
     fn decode<T: DeserializeOwned>(&self, backend: &'static str) -> Result<T, BackendError> {
         serde_json::from_slice(&self.body).map_err(|e| BackendError::Shape {

@@ -104,6 +104,34 @@ pub fn printed_lines(
     lines
 }
 
+/// Attempts whose shim got no answer before its export deadline (its warning, in the runner's
+/// copy of the attempt's output): a request of theirs may have been committed unanswered and
+/// delivered again by the replay, and each such request may repeat the attempt's span, counter
+/// points and lines. Returns how many such attempts, and the lines they printed.
+pub fn in_doubt(state_dir: &Path, expectation: &Expectation) -> (u64, u64) {
+    let mut attempts = 0;
+    let mut lines = 0;
+    for attempt in &expectation.attempts {
+        let log = state_dir
+            .join(&attempt.run)
+            .join(format!("{}.{}", attempt.node_id, attempt.attempt))
+            .join("log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let shim = |l: &&str| l.starts_with("obsctl shim: ");
+        if text
+            .lines()
+            .any(|l| shim(&l) && l.contains(crate::otlp::export::IN_DOUBT))
+        {
+            attempts += 1;
+            lines += text
+                .lines()
+                .filter(|l| !shim(l) && !l.trim().is_empty())
+                .count() as u64;
+        }
+    }
+    (attempts, lines)
+}
+
 /// Every printed line must be in the log backend exactly once, under its attempt's span.
 pub fn log_lines(printed: &BTreeMap<(SpanId, String), u64>, held: &[LogEntry]) -> Row {
     let mut found_lines: BTreeMap<(SpanId, String), u64> = BTreeMap::new();

@@ -40,8 +40,8 @@ pub struct DockerTarget {
     network: String,
     endpoints: Endpoints,
     health_url: String,
-    /// The aggregator's OpenMetrics endpoint, which Prometheus scrapes.
-    metrics_url: String,
+    /// The aggregator (`obsctl serve`), whose `/metrics` Prometheus scrapes.
+    aggregator_url: String,
     /// The fault in force, undone on drop if the scenario did not undo it.
     active: Option<OutageMode>,
     /// The scenario's run records: their step containers are removed on drop.
@@ -135,7 +135,7 @@ impl DockerTarget {
         let target = Self {
             collector: collector.id.clone().unwrap_or_default(),
             docker,
-            metrics_url: format!("http://127.0.0.1:{aggregator}/metrics"),
+            aggregator_url: format!("http://127.0.0.1:{aggregator}"),
             network: network_name(project),
             endpoints,
             health_url: format!("http://127.0.0.1:{health}/ready"),
@@ -163,7 +163,12 @@ impl DockerTarget {
 
     /// The aggregator's OpenMetrics endpoint, whose scrape the burst measures.
     pub fn metrics_url(&self) -> String {
-        self.metrics_url.clone()
+        format!("{}/metrics", self.aggregator_url)
+    }
+
+    /// The aggregator's own API (its `/api/status` counts the metric points it absorbed).
+    pub fn aggregator_url(&self) -> String {
+        self.aggregator_url.clone()
     }
 
     pub async fn inject(&mut self, mode: OutageMode) -> Result<(), ChaosError> {
@@ -289,6 +294,24 @@ impl DockerTarget {
             )
             .await
             .map_err(api("stop a step container"))
+    }
+
+    /// SIGKILLs the step containers of `run` still running: unlike a process step (PDEATHSIG),
+    /// a container does not die with the `obsctl run` that started it.
+    pub async fn kill_run_steps(&self, run: &str) -> Result<(), ChaosError> {
+        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run}")])]);
+        let running = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                filters: Some(filter),
+                ..Default::default()
+            }))
+            .await
+            .map_err(api("list step containers"))?;
+        for id in running.into_iter().filter_map(|c| c.id) {
+            kill(&self.docker, &id, "SIGKILL").await?;
+        }
+        Ok(())
     }
 
     /// What an OOM kill or a lost node does: SIGKILL, no grace.

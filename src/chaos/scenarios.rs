@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::account::{Row, log_lines, printed_lines};
+use super::account::{Row, in_doubt, log_lines, printed_lines};
 use super::target::{RunningStep, Runtime, Target};
 use super::{
     ChaosError, Measure, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline,
@@ -21,6 +21,7 @@ use crate::checks::collect::{CollectOptions, WaitReport, collect};
 use crate::checks::expect::Expectation;
 use crate::checks::{CheckStatus, Thresholds, run_all};
 use crate::conventions::{attr, env, resource::DEFAULT_SERVICE_NAME};
+use crate::embedded::identity::Absorbed;
 use crate::otlp::SpanId;
 use crate::workflow::clock;
 use crate::workflow::record::{NodeStatus, NodeType, Phase, RecordStore, RunRecord};
@@ -47,6 +48,8 @@ struct Stage<'a> {
     dir: PathBuf,
     target: Target,
     store: RecordStore,
+    /// What the backends had absorbed before the scenario (`None`: they do not say).
+    absorbed_before: Option<Absorbed>,
 }
 
 impl<'a> Stage<'a> {
@@ -56,11 +59,13 @@ impl<'a> Stage<'a> {
         std::fs::create_dir_all(&dir).map_err(|e| ChaosError::io(&dir, e))?;
         let store = RecordStore::new(dir.join("runs"));
         let target = Target::new(&options.runtime, &options.exe, &dir, store.clone()).await?;
+        let absorbed_before = target.absorbed().await?;
         Ok(Self {
             options,
             store,
             dir,
             target,
+            absorbed_before,
         })
     }
 
@@ -122,6 +127,29 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// The repeats the backends absorbed during the scenario (idempotent ingest), held to
+    /// `allowed`, what `window` explains; `None` when a backend does not count them.
+    async fn duplicates(&self, allowed: u64, window: &str) -> Result<Option<Row>, ChaosError> {
+        let (Some(before), Some(now)) = (self.absorbed_before, self.target.absorbed().await?)
+        else {
+            return Ok(None);
+        };
+        let got = now.since(&before);
+        Ok(Some(Row::within(
+            "duplicates-absorbed",
+            allowed,
+            got.total(),
+            format!(
+                "{} duplicate(s) absorbed by the backend (spans {}, log records {}, metric \
+                 points {}); allowed {allowed}: {window}",
+                got.total(),
+                got.spans,
+                got.logs,
+                got.metric_points
+            ),
+        )))
+    }
+
     fn backends(&self) -> Result<Backends, ChaosError> {
         Ok(Backends::new(self.target.backend_urls(), Http::default())?)
     }
@@ -144,7 +172,15 @@ impl<'a> Stage<'a> {
 
     /// Every run of the scenario against what the backend holds: verify's checks that apply
     /// (chaos workflows publish no links) and the line-by-line log account.
-    async fn judge(&self) -> Result<(Vec<Row>, WaitReport, Vec<RunRecord>), ChaosError> {
+    ///
+    /// Repeats are held to what the at-least-once window explains: the attempts whose shim got
+    /// no answer before its export deadline, and `in_flight` of `records` (those exporting when
+    /// a fault hit, `lines_per_attempt` lines each).
+    async fn judge(
+        &self,
+        in_flight: impl FnOnce(&[RunRecord]) -> u64,
+        lines_per_attempt: u64,
+    ) -> Result<(Vec<Row>, WaitReport, Vec<RunRecord>), ChaosError> {
         let records = self.store.list()?;
         let expectation = Expectation::new(records.clone(), &records);
         let options = CollectOptions {
@@ -160,6 +196,20 @@ impl<'a> Stage<'a> {
             .collect();
         let printed = printed_lines(self.store.dir(), &expectation);
         rows.push(log_lines(&printed, &observed.logs));
+        let in_flight = in_flight(&records);
+        let (doubted, doubted_lines) = in_doubt(self.store.dir(), &expectation);
+        let attempts = in_flight + doubted;
+        let allowed = attempts * 2 * SPANS_OR_SERIES_PER_ATTEMPT
+            + in_flight * lines_per_attempt
+            + doubted_lines;
+        let window = format!(
+            "{doubted} attempt(s) got no answer before their export deadline, {in_flight} were \
+             exporting when the fault hit"
+        );
+        match self.duplicates(allowed, &window).await? {
+            Some(row) => rows.push(row),
+            None => allow_in_doubt(&mut rows, attempts, lines_per_attempt),
+        }
         Ok((rows, wait, records))
     }
 }
@@ -401,7 +451,7 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
     phase("waiting for the retries");
     child.wait().await?;
     phase("accounting");
-    let (mut rows, wait, records) = stage.judge().await?;
+    let (mut rows, wait, records) = stage.judge(|_| 0, 0).await?;
     rows.insert(0, condition_phase(&records));
     let trace = stage.trace_of(records.first()).await?;
     let span = |id: SpanId| trace.spans.iter().find(|s| s.span_id == id);
@@ -465,6 +515,8 @@ async fn pod_kill(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioRep
 
 /// Lines each `chaos-steady.yaml` step prints.
 const STEADY_LINES: u64 = 3;
+/// Spans, and counter series, one step attempt exports.
+const SPANS_OR_SERIES_PER_ATTEMPT: u64 = 3;
 
 /// Attempts whose export may have been under way when the fault hit: they were running then and
 /// their shim exited within one export budget after it (a request in doubt holds its shim until
@@ -485,15 +537,16 @@ fn in_flight_attempts(records: &[RunRecord], fault_start: SystemTime) -> u64 {
         .count() as u64
 }
 
-/// Duplicates within the at-least-once window pass, named as such; anything beyond it (or any
-/// loss) still fails. Each in-doubt attempt may repeat its span, its counts and its lines.
+/// For backends that do not absorb repeats (they answer no `/api/status`): duplicates within
+/// the at-least-once window pass, named as such; anything beyond it (or any loss) still fails.
+/// Each in-doubt attempt may repeat its span, its counts and its lines.
 fn allow_in_doubt(rows: &mut [Row], in_flight: u64, lines_per_attempt: u64) {
     for row in rows
         .iter_mut()
         .filter(|r| !r.passed && r.lost == 0 && r.duplicated > 0)
     {
         let bound = match row.check.as_str() {
-            "span-coverage" | "counter-parity" => in_flight * 3,
+            "span-coverage" | "counter-parity" => in_flight * SPANS_OR_SERIES_PER_ATTEMPT,
             "log-lines" => in_flight * lines_per_attempt,
             _ => 0,
         };
@@ -580,14 +633,13 @@ async fn outage(
     phase("recovered; waiting for the workflow");
     child.wait().await?;
     phase("accounting");
-    let (mut rows, wait, records) = stage.judge().await?;
-    rows.insert(0, condition_phase(&records));
-    let in_flight = match mode {
+    let in_flight = |records: &[RunRecord]| match mode {
         // A graceful stop answers what it already received.
         OutageMode::Stop => 0,
-        _ => in_flight_attempts(&records, fault_start),
+        _ => in_flight_attempts(records, fault_start),
     };
-    allow_in_doubt(&mut rows, in_flight, STEADY_LINES);
+    let (mut rows, wait, records) = stage.judge(in_flight, STEADY_LINES).await?;
+    rows.insert(0, condition_phase(&records));
     let (inside, outside, worst) = step_delays(&records, (fault_start, fault_end));
     let budget = crate::shim::DEFAULT_EXPORT_BUDGET;
     rows.insert(
@@ -638,7 +690,7 @@ async fn burst(stage: &Stage<'_>, phase: &dyn Fn(&str)) -> Result<ScenarioReport
     child.wait().await?;
     let run_took = started.elapsed();
     phase("accounting");
-    let (mut rows, wait, records) = stage.judge().await?;
+    let (mut rows, wait, records) = stage.judge(|_| 0, 0).await?;
     rows.insert(0, condition_phase(&records));
     let scrape_started = Instant::now();
     let scrape = reqwest::get(stage.target.metrics_url())
@@ -692,12 +744,13 @@ async fn controller_restart(
     let fault_start = SystemTime::now();
     let _ = kill(child.pid(), Signal::SIGKILL);
     child.wait().await?;
+    stage.target.steps_die_with_controller(&name).await?;
     let fault_end = SystemTime::now();
     phase("obsctl run --resume");
     let mut resumed = stage.run(&["--resume".into(), name.clone()])?;
     resumed.wait().await?;
     phase("accounting");
-    let (mut rows, wait, records) = stage.judge().await?;
+    let (mut rows, wait, records) = stage.judge(|_| 0, 0).await?;
     rows.insert(0, condition_phase(&records));
     let interrupted: Vec<_> = records
         .iter()

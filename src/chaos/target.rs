@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::docker::DockerTarget;
 use super::{ChaosError, OutageMode};
 use crate::backends::BackendUrls;
+use crate::embedded::identity::Absorbed;
 use crate::workflow::record::RecordStore;
 
 /// Which runtime a scenario breaks.
@@ -109,6 +110,29 @@ impl Target {
         }
     }
 
+    /// The repeats the backends absorbed so far (idempotent ingest); `None` when one does not
+    /// say (a real Tempo or Loki), so duplicates there are judged by the loss account alone.
+    pub async fn absorbed(&self) -> Result<Option<Absorbed>, ChaosError> {
+        let http = crate::backends::Http::default();
+        let urls = self.backend_urls();
+        Ok(match self {
+            Self::Embedded(_) => http.absorbed("embedded backend", &urls.tempo).await?,
+            Self::Docker(t) => {
+                let spans = http.absorbed("tempo", &urls.tempo).await?;
+                let logs = http.absorbed("loki", &urls.loki).await?;
+                let points = http.absorbed("aggregator", &t.aggregator_url()).await?;
+                match (spans, logs, points) {
+                    (Some(s), Some(l), Some(p)) => Some(Absorbed {
+                        spans: s.spans,
+                        logs: l.logs,
+                        metric_points: p.metric_points,
+                    }),
+                    _ => None,
+                }
+            }
+        })
+    }
+
     /// Begins the outage.
     pub async fn inject(&mut self, mode: OutageMode) -> Result<(), ChaosError> {
         match self {
@@ -136,6 +160,15 @@ impl Target {
                 Ok(())
             }
             Self::Docker(t) => t.delete_step(&step.run, &step.node, grace).await,
+        }
+    }
+
+    /// After a `kill -9` of `obsctl run`: its steps die with it, as process steps do by
+    /// PDEATHSIG, so the resumed run finds them interrupted on either runtime.
+    pub async fn steps_die_with_controller(&self, run: &str) -> Result<(), ChaosError> {
+        match self {
+            Self::Embedded(_) => Ok(()),
+            Self::Docker(t) => t.kill_run_steps(run).await,
         }
     }
 

@@ -497,11 +497,16 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How [`ExportError::Deadline`] ends: a request in doubt (the backend may have committed it
+/// without its answer arriving), which the replay then delivers again. Chaos looks for it in
+/// the shim's warnings.
+pub const IN_DOUBT: &str = "before the export deadline";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportError {
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect { endpoint: String, reason: String },
-    #[error("no answer from {endpoint} before the export deadline")]
+    #[error("no answer from {endpoint} {IN_DOUBT}")]
     Deadline { endpoint: String },
     #[error("{endpoint} answered {status}")]
     Rejected {
