@@ -210,3 +210,46 @@ fn verbose_up_names_each_phase_and_quiet_up_does_not() {
         assert!(!stderr.contains(phase), "{phase:?} without -v:\n{stderr}");
     }
 }
+
+/// `--project` means the same for the embedded runtime as for Docker: `down --project other`
+/// leaves this project's backend running, and `up` for another project refuses (one embedded
+/// backend per state directory) and names the one running.
+#[test]
+fn down_and_up_for_another_project_leave_the_embedded_backend_alone() {
+    let mut env = StackEnv::new("p");
+    env.free_ports();
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let api = format!("http://127.0.0.1:{}", port(&env, Port::Tempo));
+
+    let out = env.obsctl(&["down", "--project", "someone-else"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "nothing to stop for project \"someone-else\"",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(http_get(&format!("{api}/ready")).map(|(s, _)| s), Some(200));
+
+    let out = env.obsctl(&["status", "--project", "someone-else", "-o", "json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    assert!(status.get("embedded").is_none(), "{}", text(&out));
+
+    let out = env.obsctl(&["up", "--runtime", "embedded", "--project", "someone-else"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("is running for project \"{}\"", env.project))
+            && stderr.contains(&format!("obsctl down --project {}", env.project)),
+        "{}",
+        text(&out)
+    );
+
+    let out = env.obsctl(&["down"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("stopped embedded backend (pid "),
+        "{}",
+        text(&out)
+    );
+}

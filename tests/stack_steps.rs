@@ -256,4 +256,27 @@ fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() 
             (code == 200 && body.contains("rex") && body.contains("clippy")).then_some(())
         },
     );
+    // Step containers belong to the project: `down` removes them with the stack.
+    let project_filter = format!("label=io.obsctl.project={project}");
+    let labelled = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &filter,
+        "--filter",
+        &project_filter,
+    ]);
+    assert_eq!(
+        labelled.lines().count(),
+        4,
+        "every step carries the project label"
+    );
+    let out = env.obsctl(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &filter]),
+        "",
+        "{}",
+        text(&out)
+    );
 }

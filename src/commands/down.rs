@@ -13,7 +13,7 @@ pub struct Args {
     pub volumes: bool,
 
     /// The project `obsctl up` was given.
-    #[arg(long, default_value = "obsctl", env = "OBSCTL_PROJECT")]
+    #[arg(long, default_value = crate::stack::docker::DEFAULT_PROJECT, env = "OBSCTL_PROJECT")]
     pub project: String,
 }
 

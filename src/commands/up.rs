@@ -39,7 +39,7 @@ pub struct Args {
 
     /// Names the stack's containers, network and volumes (`<project>-tempo`, ...), so several
     /// stacks can live on one engine.
-    #[arg(long, default_value = "obsctl", env = "OBSCTL_PROJECT")]
+    #[arg(long, default_value = crate::stack::docker::DEFAULT_PROJECT, env = "OBSCTL_PROJECT")]
     pub project: String,
 
     /// Use this image for one component, COMPONENT=IMAGE (repeatable). Also

@@ -1,6 +1,8 @@
 //! The embedded backend as a background process: `obsctl up --runtime embedded` starts
 //! `obsctl serve` detached (own process group, log file and pid file under the state directory)
 //! and `obsctl down` stops it with SIGTERM, so the stack outlives the command that started it.
+//! The pid file also names the project it was started for: `--project` means the same for this
+//! runtime as for Docker, and `down --project P` stops only P's backend.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -44,14 +46,38 @@ pub fn log_path() -> PathBuf {
 /// Tempo's.
 pub const PORTS: [Port; 3] = [Port::OtlpGrpc, Port::OtlpHttp, Port::Tempo];
 
-/// The pid in the pid file, when that process is still an `obsctl serve`.
+/// The running background backend: its pid and the project it was started for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub pid: u32,
+    pub project: String,
+}
+
+/// The pid file's backend, when that process is still an `obsctl serve`.
+pub fn running() -> Option<Running> {
+    let text = std::fs::read_to_string(pid_path()).ok()?;
+    let mut lines = text.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
+    // A pid file from before projects were recorded: the default project's.
+    let project = lines
+        .next()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map_or_else(
+            || super::docker::DEFAULT_PROJECT.to_string(),
+            str::to_string,
+        );
+    is_serve(pid).then_some(Running { pid, project })
+}
+
+/// The pid of the running background backend, whatever its project.
 pub fn running_pid() -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_path())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    is_serve(pid).then_some(pid)
+    running().map(|r| r.pid)
+}
+
+/// The running background backend when it belongs to `project`.
+pub fn running_for(project: &str) -> Option<u32> {
+    running().filter(|r| r.project == project).map(|r| r.pid)
 }
 
 /// Whether `pid` is a live (not zombie) `obsctl serve`.
@@ -113,7 +139,11 @@ fn banner(config: &StackConfig) -> [String; 3] {
 /// endpoints. Ready means the process obsctl started is alive, has printed that it listens on
 /// every address of this config, and answers `/ready`: a probe alone could be answered by
 /// whatever else holds the API port. Returns the pid.
-pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, BackgroundError> {
+pub async fn start(
+    config: &StackConfig,
+    project: &str,
+    timeout: Duration,
+) -> Result<u32, BackgroundError> {
     let target = Target {
         name: "embedded".into(),
         url: ready_url(config),
@@ -154,7 +184,7 @@ pub async fn start(config: &StackConfig, timeout: Duration) -> Result<u32, Backg
         format!("started `obsctl serve` (pid {pid}, log {})", log.display()),
     );
     let pid_file = pid_path();
-    std::fs::write(&pid_file, pid.to_string()).map_err(io(&pid_file))?;
+    std::fs::write(&pid_file, format!("{pid}\n{project}\n")).map_err(io(&pid_file))?;
     let started = Instant::now();
     let want = banner(config);
     let mut said_waiting = false;
@@ -249,9 +279,12 @@ pub fn stop(pid: u32, grace: Duration) -> Result<(), BackgroundError> {
     Err(BackgroundError::StopTimeout(pid, grace))
 }
 
-/// Stops the background server (if any) and removes its pid and endpoints files. Returns the
-/// pid that was stopped.
-pub fn down() -> Result<Option<u32>, BackgroundError> {
+/// Stops the background server of `project` (if any) and removes its pid and endpoints files.
+/// Returns the pid that was stopped; another project's server is left running.
+pub fn down(project: &str) -> Result<Option<u32>, BackgroundError> {
+    if running().is_some_and(|r| r.project != project) {
+        return Ok(None);
+    }
     let pid = running_pid();
     if let Some(pid) = pid {
         stop(pid, Duration::from_secs(15))?;

@@ -333,13 +333,24 @@ pub fn owner(port: Port) -> Component {
 #[serde(deny_unknown_fields)]
 pub struct ComposeFile {
     pub services: BTreeMap<String, ComposeService>,
-    pub volumes: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    pub networks: BTreeMap<String, ComposeResource>,
+    pub volumes: BTreeMap<String, ComposeResource>,
+}
+
+/// A network or volume of the compose file, under obsctl's name for it and with its labels, so
+/// that `obsctl down` finds and removes it as its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeResource {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeService {
     pub image: String,
+    pub container_name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,12 +368,17 @@ pub struct ComposeService {
 pub const LABEL_PROJECT: &str = "io.obsctl.project";
 pub const LABEL_COMPONENT: &str = "io.obsctl.component";
 
+/// The compose file's project: the same variable and default as `obsctl up --project`.
+const COMPOSE_PROJECT: &str = "${OBSCTL_PROJECT:-obsctl}";
+
 /// The compose file this definition implies, with the same image and port override variables
-/// as obsctl (`OBSCTL_IMAGE_*`, `OBSCTL_PORT_*`) and the Grafana password required from the
-/// environment.
+/// as obsctl (`OBSCTL_IMAGE_*`, `OBSCTL_PORT_*`), the Grafana password required from the
+/// environment, and obsctl's names and labels for the project in `OBSCTL_PROJECT` (so that
+/// `status`, `down` and `run --runner docker` recognise the stack).
 pub fn compose() -> ComposeFile {
     let mut compose_services = BTreeMap::new();
     let mut volumes = BTreeMap::new();
+    let project_label = (LABEL_PROJECT.to_string(), COMPOSE_PROJECT.to_string());
     for svc in services() {
         let c = svc.component;
         let volume = format!("{}-data", c.name());
@@ -372,7 +388,15 @@ pub fn compose() -> ComposeFile {
             .map(|m| format!("../{}:{}:ro", m.source, m.target))
             .collect();
         mounts.push(format!("{volume}:{}", svc.data_dir));
-        volumes.insert(volume, None);
+        let component_label = (LABEL_COMPONENT.to_string(), c.name().to_string());
+        volumes.insert(
+            volume.clone(),
+            ComposeResource {
+                // The same name as `docker::volume_name`.
+                name: format!("{COMPOSE_PROJECT}-{volume}"),
+                labels: BTreeMap::from([project_label.clone(), component_label.clone()]),
+            },
+        );
         let environment = svc
             .env
             .iter()
@@ -390,6 +414,8 @@ pub fn compose() -> ComposeFile {
             c.service().to_string(),
             ComposeService {
                 image: format!("${{{}:-{}}}", c.image_env(), c.default_image()),
+                // The same name as `docker::container_name`.
+                container_name: format!("{COMPOSE_PROJECT}-{}", c.service()),
                 command: svc.command.iter().map(|s| s.to_string()).collect(),
                 user: svc.user.map(str::to_string),
                 ports: svc
@@ -406,7 +432,7 @@ pub fn compose() -> ComposeFile {
                     .collect(),
                 volumes: mounts,
                 environment,
-                labels: BTreeMap::from([(LABEL_COMPONENT.to_string(), c.name().to_string())]),
+                labels: BTreeMap::from([project_label.clone(), component_label]),
                 depends_on: svc
                     .depends_on
                     .iter()
@@ -417,6 +443,14 @@ pub fn compose() -> ComposeFile {
     }
     ComposeFile {
         services: compose_services,
+        // The same name as `docker::network_name`; services reach each other by service name.
+        networks: BTreeMap::from([(
+            "default".to_string(),
+            ComposeResource {
+                name: format!("{COMPOSE_PROJECT}-net"),
+                labels: BTreeMap::from([project_label]),
+            },
+        )]),
         volumes,
     }
 }

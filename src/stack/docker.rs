@@ -143,6 +143,18 @@ pub fn container_name(project: &str, c: Component) -> String {
     format!("{project}-{}", c.service())
 }
 
+/// The project of commands without a `--project` flag (`run --runner docker`): `OBSCTL_PROJECT`,
+/// else `obsctl`, as for `up`/`down`/`status`.
+pub fn default_project() -> String {
+    std::env::var("OBSCTL_PROJECT")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_PROJECT.to_string())
+}
+
+/// `--project`'s default.
+pub const DEFAULT_PROJECT: &str = "obsctl";
+
 pub fn network_name(project: &str) -> String {
     format!("{project}-net")
 }
@@ -761,13 +773,27 @@ impl DockerStack {
         out
     }
 
-    /// Removes this project's containers and network, and its volumes when asked. Returns the
-    /// names of what was removed.
+    /// Removes this project's containers (the stack's and the workflow steps' it ran) and
+    /// network, and its volumes when asked. Returns the names of what was removed.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, DockerError> {
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(self.project_filter()),
+                ..Default::default()
+            }))
+            .await
+            .map_err(api("list containers"))?;
         // Containers stop in parallel: each may take its grace period.
-        let containers = self.containers().await?;
-        let stops = containers.into_iter().map(|(c, summary)| async move {
-            let name = container_name(&self.project, c);
+        let stops = containers.into_iter().map(|summary| async move {
+            let name = summary
+                .names
+                .iter()
+                .flatten()
+                .next()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
             let id = summary.id.unwrap_or_else(|| name.clone());
             if summary.state == Some(ContainerSummaryStateEnum::RUNNING) {
                 self.docker

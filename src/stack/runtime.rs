@@ -35,6 +35,11 @@ pub enum RuntimeError {
          configuration's addresses (query API {api}); run `obsctl down` first"
     )]
     EmbeddedElsewhere { pid: u32, api: String },
+    #[error(
+        "obsctl's embedded backend (pid {pid}) is running for project {project:?}, and there is \
+         one per state directory; stop it with `obsctl down --project {project}` first"
+    )]
+    EmbeddedOtherProject { pid: u32, project: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -113,7 +118,13 @@ pub async fn up(
             }
         },
     };
-    if let Some(pid) = background::running_pid() {
+    if let Some(other) = background::running().filter(|r| r.project != project) {
+        return Err(RuntimeError::EmbeddedOtherProject {
+            pid: other.pid,
+            project: other.project,
+        });
+    }
+    if let Some(pid) = background::running_for(project) {
         let wanted = background::endpoints(config, pid);
         // A second server on other ports would leave the first one running and unmanaged.
         if Endpoints::load(&Endpoints::default_path()).as_ref() != Some(&wanted) {
@@ -142,7 +153,7 @@ pub async fn up(
         let client = docker::connect().await.ok();
         ports::check(busy, client.as_ref(), None).await?;
     }
-    let pid = background::start(config, timeout).await?;
+    let pid = background::start(config, project, timeout).await?;
     Ok(UpOutcome::Embedded {
         pid,
         already_running: false,
@@ -203,14 +214,17 @@ pub struct DownReport {
 pub async fn down(project: &str, volumes: bool) -> Result<DownReport, RuntimeError> {
     docker::check_project(project)?;
     let mut report = DownReport {
-        stopped_embedded: background::down()?,
+        stopped_embedded: background::down(project)?,
         ..Default::default()
     };
     match docker::connect().await {
         Ok(client) => {
             report.removed = DockerStack::new(client, project)?.down(volumes).await?;
             let path = Endpoints::default_path();
-            if Endpoints::load(&path).is_some_and(|e| e.runtime == Runtime::Docker) {
+            // Another project's `down` removes nothing here and leaves the running stack's file.
+            if !report.removed.is_empty()
+                && Endpoints::load(&path).is_some_and(|e| e.runtime == Runtime::Docker)
+            {
                 std::fs::remove_file(&path).map_err(|source| RuntimeError::Io { path, source })?;
             }
         }
@@ -257,7 +271,7 @@ impl StatusReport {
 pub async fn status(project: &str) -> Result<StatusReport, RuntimeError> {
     docker::check_project(project)?;
     let endpoints = Endpoints::load(&Endpoints::default_path());
-    let embedded = match background::running_pid() {
+    let embedded = match background::running_for(project) {
         Some(pid) => {
             let url = format!(
                 "{}/ready",

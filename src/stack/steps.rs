@@ -183,6 +183,11 @@ impl DockerRunner {
             ("stepName".to_string(), spec.step.clone()),
             (LABEL_RUN.to_string(), self.run_name.clone()),
             ("io.obsctl.node".to_string(), spec.node_id.clone()),
+            // `obsctl down` removes what carries its project's label, steps included.
+            (
+                super::definition::LABEL_PROJECT.to_string(),
+                super::docker::default_project(),
+            ),
         ])
     }
 
@@ -529,10 +534,7 @@ pub async fn docker_runner(with_shim: bool, run_name: &str) -> Result<DockerRunn
     };
     let network = match Endpoints::load(&Endpoints::default_path()) {
         Some(e) if e.runtime == Runtime::Docker => {
-            let project = std::env::var("OBSCTL_PROJECT")
-                .ok()
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| "obsctl".into());
+            let project = super::docker::default_project();
             let collector = Component::Collector.service();
             StepNetwork::Stack {
                 network: super::docker::network_name(&project),

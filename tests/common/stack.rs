@@ -115,6 +115,8 @@ impl StackEnv {
                 "XDG_CONFIG_HOME".to_string(),
                 dir.path().join("config").display().to_string(),
             ),
+            // Every command of this environment, `--project` or not, is about its project.
+            ("OBSCTL_PROJECT".to_string(), project.clone()),
         ];
         Self { project, dir, env }
     }
