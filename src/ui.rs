@@ -44,3 +44,59 @@ pub fn progress_enabled() -> bool {
 pub fn quoted(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
+
+/// A wait the user should see (the rule: progress on every wait longer than a second).
+/// On a terminal, a spinner with the elapsed time and what is still outstanding; elsewhere (CI
+/// logs, pipes) one line on stderr once the wait has lasted a second, naming what it waits for
+/// and its limit, and nothing for a wait that ends sooner. `-v` adds its own detail lines.
+pub struct Wait {
+    what: String,
+    limit: std::time::Duration,
+    started: std::time::Instant,
+    spinner: Option<indicatif::ProgressBar>,
+    said: bool,
+}
+
+impl Wait {
+    pub fn new(what: impl Into<String>, limit: std::time::Duration) -> Self {
+        let what = what.into();
+        let spinner = progress_enabled().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {prefix}: {msg}")
+                    .expect("a valid template"),
+            );
+            bar.set_prefix(what.clone());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Self {
+            what,
+            limit,
+            started: std::time::Instant::now(),
+            spinner,
+            said: false,
+        }
+    }
+
+    /// What the wait is still waiting for.
+    pub fn update(&mut self, outstanding: &str) {
+        if let Some(bar) = &self.spinner {
+            bar.set_message(outstanding.to_string());
+        } else if !self.said && self.started.elapsed() >= std::time::Duration::from_secs(1) {
+            self.said = true;
+            note(format!(
+                "{}: waiting up to {:.0?} ({outstanding})",
+                self.what, self.limit
+            ));
+        }
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.spinner {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -455,3 +455,63 @@ fn shim_and_flush_find_the_running_stack_and_name_a_protocol_mismatch() {
         "{stdout}"
     );
 }
+
+/// `-v` says something on `shim` and `serve`: the shim names each export's endpoint, protocol
+/// and budget and what was acknowledged; serve says where its data lives and what each request
+/// stored. Without `-v` the shim says none of it.
+#[test]
+fn verbose_shim_and_serve_say_what_they_send_and_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_verbose(dir.path());
+    let spool = dir.path().join("spool");
+    let run = |verbose: bool| {
+        let mut cmd = obsctl("shim", &spool, &serve.env("grpc"));
+        if verbose {
+            cmd.arg("-v");
+        }
+        let out = cmd
+            .args(["--agent", "rex", "--step", "say", "--", "echo", "hello"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(true);
+    for signal in ["traces", "metrics", "logs"] {
+        let line = format!(
+            "obsctl: shim: exporting {signal} to {} over grpc within",
+            serve.grpc
+        );
+        assert!(stderr.contains(&line), "no {line:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("obsctl: shim: 3 of 3 request(s) acknowledged in "),
+        "{stderr}"
+    );
+    assert_eq!(
+        run(false),
+        "",
+        "a quiet shim says nothing when all went well"
+    );
+
+    let lines = serve.stderr.as_ref().unwrap();
+    let mut seen = Vec::new();
+    // One span and one log line per shim; the metric points are the histogram's and the
+    // counter's, however many the request carries.
+    let wanted = [
+        (
+            "obsctl: serve: data in ",
+            ", retention 168 h or 2048 MiB; -v prints",
+        ),
+        ("obsctl: serve: stored 1 span(s)", ", rejected 0"),
+        ("obsctl: serve: stored 1 log record(s)", ", rejected 0"),
+        ("obsctl: serve: stored ", " metric point(s), rejected 0"),
+    ];
+    poll("serve's -v lines for both shims", WAIT, || {
+        seen.extend(lines.try_iter());
+        wanted
+            .iter()
+            .all(|(start, end)| seen.iter().any(|l| l.starts_with(start) && l.contains(end)))
+            .then_some(())
+    });
+}

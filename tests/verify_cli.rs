@@ -608,3 +608,30 @@ fn trace_of_a_task_whose_traces_are_nowhere_exits_1_and_says_so() {
         "{err}"
     );
 }
+
+/// Progress on a wait longer than a second, off a terminal: one line on stderr naming what
+/// verify waits for and its limit, and nothing at all for a wait that ends at once.
+#[test]
+fn a_long_wait_says_so_once_on_stderr_and_a_short_one_says_nothing() {
+    let mut s = Scenario::clean("wf-wait");
+    s.spans.pop(); // a span that never arrives: verify waits for it until the timeout
+    let env = Env::new(&s);
+    let out = env.obsctl(&["verify", "--timeout", "3s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let waiting: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("obsctl: verify: waiting up to 3s ("))
+        .collect();
+    assert_eq!(waiting.len(), 1, "{err}");
+    assert!(
+        waiting[0].contains("span"),
+        "names what is missing: {}",
+        waiting[0]
+    );
+
+    let env = Env::new(&Scenario::clean("wf-quick"));
+    let out = env.obsctl(&["verify", "--timeout", "5s"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("waiting"), "{}", stderr(&out));
+}

@@ -111,6 +111,7 @@ pub async fn collect(
     let (mut traces_done, mut counters_done, mut exemplars_done, mut logs_done) =
         (false, false, false, false);
     let mut last_transient: Option<BackendError>;
+    let mut wait = crate::ui::Wait::new("verify", options.timeout);
     loop {
         polls += 1;
         progress = Progress::default();
@@ -162,16 +163,16 @@ pub async fn collect(
         if (traces_done && counters_done && exemplars_done && logs_done) || now >= deadline {
             break;
         }
+        let outstanding = progress.outstanding().join("; ");
+        wait.update(&outstanding);
         crate::ui::debug(
             1,
-            format!(
-                "verify: poll {polls}, still waiting: {}",
-                progress.outstanding().join("; ")
-            ),
+            format!("verify: poll {polls}, still waiting: {outstanding}"),
         );
         tokio::time::sleep(interval.min(deadline - now)).await;
         interval = (interval * 2).min(MAX_POLL_INTERVAL);
     }
+    drop(wait);
     // A backend still failing when time ran out could not be read: that is "could not run",
     // not a failed check.
     if let Some(e) = last_transient {

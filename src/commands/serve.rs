@@ -65,7 +65,18 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     // Install the handlers before announcing readiness so that an early SIGTERM is graceful.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let retention = format!(
+        "retention {} h or {} MiB",
+        args.retention_hours, args.max_size_mib
+    );
     let server = Server::start(config).await?;
+    crate::ui::debug(
+        1,
+        format!(
+            "serve: data in {}, {retention}; -v prints one line per stored request",
+            data_dir.display()
+        ),
+    );
     let endpoints_file = args.endpoints_file.unwrap_or_else(Endpoints::default_path);
     Endpoints::embedded(
         &server.otlp_grpc.to_string(),

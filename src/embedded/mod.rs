@@ -211,8 +211,17 @@ impl Server {
                 loop {
                     let store = pruner.clone();
                     let pass = tokio::task::spawn_blocking(move || store.prune(retention)).await;
-                    if let Ok(Err(e)) = pass {
-                        eprintln!("obsctl serve: retention pass failed: {e}");
+                    match pass {
+                        Ok(Err(e)) => eprintln!("obsctl serve: retention pass failed: {e}"),
+                        Ok(Ok(p)) => crate::ui::debug(
+                            1,
+                            format!(
+                                "serve: retention pass removed {} span(s), {} log record(s), \
+                                 {} stream(s), {} series",
+                                p.spans, p.logs, p.streams, p.series
+                            ),
+                        ),
+                        Err(_) => {}
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(PRUNE_INTERVAL) => {}

@@ -38,6 +38,18 @@ pub enum IngestError {
     Forward(#[from] ExportError),
 }
 
+/// `-v` on `obsctl serve`: one line per stored request.
+fn said(signal: &str, items: usize, rejections: &Rejections) {
+    crate::ui::debug(
+        1,
+        format!(
+            "serve: stored {} {signal}, rejected {}",
+            items as i64 - rejections.count,
+            rejections.count
+        ),
+    );
+}
+
 fn outcome(rejections: Rejections, problems: &[String]) -> Outcome {
     Outcome {
         rejected: rejections.count,
@@ -58,9 +70,16 @@ pub async fn traces(
         Sink::Store(store) => store,
         Sink::Relay(routes) => return forward(routes, ExportRequest::Traces(request)).await,
     };
+    let items = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
     let rejections = ingest::validate_spans(&mut request);
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.insert_spans(&request.resource_spans)).await??;
+    said("span(s)", items, &rejections);
     Ok(outcome(rejections, &problems))
 }
 
@@ -73,9 +92,16 @@ pub async fn logs(
         Sink::Store(store) => store,
         Sink::Relay(routes) => return forward(routes, ExportRequest::Logs(request)).await,
     };
+    let items = request
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum();
     let rejections = ingest::validate_logs(&mut request);
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.insert_logs(&request.resource_logs)).await??;
+    said("log record(s)", items, &rejections);
     Ok(outcome(rejections, &problems))
 }
 
@@ -89,10 +115,12 @@ pub async fn metrics(
         Sink::Relay(routes) => return forward(routes, ExportRequest::Metrics(request)).await,
     };
     let (points, mut rejections) = ingest::metric_points(&request);
+    let items = points.len() + rejections.count as usize;
     let store = store.clone();
     let refused = tokio::task::spawn_blocking(move || store.apply_metrics(&points)).await??;
     rejections.count += refused.len() as i64;
     rejections.reasons.extend(refused);
+    said("metric point(s)", items, &rejections);
     Ok(outcome(rejections, &problems))
 }
 

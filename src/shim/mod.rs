@@ -252,9 +252,34 @@ pub(crate) async fn export_with(
             return;
         }
     };
-    let deadline = tokio::time::Instant::now() + budget.min(config.timeout);
+    let limit = budget.min(config.timeout);
+    let deadline = tokio::time::Instant::now() + limit;
+    for r in requests {
+        crate::ui::debug(
+            1,
+            format!(
+                "shim: exporting {} to {} over {} within {limit:?}",
+                r.signal(),
+                config.endpoint(r.signal()),
+                config.protocol
+            ),
+        );
+    }
     let exporter = Exporter::new(config);
+    let started = std::time::Instant::now();
     let report = spool::deliver(&exporter, &spool, requests, deadline, MAX_REPLAY_PER_STEP).await;
+    let delivered = report.results.iter().filter(|r| r.is_ok()).count();
+    crate::ui::debug(
+        1,
+        format!(
+            "shim: {delivered} of {} request(s) acknowledged in {} ms; {} spooled; replayed {} \
+             from the spool",
+            requests.len(),
+            started.elapsed().as_millis(),
+            report.spooled,
+            report.replay.as_ref().map_or(0, |r| r.delivered)
+        ),
+    );
     if let Some(err) = report.results.iter().find_map(|r| r.as_ref().err()) {
         warn(format!(
             "telemetry not delivered ({err}); {} request(s) spooled in {} for replay",

@@ -20,12 +20,19 @@ pub struct Serve {
     pub api: String,
     pub data_dir: PathBuf,
     pub endpoints_file: PathBuf,
+    /// Its stderr lines, when started with [`Serve::start_verbose`] (otherwise inherited).
+    pub stderr: Option<mpsc::Receiver<String>>,
 }
 
 impl Serve {
     /// On ports the OS picks, with explicit data and endpoints paths under `dir`.
     pub fn start(dir: &Path) -> Self {
         Self::spawn(dir, ["127.0.0.1:0"; 3].map(String::from), true)
+    }
+
+    /// As [`Serve::start`], with `-v` and its stderr lines in [`Serve::stderr`].
+    pub fn start_verbose(dir: &Path) -> Self {
+        Self::spawn_with(dir, ["127.0.0.1:0"; 3].map(String::from), true, true)
     }
 
     /// On fixed ports (to come back where shims expect it).
@@ -43,8 +50,20 @@ impl Serve {
         Self::spawn(home, ["127.0.0.1:0"; 3].map(String::from), false)
     }
 
-    fn spawn(dir: &Path, [grpc, http, api]: [String; 3], explicit_paths: bool) -> Self {
+    fn spawn(dir: &Path, addrs: [String; 3], explicit_paths: bool) -> Self {
+        Self::spawn_with(dir, addrs, explicit_paths, false)
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        [grpc, http, api]: [String; 3],
+        explicit_paths: bool,
+        verbose: bool,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
+        if verbose {
+            cmd.arg("-v");
+        }
         cmd.args(["serve", "--otlp-grpc", &grpc, "--otlp-http", &http])
             .args(["--api", &api]);
         let (data_dir, endpoints_file) = if explicit_paths {
@@ -61,9 +80,24 @@ impl Serve {
         };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if verbose {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn obsctl serve");
+        let stderr = child.stderr.take().map(|err| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         // The reader keeps draining stdout for the whole life of the process.
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
@@ -81,6 +115,7 @@ impl Serve {
             api: String::new(),
             data_dir,
             endpoints_file,
+            stderr,
         };
         // serve prints `name addr` for each listener once it listens on all of them.
         let deadline = std::time::Instant::now() + STARTUP;
