@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, installing first what the tests need: Debian's prometheus (real scrapes
 # and exemplar queries), busybox-static (local container images), chromium (renders the HTML
-# reports headless), nginx (the TLS terminator of tests/tls.rs), the Python OpenTelemetry SDK (a
-# real OTLP client nobody here wrote). CI calls exactly this script through .ci/run.
+# reports headless), nginx (the TLS terminator of tests/tls.rs), docker-compose and openssl (the
+# docs' compose example), the Python OpenTelemetry SDK (a real OTLP client nobody here wrote). CI
+# calls exactly this script through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+# The docs' compose example (tests/docs.rs runs it as written).
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     sudo_if_needed apt-get update -qq
@@ -28,5 +32,9 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
+# tests/docs.rs runs the README's `cargo run -- demo` as written. `cargo test` builds obsctl with
+# the dev-dependencies' features, `cargo run` without them: built here, it starts at once there.
+echo "==> cargo build (for the README's cargo run, a doc test)"
+cargo build
 echo "==> cargo test (benches are run separately: cargo bench)"
 cargo test

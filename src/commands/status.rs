@@ -22,11 +22,11 @@ ready; 2 invalid project name; 1 error."
 )]
 pub struct Args {
     /// The project `obsctl up` was given.
-    #[arg(long, default_value = "obsctl", env = "OBSCTL_PROJECT")]
+    #[arg(long, default_value = crate::stack::docker::DEFAULT_PROJECT, env = "OBSCTL_PROJECT")]
     pub project: String,
 
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 }
 

@@ -106,7 +106,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Report format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Also write the report to FILE: one self-contained HTML page when FILE ends in .html
     /// (checks with their numbers and items, counters per step, each run's trace as a waterfall
