@@ -508,7 +508,7 @@ fn verbose_shim_and_serve_say_what_they_send_and_store() {
         ("obsctl: serve: stored ", " metric point(s), rejected 0"),
     ];
     poll("serve's -v lines for both shims", WAIT, || {
-        seen.extend(lines.try_iter());
+        seen.extend(lines.lock().unwrap().try_iter());
         wanted
             .iter()
             .all(|(start, end)| seen.iter().any(|l| l.starts_with(start) && l.contains(end)))

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use super::{http_get, poll, wait_with_deadline};
@@ -20,8 +20,9 @@ pub struct Serve {
     pub api: String,
     pub data_dir: PathBuf,
     pub endpoints_file: PathBuf,
-    /// Its stderr lines, when started with [`Serve::start_verbose`] (otherwise inherited).
-    pub stderr: Option<mpsc::Receiver<String>>,
+    /// Its stderr lines, when started with [`Serve::start_verbose`] (otherwise inherited). In a
+    /// mutex so that a `Serve` can be shared with the threads of a test.
+    pub stderr: Option<Mutex<mpsc::Receiver<String>>>,
 }
 
 impl Serve {
@@ -96,7 +97,7 @@ impl Serve {
                     }
                 }
             });
-            rx
+            Mutex::new(rx)
         });
         // The reader keeps draining stdout for the whole life of the process.
         let stdout = child.stdout.take().expect("piped stdout");
