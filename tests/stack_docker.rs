@@ -465,10 +465,12 @@ fn up_refuses_the_ports_of_the_running_embedded_backend_and_creates_nothing() {
     let tempo = host_port(&env, Port::Tempo);
     assert!(
         stderr.contains(&format!(
-            "obsctl's embedded backend (pid {pid}) holds 127.0.0.1:{}",
+            "obsctl's embedded backend (pid {pid}, project {}) holds 127.0.0.1:{}",
+            env.project,
             host_port(&env, Port::OtlpGrpc)
         )) && stderr.contains(&format!(
-            "127.0.0.1:{tempo} (tempo); run `obsctl down` first"
+            "127.0.0.1:{tempo} (tempo); run `obsctl down --project {}` first",
+            env.project
         )),
         "{stderr}"
     );

@@ -47,7 +47,7 @@ pub fn log_path() -> PathBuf {
 pub const PORTS: [Port; 3] = [Port::OtlpGrpc, Port::OtlpHttp, Port::Tempo];
 
 /// The running background backend: its pid and the project it was started for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Running {
     pub pid: u32,
     pub project: String,

@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
 
+use super::background::Running;
 use super::config::StackConfig;
 use super::definition::{LABEL_PROJECT, Port};
 
@@ -19,7 +20,7 @@ const LABEL_COMPOSE_PROJECT: &str = "com.docker.compose.project";
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Holder {
     /// The embedded backend `obsctl up --runtime embedded` started (its pid file names it).
-    Embedded { pid: u32 },
+    Embedded(Running),
     /// Containers of an obsctl Docker stack.
     Stack { project: String },
     /// Containers of a docker-compose project (obsctl's compose file or any other).
@@ -59,9 +60,10 @@ impl std::fmt::Display for Taken {
             many => format!(" (containers {})", many.join(", ")),
         };
         match &self.holder {
-            Holder::Embedded { pid } => write!(
+            Holder::Embedded(Running { pid, project }) => write!(
                 f,
-                "obsctl's embedded backend (pid {pid}) holds {addrs}; run `obsctl down` first"
+                "obsctl's embedded backend (pid {pid}, project {project}) holds {addrs}; run \
+                 `obsctl down --project {project}` first"
             ),
             Holder::Stack { project } => write!(
                 f,
@@ -122,21 +124,23 @@ pub async fn check(
         Some(docker) => published(docker).await,
         None => Vec::new(),
     };
-    let embedded = super::background::running_pid();
+    let embedded = super::background::running();
     let mut by_holder: BTreeMap<Holder, Taken> = BTreeMap::new();
     for (port, number) in busy {
         let (holder, container) = match containers.iter().find(|c| c.ports.contains(&number)) {
             Some(c) if c.project.is_some() && c.project.as_deref() == own_project => continue,
             Some(c) => c.holder(),
             None => match process_holding(number) {
-                Some(pid) if Some(pid) == embedded => (Holder::Embedded { pid }, None),
-                Some(pid) => (
-                    Holder::Process {
-                        pid,
-                        command: command_line(pid),
-                    },
-                    None,
-                ),
+                Some(pid) => match embedded.clone().filter(|e| e.pid == pid) {
+                    Some(running) => (Holder::Embedded(running), None),
+                    None => (
+                        Holder::Process {
+                            pid,
+                            command: command_line(pid),
+                        },
+                        None,
+                    ),
+                },
                 None => (Holder::Unknown, None),
             },
         };
@@ -319,8 +323,15 @@ mod tests {
             .to_string()
         };
         assert_eq!(
-            text(Holder::Embedded { pid: 7 }, &[]),
-            "obsctl's embedded backend (pid 7) holds 127.0.0.1:3200 (tempo); run `obsctl down` first"
+            text(
+                Holder::Embedded(Running {
+                    pid: 7,
+                    project: "obsctl".into()
+                }),
+                &[]
+            ),
+            "obsctl's embedded backend (pid 7, project obsctl) holds 127.0.0.1:3200 (tempo); run \
+             `obsctl down --project obsctl` first"
         );
         let stack = text(
             Holder::Stack {
