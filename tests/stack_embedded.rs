@@ -218,9 +218,25 @@ fn verbose_up_names_each_phase_and_quiet_up_does_not() {
 fn down_and_up_for_another_project_leave_the_embedded_backend_alone() {
     let mut env = StackEnv::new("p");
     env.free_ports();
-    let out = env.obsctl(&["up", "--runtime", "embedded", "--timeout", "60s"]);
+    let out = env.obsctl(&[
+        "up",
+        "--runtime",
+        "embedded",
+        "--timeout",
+        "60s",
+        "-o",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let api = format!("http://127.0.0.1:{}", port(&env, Port::Tempo));
+    // `-o json` prints what endpoints.json records.
+    let printed: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(env.state_home().join("endpoints.json")).unwrap())
+            .unwrap();
+    assert_eq!(printed, recorded);
+    assert_eq!(printed["tempo"], api);
 
     let out = env.obsctl(&["down", "--project", "someone-else"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -233,7 +249,8 @@ fn down_and_up_for_another_project_leave_the_embedded_backend_alone() {
     assert_eq!(http_get(&format!("{api}/ready")).map(|(s, _)| s), Some(200));
 
     let out = env.obsctl(&["status", "--project", "someone-else", "-o", "json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    let status: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert!(status.get("embedded").is_none(), "{}", text(&out));
 
     let out = env.obsctl(&["up", "--runtime", "embedded", "--project", "someone-else"]);

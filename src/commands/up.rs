@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::checks::time::parse_duration;
 use crate::commands::CommandError;
+use crate::commands::status::Output;
 use crate::stack::config;
 use crate::stack::definition::Component;
 use crate::stack::docker::DockerError;
@@ -51,6 +52,10 @@ pub struct Args {
     /// $XDG_CONFIG_HOME/obsctl/stack.yaml when it exists.
     #[arg(long, env = "OBSCTL_STACK_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// The endpoints as a table, or as JSON (what `endpoints.json` records).
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -126,6 +131,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             endpoints
         }
     };
+    if args.output == Output::Json {
+        let json = serde_json::to_string_pretty(endpoints).context("encoding the endpoints")?;
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let docker = endpoints.runtime == crate::stack::endpoints::Runtime::Docker;
     table.add_row([
         "OTLP gRPC",
