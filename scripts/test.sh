@@ -32,9 +32,5 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
-# tests/docs.rs runs the README's `cargo run -- demo` as written. `cargo test` builds obsctl with
-# the dev-dependencies' features, `cargo run` without them: built here, it starts at once there.
-echo "==> cargo build (for the README's cargo run, a doc test)"
-cargo build
 echo "==> cargo test (benches are run separately: cargo bench)"
 cargo test
