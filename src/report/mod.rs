@@ -8,8 +8,8 @@ pub mod task;
 pub mod verify;
 pub mod waterfall;
 
-/// A table in obsctl's one style: box drawing on a terminal, wrapped to its width; plain ASCII
-/// with one line per row in CI logs and files.
+/// A table in obsctl's one style: box drawing on a terminal, wrapped to its width when it has
+/// one; plain ASCII with one line per row in CI logs and files.
 pub fn table<const N: usize>(header: [&str; N], color: bool) -> comfy_table::Table {
     use comfy_table::{ContentArrangement, Table, presets};
     let mut table = Table::new();
@@ -21,9 +21,12 @@ pub fn table<const N: usize>(header: [&str; N], color: bool) -> comfy_table::Tab
         })
         .set_header(header);
     if color {
-        table
-            .enforce_styling()
-            .set_content_arrangement(ContentArrangement::Dynamic);
+        table.enforce_styling();
+        // A pseudo-terminal with no size reports width 0: wrapping to it would leave one
+        // character per column, so such a table keeps its natural width.
+        if table.width().is_some_and(|w| w > 0) {
+            table.set_content_arrangement(ContentArrangement::Dynamic);
+        }
     } else {
         table.force_no_tty();
     }
