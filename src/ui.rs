@@ -45,6 +45,22 @@ pub fn quoted(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 
+/// A duration in the syntax every duration flag takes (`500ms`, `30s`, `1m30s`, `2h`), for what
+/// users read: never Rust's debug form. Whole seconds above one second.
+pub fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let parts = [(secs / 3600, "h"), (secs / 60 % 60, "m"), (secs % 60, "s")];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
 /// A wait the user should see (the rule: progress on every wait longer than a second).
 /// On a terminal, a spinner with the elapsed time and what is still outstanding; elsewhere (CI
 /// logs, pipes) one line on stderr once the wait has lasted a second, naming what it waits for
@@ -86,8 +102,9 @@ impl Wait {
         } else if !self.said && self.started.elapsed() >= std::time::Duration::from_secs(1) {
             self.said = true;
             note(format!(
-                "{}: waiting up to {:.0?} ({outstanding})",
-                self.what, self.limit
+                "{}: waiting up to {} ({outstanding})",
+                self.what,
+                duration(self.limit)
             ));
         }
     }
@@ -97,6 +114,28 @@ impl Drop for Wait {
     fn drop(&mut self) {
         if let Some(bar) = &self.spinner {
             bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// What users read parses back with the flags' parser to the same duration.
+    #[test]
+    fn durations_read_as_the_flags_take_them() {
+        for (d, text) in [
+            (Duration::from_millis(0), "0ms"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(3723), "1h2m3s"),
+        ] {
+            assert_eq!(duration(d), text);
+            assert_eq!(crate::checks::time::parse_duration(text), Ok(d), "{text}");
         }
     }
 }

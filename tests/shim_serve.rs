@@ -456,9 +456,9 @@ fn shim_and_flush_find_the_running_stack_and_name_a_protocol_mismatch() {
     );
 }
 
-/// `-v` says something on `shim` and `serve`: the shim names each export's endpoint, protocol
-/// and budget and what was acknowledged; serve says where its data lives and what each request
-/// stored. Without `-v` the shim says none of it.
+/// `-v` says something on `shim`, `flush` and `serve`: the shim names each export's endpoint,
+/// protocol and budget and what was acknowledged, flush where it sends the spool; serve says
+/// where its data lives and what each request stored. Without `-v` the shim says none of it.
 #[test]
 fn verbose_shim_and_serve_say_what_they_send_and_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,6 +493,18 @@ fn verbose_shim_and_serve_say_what_they_send_and_store() {
         "",
         "a quiet shim says nothing when all went well"
     );
+    let out = obsctl("flush", &spool, &serve.env("grpc"))
+        .args(["-v", "--timeout", "1m30s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let flushed = String::from_utf8_lossy(&out.stderr);
+    let line = format!(
+        "obsctl: flush: replaying {} to grpc {} within 1m30s",
+        spool.display(),
+        serve.grpc
+    );
+    assert!(flushed.contains(&line), "no {line:?} in:\n{flushed}");
 
     let lines = serve.stderr.as_ref().unwrap();
     let mut seen = Vec::new();

@@ -238,8 +238,16 @@ fn down_and_up_for_another_project_leave_the_embedded_backend_alone() {
     assert_eq!(printed, recorded);
     assert_eq!(printed["tempo"], api);
 
-    let out = env.obsctl(&["down", "--project", "someone-else"]);
+    let out = env.obsctl(&["-v", "down", "--project", "someone-else"]);
     assert!(out.status.success(), "{}", text(&out));
+    // -v names what down looks for: the backend of that project, the Docker label.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("obsctl: down: the embedded backend of project someone-else")
+            && said.contains("for what carries io.obsctl.project=someone-else"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "nothing to stop for project \"someone-else\"",

@@ -48,12 +48,17 @@ fn off_a_terminal_a_table_is_plain_ascii_with_one_line_per_row() {
     let sb = one_run();
     let out = sb
         .command()
-        .args(["runs", "--state-dir"])
+        .args(["-v", "runs", "--state-dir"])
         .arg(sb.state_dir())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    let said = format!("obsctl: runs: 1 record(s) in {}", sb.state_dir().display());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&said),
+        "-v says what it read"
+    );
     assert!(text.is_ascii(), "{text}");
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
     assert_eq!(

@@ -45,6 +45,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    crate::ui::debug(
+        1,
+        format!(
+            "flush: replaying {} to {protocol} {endpoint} within {}",
+            spool.dir().display(),
+            crate::ui::duration(args.timeout)
+        ),
+    );
     let deadline = tokio::time::Instant::now() + args.timeout;
     let report = runtime
         .block_on(spool.replay(&exporter, deadline, None))

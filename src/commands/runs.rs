@@ -23,6 +23,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(crate::paths::default_state_dir),
     );
     let records = store.list()?;
+    crate::ui::debug(
+        1,
+        format!(
+            "runs: {} record(s) in {}",
+            records.len(),
+            store.dir().display()
+        ),
+    );
     match args.output {
         Format::Json => {
             let list: Vec<_> = records.iter().map(argo_json).collect();

@@ -258,10 +258,11 @@ pub(crate) async fn export_with(
         crate::ui::debug(
             1,
             format!(
-                "shim: exporting {} to {} over {} within {limit:?}",
+                "shim: exporting {} to {} over {} within {}",
                 r.signal(),
                 config.endpoint(r.signal()),
-                config.protocol
+                config.protocol,
+                crate::ui::duration(limit)
             ),
         );
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::background::{self, BackgroundError};
 use super::config::StackConfig;
-use super::definition::Port;
+use super::definition::{LABEL_PROJECT, Port};
 use super::docker::{self, ComponentStatus, DockerError, DockerStack, UpReport};
 use super::endpoints::{Endpoints, Runtime};
 use super::ports::{self, PortsTaken};
@@ -213,10 +213,19 @@ pub struct DownReport {
 
 pub async fn down(project: &str, volumes: bool) -> Result<DownReport, RuntimeError> {
     docker::check_project(project)?;
+    let say = |phase: String| crate::ui::debug(1, phase);
+    say(format!(
+        "down: the embedded backend of project {project} (pid file {})",
+        background::pid_path().display()
+    ));
     let mut report = DownReport {
         stopped_embedded: background::down(project)?,
         ..Default::default()
     };
+    say(format!(
+        "down: asking Docker at {} for what carries {LABEL_PROJECT}={project}",
+        docker::docker_host()
+    ));
     match docker::connect().await {
         Ok(client) => {
             report.removed = DockerStack::new(client, project)?.down(volumes).await?;
@@ -280,6 +289,10 @@ pub async fn status(project: &str) -> Result<StatusReport, RuntimeError> {
                     .filter(|e| e.runtime == Runtime::Embedded)
                     .map_or_else(|| "http://127.0.0.1:3200".to_string(), |e| e.tempo.clone())
             );
+            crate::ui::debug(
+                1,
+                format!("status: embedded backend pid {pid}, probing {url}"),
+            );
             let probe = super::ready::probe(&super::ready::client(), &url).await;
             Some(EmbeddedStatus {
                 pid,
@@ -290,6 +303,13 @@ pub async fn status(project: &str) -> Result<StatusReport, RuntimeError> {
         }
         None => None,
     };
+    crate::ui::debug(
+        1,
+        format!(
+            "status: asking Docker at {} for project {project}'s containers and probing each",
+            docker::docker_host()
+        ),
+    );
     let (components, docker_unreachable) = match docker::connect().await {
         Ok(client) => {
             let rows = DockerStack::new(client, project)?.status().await?;
