@@ -21,7 +21,9 @@
 //!
 //! Every fenced block must name its language: ```console (run here), ```text (diagrams,
 //! synopses) or the format of a file shown (yaml, json, promql, ...). ```sh and friends are
-//! refused, so that no command example escapes this test.
+//! refused, so that no command example escapes this test. A block that cannot run here (it needs
+//! a hosted stack) is marked ```console,not-run: it is named on stderr as not run, and every
+//! `obsctl` subcommand and `--flag` it shows is still checked against the binary's `--help`.
 
 mod common;
 
@@ -52,6 +54,8 @@ struct Block {
     file: String,
     line: usize,
     steps: Vec<Step>,
+    /// Marked ```console,not-run: needs what cannot run here (a hosted stack, a cluster).
+    not_run: bool,
 }
 
 impl Block {
@@ -61,6 +65,9 @@ impl Block {
             .any(|s| s.text.contains("docker") || s.text.contains("build-images"))
     }
 }
+
+/// The info string of a command block that cannot run here: its obsctl flags are still checked.
+const NOT_RUN: &str = "console,not-run";
 
 const SHELL_LANGS: [&str; 6] = ["sh", "bash", "shell", "zsh", "shell-session", "sh-session"];
 
@@ -75,7 +82,8 @@ fn parse_page(file: &str, text: &str) -> Result<Vec<Block>, Vec<String>> {
             continue;
         }
         let fence = &l[..ticks];
-        let lang = l[ticks..].split([',', ' ']).next().unwrap_or("").trim();
+        let info = l[ticks..].trim();
+        let lang = info.split([',', ' ']).next().unwrap_or("");
         let body: Vec<(usize, &str)> = lines
             .by_ref()
             .take_while(|(_, b)| !(b.starts_with(fence) && b[ticks..].trim().is_empty()))
@@ -95,6 +103,7 @@ fn parse_page(file: &str, text: &str) -> Result<Vec<Block>, Vec<String>> {
                     file: file.to_string(),
                     line,
                     steps,
+                    not_run: info == NOT_RUN,
                 }),
                 Err((at, why)) => problems.push(format!("{file}:{at}: {why}")),
             },
@@ -319,14 +328,51 @@ fn run_block(block: &Block, limit: Duration) -> Vec<String> {
     problems
 }
 
+/// What a block that is not run can still be held to: every `obsctl SUBCOMMAND` it shows exists
+/// and every `--flag` it gives is one that subcommand's `--help` lists.
+fn check_not_run(block: &Block) -> Vec<String> {
+    let mut problems = Vec::new();
+    for step in &block.steps {
+        let Some((_, rest)) = step.text.split_once("obsctl ") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let Some(sub) = words.first() else { continue };
+        let help = Command::new(env!("CARGO_BIN_EXE_obsctl"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        let at = format!("{}:{}", block.file, step.line);
+        if !help.status.success() {
+            problems.push(format!("{at}: `obsctl {sub}` is not a command"));
+            continue;
+        }
+        for flag in words.iter().filter(|w| w.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap_or(flag);
+            if !text.contains(&format!("{flag} ")) && !text.contains(&format!("{flag}\n")) {
+                problems.push(format!("{at}: `obsctl {sub}` has no flag {flag}"));
+            }
+        }
+    }
+    problems
+}
+
 fn run_all(docker: bool, limit: Duration) {
     let started = Instant::now();
-    let blocks: Vec<Block> = all_blocks()
+    let (not_run, blocks): (Vec<Block>, Vec<Block>) = all_blocks()
         .into_iter()
         .filter(|b| b.needs_docker() == docker)
-        .collect();
+        .partition(|b| b.not_run);
     assert!(!blocks.is_empty(), "no console block found");
     let mut problems = Vec::new();
+    for block in &not_run {
+        eprintln!(
+            "docs: {}:{} not run (```{NOT_RUN}); its obsctl flags checked against --help",
+            block.file, block.line
+        );
+        problems.extend(check_not_run(block));
+    }
     for block in &blocks {
         let t = Instant::now();
         problems.extend(run_block(block, limit));
@@ -399,6 +445,21 @@ fn a_block_that_is_not_a_test_is_refused() {
     assert!(problems[0].starts_with("docs/bad.md:1: ```sh block"));
     assert!(problems[1].starts_with("docs/bad.md:5: fenced block without a language"));
     assert!(problems[2].starts_with("docs/bad.md:10: console block with output before"));
+}
+
+/// A block marked not-run is parsed, said on stderr and held to the flags the binary has.
+#[test]
+fn a_block_not_run_here_is_still_checked_against_the_binary() {
+    let page = "```console,not-run\n$ obsctl verify --task-id T \\\n  --tempo-url https://t\n\n$ obsctl verify --no-such-flag\n\n$ obsctl nonesuch --x\n```\n";
+    let blocks = parse_page("docs/hosted.md", page).unwrap();
+    assert!(blocks[0].not_run);
+    assert_eq!(
+        check_not_run(&blocks[0]),
+        [
+            "docs/hosted.md:5: `obsctl verify` has no flag --no-such-flag",
+            "docs/hosted.md:7: `obsctl nonesuch` is not a command",
+        ]
+    );
 }
 
 #[test]
