@@ -923,7 +923,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let point = counter(1, Temporality::Delta, 100, 110, 2.0);
-        assert!(store.apply_metrics(std::slice::from_ref(&point)).unwrap().is_empty());
+        assert!(
+            store
+                .apply_metrics(std::slice::from_ref(&point))
+                .unwrap()
+                .is_empty()
+        );
         assert!(
             store
                 .apply_metrics(&[point.clone(), point])
@@ -965,12 +970,18 @@ mod tests {
                 .try_into()
                 .unwrap(),
         );
-        assert_eq!(store.insert_spans(std::slice::from_ref(&request)).unwrap(), 1);
+        assert_eq!(
+            store.insert_spans(std::slice::from_ref(&request)).unwrap(),
+            1
+        );
         // The same span again, alone and twice within one request: nothing stored.
         let mut twice = request.clone();
         let span = twice.scope_spans[0].spans[0].clone();
         twice.scope_spans[0].spans.push(span);
-        assert_eq!(store.insert_spans(std::slice::from_ref(&request)).unwrap(), 0);
+        assert_eq!(
+            store.insert_spans(std::slice::from_ref(&request)).unwrap(),
+            0
+        );
         assert_eq!(store.insert_spans(&[twice]).unwrap(), 0);
         assert_eq!(store.counts().unwrap().0, 1);
         assert_eq!(store.trace(&trace).unwrap().unwrap().len(), 1);
