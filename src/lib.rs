@@ -1,6 +1,7 @@
 //! obsctl: makes every step of an Argo-run AI-agent pipeline observable with OpenTelemetry,
 //! and proves it. `docs/architecture.md` maps these modules and the data flowing between them.
 
+pub mod argo;
 pub mod backends;
 pub mod chaos;
 pub mod checks;

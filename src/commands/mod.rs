@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod demo;
 pub mod down;
 pub mod flush;
+pub mod instrument;
 pub mod relay;
 pub mod run;
 pub mod runs;
@@ -44,6 +45,9 @@ pub enum Command {
     Flush(flush::Args),
     /// Run an Argo Workflow locally, one traced step per pod.
     Run(run::Args),
+    /// Print a workflow made observable on a real cluster: every step through `obsctl shim`,
+    /// the OTEL environment, labels and annotations.
+    Instrument(instrument::Args),
     /// List recorded runs.
     Runs(runs::Args),
     /// Prove that a run's telemetry is complete: spans, counters, exemplars, logs, outputs.
@@ -124,6 +128,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Relay(args) => relay::run(args),
         Command::Flush(args) => flush::run(args),
         Command::Run(args) => run::run(args),
+        Command::Instrument(args) => instrument::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Trace(args) => trace::run(args),

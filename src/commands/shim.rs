@@ -16,7 +16,7 @@ use crate::shim::{self, DEFAULT_EXPORT_BUDGET, Options};
 #[command(
     after_help = "Exit code: the command's own; 128+N when it died of signal N; 127 when it was \
 not found; 126 when it could not be executed. With --check: 0 when the collector answered, 1 \
-otherwise. Telemetry problems never change the exit code. See docs/shim.md."
+otherwise (0 with --warn-only). Telemetry problems never change the exit code. See docs/shim.md."
 )]
 pub struct Args {
     /// Agent name (default: $AGENT); the span is named <agent>/<step>.
@@ -42,8 +42,22 @@ pub struct Args {
     #[arg(long, conflicts_with = "command")]
     pub check: bool,
 
+    /// With --check: exit 0 even when the collector does not answer (the message still says
+    /// so); the `warn` policy of `obsctl instrument --check-policy`.
+    #[arg(long, requires = "check")]
+    pub warn_only: bool,
+
+    /// Copy this obsctl into DIR as DIR/obsctl and exit: the init container `obsctl instrument`
+    /// adds to each pod, so that a step image without obsctl can start through the shim.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["command", "check"])]
+    pub install: Option<std::path::PathBuf>,
+
     /// The step to run, after `--`.
-    #[arg(last = true, value_name = "COMMAND", required_unless_present = "check")]
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        required_unless_present_any = ["check", "install"]
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -75,8 +89,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .export_budget
         .or_else(|| budget_from_env().map(Duration::from_millis))
         .unwrap_or(DEFAULT_EXPORT_BUDGET);
+    if let Some(dir) = &args.install {
+        let target = crate::argo::instrument::install_self(dir)
+            .with_context(|| format!("cannot install obsctl into {}", dir.display()))?;
+        println!("installed {}", target.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.check {
-        return check(budget);
+        return check(budget, args.warn_only);
     }
     let code = shim::run(Options {
         agent: args.agent,
@@ -88,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn check(budget: Duration) -> anyhow::Result<ExitCode> {
+fn check(budget: Duration, warn_only: bool) -> anyhow::Result<ExitCode> {
     let config = ExportConfig::from_env().map_err(|e| CommandError::new(1, e))?;
     let timeout = budget.min(config.timeout);
     let report = shim::check::check(config, timeout).context("starting the async runtime")?;
@@ -106,7 +126,7 @@ fn check(budget: Duration) -> anyhow::Result<ExitCode> {
                 "collector NOT reachable: {} {}: {e} (after {ms:.1} ms)",
                 report.protocol, report.endpoint
             );
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(if warn_only { 0 } else { 1 }))
         }
     }
 }

@@ -299,6 +299,9 @@ pub struct Template {
     pub service_account_name: KubernetesOnly,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_priority_class_name: KubernetesOnly,
+    /// `obsctl instrument` adds these (the shim's copy and the collector check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_containers: KubernetesOnly,
 }
 
 /// What kind of node a template makes.
@@ -343,6 +346,7 @@ impl Template {
             volumes => "volumes",
             service_account_name => "serviceAccountName",
             pod_priority_class_name => "podPriorityClassName",
+            init_containers => "initContainers",
         );
         if let Some(c) = &self.container {
             set.extend(c.kubernetes_only());
