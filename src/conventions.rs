@@ -123,6 +123,10 @@ pub mod env {
     /// A deliberate defect for obsctl's own chaos tests (`crate::defect`).
     pub const OBSCTL_DEFECT: &str = "OBSCTL_DEFECT";
     pub const OBSCTL_SPOOL_DIR: &str = "OBSCTL_SPOOL_DIR";
+    /// `node`: the shim derives its span id from the trace id and the node id
+    /// (`argo::node_span_id`), so that a run followed on an Argo Server, which never sees the
+    /// shim's start line, knows each step's span.
+    pub const OBSCTL_SPAN_ID_FROM: &str = "OBSCTL_SPAN_ID_FROM";
     /// Upper bound of the spool directory in bytes; oldest items are dropped beyond it.
     pub const OBSCTL_SPOOL_MAX_BYTES: &str = "OBSCTL_SPOOL_MAX_BYTES";
     /// Total time the shim may spend exporting after the step ended, in milliseconds.

@@ -113,6 +113,8 @@ pub struct Report {
     pub wrapped: Vec<String>,
     /// Pod templates left unwrapped, with why (they still get the environment and labels).
     pub unwrapped: Vec<(String, &'static str)>,
+    /// Each wrapped template's agent and step, as its span is named (`agent/step`).
+    pub steps: std::collections::BTreeMap<String, (String, String)>,
 }
 
 /// Copies the running obsctl into `dir` as `obsctl`, executable: what the `obsctl-install` init
@@ -208,7 +210,13 @@ pub fn instrument(doc: &mut Value, file: &Path, opts: &Options) -> Result<Report
             .and_then(Value::as_mapping_mut)
             .ok_or_else(|| shape(&format!("spec.templates[{i}].{main_key}"), "a mapping"))?;
         match wrap_command(main, &identity) {
-            Ok(()) => report.wrapped.push(name.clone()),
+            Ok(()) => {
+                report.wrapped.push(name.clone());
+                report.steps.insert(
+                    name.clone(),
+                    (identity.agent.clone(), identity.step.clone()),
+                );
+            }
             Err(why) => report.unwrapped.push((name.clone(), why)),
         }
         upsert_named(main, "volumeMounts", mount());
@@ -326,6 +334,7 @@ impl Env {
             (env::OTEL_LOGS_EXPORTER, "none".into()),
             (env::NAMESPACE, "{{workflow.namespace}}".into()),
             (env::TRACEPARENT, traceparent.clone()),
+            (env::OBSCTL_SPAN_ID_FROM, "node".into()),
         ]);
         for (var, names) in [
             (env::REPO, &["repo"][..]),

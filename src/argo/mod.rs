@@ -1,4 +1,21 @@
 //! Real Argo: `instrument` makes a workflow observable for a cluster (the shim copied into every
 //! pod, the OTEL environment, labels and annotations). See `docs/argo.md`.
 
+pub mod client;
 pub mod instrument;
+pub mod remote;
+
+use crate::otlp::{SpanId, TraceId};
+
+/// The span id of the step that ran as node `node_id` in the trace `trace_id`: FNV-1a 64 of
+/// both, never zero. The shim uses it when `OBSCTL_SPAN_ID_FROM=node` (set by `instrument` for
+/// `obsctl run --argo-server`), so the run's record names each step's span without reading the
+/// pod's log. Argo gives every retry its own node, so ids stay unique within a trace.
+pub fn node_span_id(trace_id: TraceId, node_id: &str) -> SpanId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in trace_id.as_bytes().iter().chain(node_id.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    SpanId::from_bytes(hash.max(1).to_be_bytes())
+}

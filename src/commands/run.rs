@@ -16,7 +16,7 @@ use crate::workflow::engine::{self, Event, RunConfig};
 use crate::workflow::load;
 use crate::workflow::record::{Phase, RecordError, RecordStore, RunRecord};
 use crate::workflow::runner::{ProcessRunner, TmpIsolation};
-use crate::workflow::telemetry::OtelConfig;
+use crate::workflow::telemetry::{self, OtelConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -27,7 +27,9 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit code: 0 when the workflow Succeeded, 1 when it Failed or Errored, 2 for \
-invalid input (nothing is started), 3 when --runner docker cannot reach Docker. Supported subset, \
+invalid input (nothing is started), 3 when --runner docker cannot reach Docker. With \
+--argo-server: the workflow's phase on the server, 2 also when the server refuses the workflow \
+(400, unknown namespace), 3 when it cannot be reached or refuses the token (docs/argo.md). Supported subset, \
 runner and resume: docs/workflows.md; steps as containers: docs/observability.md."
 )]
 pub struct Args {
@@ -58,9 +60,28 @@ pub struct Args {
     /// deployment.environment of the steps [default: the workflow's `env` parameter, else local].
     #[arg(long, value_name = "NAME")]
     pub environment: Option<String>,
-    /// Kubernetes namespace recorded for the run (metadata.namespace wins).
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// Kubernetes namespace recorded for the run (metadata.namespace wins) [default: default;
+    /// with --argo-server the namespace submitted to: $ARGO_NAMESPACE, else argo].
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Submit to this Argo Server instead of running locally (`https://host:2746` or
+    /// `host:port`; alone: $ARGO_SERVER), instrumented as `obsctl instrument` does, and follow
+    /// it. $ARGO_TOKEN, $ARGO_SECURE, $ARGO_INSECURE_SKIP_VERIFY, $ARGO_HTTP1 and $ARGO_BASE_HREF
+    /// work as for the argo CLI. Ctrl-C stops the workflow, a second Ctrl-C detaches.
+    #[arg(
+        long,
+        value_name = "URL",
+        num_args = 0..=1,
+        conflicts_with_all = ["resume", "no_shim", "runner"]
+    )]
+    pub argo_server: Option<Option<String>>,
+    /// With --argo-server: a file holding the token (`Bearer …` or the bare token) instead of
+    /// $ARGO_TOKEN. The token is never printed, logged or recorded.
+    #[arg(long, value_name = "FILE", requires = "argo_server")]
+    pub token_file: Option<PathBuf>,
+    /// With --argo-server: the image carrying obsctl that each pod copies the shim from.
+    #[arg(long, default_value = crate::argo::instrument::DEFAULT_IMAGE, requires = "argo_server")]
+    pub obsctl_image: String,
     /// Run step commands bare, without `obsctl shim` around them (no step spans or metrics).
     #[arg(long)]
     pub no_shim: bool,
@@ -97,6 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .split_once('=')
             .ok_or_else(|| invalid(anyhow::anyhow!("-p {p:?}: expected NAME=VALUE")))?;
         overrides.push((name.to_string(), value.to_string()));
+    }
+    if let Some(server) = &args.argo_server {
+        return run_on_argo(&args, server.as_deref(), &store, &overrides);
     }
     let (loaded, record) = match &args.resume {
         Some(name) => {
@@ -137,7 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 overrides.push((attr::TASK_ID.to_string(), task_id));
                 loaded = load::load(&file, &overrides).map_err(invalid)?;
             }
-            let record = engine::new_record(&loaded, &args.namespace);
+            let record = engine::new_record(&loaded, local_namespace(&args));
             (loaded, record)
         }
     };
@@ -180,7 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = RunConfig {
         store: store.clone(),
         otel,
-        namespace: args.namespace.clone(),
+        namespace: local_namespace(&args).to_string(),
     };
     let view = LiveView::new();
     let events = view.clone();
@@ -235,6 +259,88 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(report(&outcome.record, args.output))
 }
 
+fn local_namespace(args: &Args) -> &str {
+    args.namespace.as_deref().unwrap_or("default")
+}
+
+/// `--argo-server`: the run happens on the server; this process instruments, submits, follows
+/// and records it, and prints the same result as a local run.
+fn run_on_argo(
+    args: &Args,
+    server: Option<&str>,
+    store: &RecordStore,
+    overrides: &[(String, String)],
+) -> anyhow::Result<ExitCode> {
+    use crate::argo::client::{ArgoClient, ServerConfig};
+    use crate::argo::instrument::{CheckPolicy, DEFAULT_ENDPOINT, Options};
+    use crate::argo::remote::{RemoteError, RemoteRun};
+    let file = args
+        .file
+        .clone()
+        .ok_or_else(|| invalid(anyhow::anyhow!("a workflow FILE is required")))?;
+    let config = ServerConfig::resolve(
+        server,
+        args.namespace.as_deref(),
+        args.token_file.as_deref(),
+        |k| std::env::var(k).ok(),
+    )
+    .map_err(invalid)?;
+    let client = ArgoClient::new(config)?;
+    let otel = otel_config(args, &[]);
+    let instrument = Options {
+        image: args.obsctl_image.clone(),
+        otlp_endpoint: args
+            .otlp_endpoint
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.into()),
+        otlp_protocol: otel.protocol.clone(),
+        sampler_ratio: args.sampler_ratio.clone(),
+        check: CheckPolicy::Warn,
+        traceparent: None,
+        environment: otel.environment.clone(),
+    };
+    let view = LiveView::new();
+    let events = view.clone();
+    let on_event = move |e| events.event(e);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = rt.block_on(
+        RemoteRun {
+            client: &client,
+            file: &file,
+            overrides,
+            instrument,
+            otel,
+            store: store.clone(),
+        }
+        .run(&on_event, || async {
+            // Without a signal handler Ctrl-C kills the process as before: nothing is lost.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }),
+    );
+    view.finish();
+    let outcome = outcome.map_err(|e| match &e {
+        RemoteError::Instrument(_) | RemoteError::UnknownParameter { .. } => invalid(e),
+        RemoteError::Submit(c) if c.is_invalid_input() => invalid(e),
+        RemoteError::Submit(_) | RemoteError::Client(_) => CommandError::new(3, e).into(),
+        RemoteError::Record(_) => e.into(),
+    })?;
+    if let Some(e) = &outcome.root_span_error {
+        eprintln!("obsctl: warning: root span not delivered: {e}");
+    }
+    if outcome.detached {
+        eprintln!(
+            "obsctl: detached; workflow {} goes on on the Argo Server",
+            outcome.record.name
+        );
+    }
+    Ok(report(&outcome.record, args.output))
+}
+
 /// A fresh `taskId` when the workflow declares the parameter empty and `-p` gives none: each run
 /// is then a task of its own, so its spans, histogram series and logs can be told from every
 /// other run's (earlier CI jobs, re-runs) without a fixed id colliding across them.
@@ -244,12 +350,7 @@ fn fresh_task_id(loaded: &load::LoadedWorkflow, overrides: &[(String, String)]) 
         .parameters
         .iter()
         .any(|(name, value)| name == attr::TASK_ID && value.is_empty());
-    (!given && declared_empty).then(|| {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        format!("task-{millis:x}-{:04x}", rand::random::<u16>())
-    })
+    (!given && declared_empty).then(telemetry::new_task_id)
 }
 
 /// Prints the run and answers the documented exit code.

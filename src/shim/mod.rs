@@ -99,9 +99,14 @@ pub fn run(options: Options) -> u8 {
         warn(w);
     }
     let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
+    let node = context.get(attr::NODE_ID);
+    let node_span = (lookup(env::OBSCTL_SPAN_ID_FROM).as_deref() == Some("node")
+        && parent.is_some()
+        && !node.is_empty())
+    .then(|| crate::argo::node_span_id(trace_id, node));
     let span = TraceContext {
         trace_id,
-        span_id: SpanId::random(),
+        span_id: node_span.unwrap_or_else(SpanId::random),
         sampled: sampler.should_sample(parent.as_ref(), trace_id),
     };
     print_start_line(&span, &context);

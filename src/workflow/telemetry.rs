@@ -161,6 +161,15 @@ pub fn step_env(
     out
 }
 
+/// A task id of its own for a run whose workflow declares `taskId` empty and is given none, so
+/// its spans, series and logs can be told from every other run's.
+pub fn new_task_id() -> String {
+    let millis = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("task-{millis:x}-{:04x}", rand::random::<u16>())
+}
+
 /// The run's root span, as obsctl records it.
 pub struct RootSpan<'a> {
     pub trace_id: TraceId,
