@@ -183,3 +183,65 @@ fn the_check_policy_warn_exits_0_when_the_collector_is_down() {
     assert_eq!(warn.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&warn.stdout).contains("collector NOT reachable"));
 }
+
+/// `deploy/` for teams that skip `instrument`: its ConfigMap holds the same OTEL values that
+/// `instrument` writes into each step by default, and the kustomization renders every file.
+#[test]
+fn the_deploy_manifests_match_instrument_and_render() {
+    let deploy = repo_root().join("deploy");
+    let config: Value = serde_norway::from_str(
+        &std::fs::read_to_string(deploy.join("collector-endpoint.yaml")).unwrap(),
+    )
+    .unwrap();
+    let data = config["data"].as_object().unwrap();
+    assert!(data.len() >= 8, "{data:?}");
+    let out: Value = serde_json::from_str(&instrument(
+        &repo_root().join("workflows/agent-pipeline.yaml"),
+        "json",
+    ))
+    .unwrap();
+    let template = out["spec"]["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t.get("container").is_some())
+        .unwrap();
+    let env = template["container"]["env"].as_array().unwrap();
+    for (key, value) in data {
+        let set = env
+            .iter()
+            .find(|e| e["name"] == key.as_str())
+            .unwrap_or_else(|| panic!("instrument sets no {key}"));
+        assert_eq!(&set["value"], value, "{key}");
+    }
+    let Some(kubectl) = common::require_tool(
+        "kubectl",
+        "the_deploy_manifests_match_instrument_and_render",
+    ) else {
+        return;
+    };
+    let rendered = std::process::Command::new(kubectl)
+        .arg("kustomize")
+        .arg(&deploy)
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let kinds: Vec<String> = String::from_utf8_lossy(&rendered.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: ").map(String::from))
+        .collect();
+    for kind in [
+        "ConfigMap",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "Secret",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+}
