@@ -6,6 +6,7 @@
 // this every binary would warn about the helpers (and re-exports below) it does not use.
 #![allow(dead_code, unused_imports)]
 
+pub mod argo;
 pub mod browser;
 pub mod chaos;
 pub mod embedded;

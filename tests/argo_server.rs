@@ -1,0 +1,298 @@
+//! `obsctl run --argo-server` against a stand-in Argo Server (`tests/common/argo.rs`): no Argo
+//! Server or Kubernetes can run here, so a Python process serves the endpoints obsctl uses as
+//! `../shared/argo/swagger.json` defines them, validating every request body and every workflow,
+//! and runs each workflow with obsctl's own executor and shim. Telemetry goes to the real
+//! `obsctl serve`, and `obsctl verify` judges the remote run from its record.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::argo::{ArgoStandIn, NAMESPACE, READ_ONLY_TOKEN, TOKEN};
+use common::serve::ServeHome;
+use common::workflow::{Sandbox, repo_root, require_private_tmp};
+use common::{ChildGuard, poll, wait_with_deadline};
+
+const PIPELINE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/workflows/verify-pipeline.yaml"
+);
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn records(state: &Path) -> Vec<Value> {
+    std::fs::read_dir(state)
+        .map(|dir| {
+            dir.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A remote run of `file` with `token`, its telemetry sent to `stack`, JSON on stdout.
+fn remote_run(stack: &ServeHome, argo: &ArgoStandIn, file: &Path, token: Option<&str>) -> Output {
+    let mut cmd = argo.run_command(stack.obsctl(&[]), file, &stack.state_dir(), NAMESPACE);
+    cmd.args(["-o", "json", "--otlp-endpoint", &stack.serve.grpc]);
+    if let Some(token) = token {
+        cmd.env("ARGO_TOKEN", format!("Bearer {token}"));
+    }
+    cmd.output().unwrap()
+}
+
+fn pod_nodes(run: &Value) -> Vec<(String, String)> {
+    let mut nodes: Vec<(String, String)> = run["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["type"] == "Pod")
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["phase"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// The run as the stand-in's executor recorded it, and as `obsctl run --argo-server` printed
+/// and recorded it: the same node ids and phases; each step's span reached the backend, so
+/// `obsctl verify` passes on the remote run's record.
+fn assert_recorded_and_verified(stack: &ServeHome, out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["status"]["phase"], "Succeeded");
+    let recorded = records(&stack.state_dir());
+    assert_eq!(recorded.len(), 1, "one record for one run: {recorded:?}");
+    let record = &recorded[0];
+    assert_eq!(record["name"], printed["metadata"]["name"]);
+    assert_eq!(record["namespace"], NAMESPACE);
+    let nodes = pod_nodes(&printed);
+    assert_eq!(
+        nodes.len(),
+        5,
+        "implement, clippy, two test attempts, deploy: {nodes:?}"
+    );
+    let record_nodes: Vec<(String, String)> = {
+        let mut n: Vec<_> = record["status"]["nodes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|n| n["type"] == "Pod")
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap().to_string(),
+                    n["phase"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(record_nodes, nodes);
+    let state = stack.state_dir();
+    let verify = stack
+        .obsctl(&["verify", "--run", record["name"].as_str().unwrap()])
+        .args(["--state-dir", state.to_str().unwrap(), "--output", "json"])
+        .args(["--timeout", "20s"])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    let all = format!("{}{}", text(out), serde_json::to_string(record).unwrap());
+    assert!(
+        !all.contains(TOKEN),
+        "the token is never printed or recorded"
+    );
+    printed
+}
+
+#[test]
+fn a_workflow_submitted_to_argo_is_followed_recorded_and_verifies() {
+    const TEST: &str = "a_workflow_submitted_to_argo_is_followed_recorded_and_verifies";
+    if !require_private_tmp(TEST) {
+        return;
+    }
+    let Some(argo) = ArgoStandIn::start(TEST, 0) else {
+        return;
+    };
+    let stack = ServeHome::start();
+    let out = remote_run(&stack, &argo, Path::new(PIPELINE), Some(TOKEN));
+    let printed = assert_recorded_and_verified(&stack, &out);
+    assert_eq!(argo.count("POST", "/api/v1/workflows/ci"), 1);
+    assert!(
+        argo.count("GET", "workflow-events") >= 1,
+        "{:?}",
+        argo.requests()
+    );
+    assert_eq!(argo.count("PUT", "/stop"), 0);
+    let runs = stack
+        .obsctl(&["runs", "--state-dir", stack.state_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let name = printed["metadata"]["name"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&runs.stdout).contains(name),
+        "{}",
+        text(&runs)
+    );
+}
+
+#[test]
+fn the_server_going_away_mid_watch_is_reconnected_without_a_second_record() {
+    const TEST: &str = "the_server_going_away_mid_watch_is_reconnected_without_a_second_record";
+    if !require_private_tmp(TEST) {
+        return;
+    }
+    let Some(argo) = ArgoStandIn::start(TEST, 3) else {
+        return;
+    };
+    let stack = ServeHome::start();
+    let out = remote_run(&stack, &argo, Path::new(PIPELINE), Some(TOKEN));
+    assert_recorded_and_verified(&stack, &out);
+    let events: Vec<String> = argo
+        .requests()
+        .iter()
+        .filter_map(|r| r["event"].as_str().map(String::from))
+        .collect();
+    assert_eq!(events, ["outage", "back"], "the stand-in went away once");
+    assert!(
+        argo.count("GET", "workflow-events") >= 2,
+        "the stream was reopened"
+    );
+}
+
+#[test]
+fn refusals_name_their_cause_and_record_nothing() {
+    const TEST: &str = "refusals_name_their_cause_and_record_nothing";
+    let Some(argo) = ArgoStandIn::start(TEST, 0) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let lint_rejected = sandbox.write(
+        "undefined-template.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: bad-\n\
+         spec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - name: a\n\
+         \x20       template: nowhere\n",
+    );
+    let pipeline = Path::new(PIPELINE);
+    // (workflow, token, namespace, exit code: 3 the server refuses us, 2 our input; said)
+    let cases: [(&Path, Option<&str>, Option<&str>, i32, &[&str]); 5] = [
+        (pipeline, None, None, 3, &["401 Unauthorized", "no token"]),
+        (
+            pipeline,
+            Some("v2:wrong"),
+            None,
+            3,
+            &["401 Unauthorized", "token not valid"],
+        ),
+        (
+            pipeline,
+            Some(READ_ONLY_TOKEN),
+            None,
+            3,
+            &["403 Forbidden", "cannot create"],
+        ),
+        (
+            pipeline,
+            Some(TOKEN),
+            Some("nope"),
+            2,
+            &["404", "namespaces \"nope\" not found"],
+        ),
+        (
+            &lint_rejected,
+            Some(TOKEN),
+            None,
+            2,
+            &["400", "template name 'nowhere' undefined"],
+        ),
+    ];
+    for (file, token, namespace, code, expected) in cases {
+        let state = sandbox.state_dir();
+        let ns = namespace.unwrap_or(NAMESPACE);
+        let mut cmd = argo.run_command(sandbox.command(), file, &state, ns);
+        if let Some(token) = token {
+            cmd.env("ARGO_TOKEN", token);
+        }
+        let out = cmd.output().unwrap();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{file:?} {token:?}: {said}");
+        for part in expected {
+            assert!(
+                said.contains(part),
+                "{token:?} {namespace:?}: {part:?} in {said}"
+            );
+        }
+        if let Some(token) = token {
+            assert!(!said.contains(token), "the token is never printed: {said}");
+        }
+        assert!(records(&state).is_empty(), "nothing recorded: {said}");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_the_workflow_on_the_server() {
+    const TEST: &str = "ctrl_c_stops_the_workflow_on_the_server";
+    let Some(argo) = ArgoStandIn::start(TEST, 0) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let state = sandbox.state_dir();
+    let mut cmd = argo.run_command(
+        sandbox.command(),
+        &repo_root().join("workflows/long-step.yaml"),
+        &state,
+        NAMESPACE,
+    );
+    cmd.args(["-p", "seconds=120", "-o", "json"])
+        .args(["--otlp-endpoint", &sandbox.dead_endpoint])
+        .env("ARGO_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    poll(
+        "the long step running on the server",
+        Duration::from_secs(30),
+        || {
+            records(&state).first().and_then(|r| {
+                r["status"]["nodes"]
+                    .as_object()?
+                    .values()
+                    .any(|n| n["displayName"] == "long" && n["phase"] == "Running")
+                    .then_some(())
+            })
+        },
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+    let out = child.into_inner().wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("stopping workflow"), "{said}");
+    assert_eq!(argo.count("PUT", "/stop"), 1, "{:?}", argo.requests());
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phase = printed["status"]["phase"].as_str().unwrap();
+    assert!(matches!(phase, "Failed" | "Error"), "{phase}");
+    let long = printed["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|n| n["displayName"] == "long")
+        .unwrap();
+    assert_ne!(long["phase"], "Succeeded", "the long step was stopped");
+    assert_eq!(records(&state).len(), 1);
+}
