@@ -72,8 +72,10 @@ pub enum ClientError {
     },
     #[error("{var}={value:?}: expected true or false")]
     Flag { var: &'static str, value: String },
-    #[error("cannot build the HTTPS client: {0}")]
+    #[error("cannot build the HTTP client: {0}")]
     Build(reqwest::Error),
+    #[error("{base}: this obsctl has no TLS support yet; reach the Argo Server over http")]
+    NoTls { base: String },
     #[error("{what}: {source}")]
     Transport {
         what: String,
@@ -192,6 +194,9 @@ impl ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Workflow {
     pub metadata: Metadata,
+    /// As submitted (instrumented), for judging a workflow that obsctl did not follow.
+    #[serde(default)]
+    pub spec: Value,
     #[serde(default)]
     pub status: Status,
 }
@@ -259,22 +264,14 @@ pub struct ArgoClient {
 
 impl ArgoClient {
     pub fn new(config: ServerConfig) -> Result<Self, ClientError> {
-        // One process-wide provider; a second install (another client) is refused harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let builder = |timeout: Option<Duration>| {
-            let mut b = reqwest::Client::builder()
-                .connect_timeout(REQUEST_TIMEOUT)
-                .danger_accept_invalid_certs(config.insecure_skip_verify);
-            b = match timeout {
-                Some(t) => b.timeout(t),
-                None => b.read_timeout(STREAM_IDLE),
-            };
-            // HTTP/2 is not built in: every request is HTTP/1.1, which ARGO_HTTP1 asks for.
-            b.http1_only().build().map_err(ClientError::Build)
-        };
+        if config.base.starts_with("https://") {
+            return Err(ClientError::NoTls {
+                base: config.base.clone(),
+            });
+        }
         Ok(Self {
-            http: builder(Some(REQUEST_TIMEOUT))?,
-            stream: builder(None)?,
+            http: http_client(&config, Some(REQUEST_TIMEOUT))?,
+            stream: http_client(&config, None)?,
             config,
         })
     }
@@ -503,6 +500,21 @@ impl ArgoClient {
             }
         }
     }
+}
+
+/// The one place the HTTP client is built: bounded connect, and either a whole-request timeout
+/// or (for the events stream) an idle one. Every request is HTTP/1.1, which `ARGO_HTTP1` asks
+/// for; HTTP/2 is not built in. TLS (`insecure_skip_verify` included) comes from `crate::tls`.
+fn http_client(
+    _config: &ServerConfig,
+    timeout: Option<Duration>,
+) -> Result<reqwest::Client, ClientError> {
+    let b = reqwest::Client::builder().connect_timeout(REQUEST_TIMEOUT);
+    let b = match timeout {
+        Some(t) => b.timeout(t),
+        None => b.read_timeout(STREAM_IDLE),
+    };
+    b.http1_only().build().map_err(ClientError::Build)
 }
 
 /// Splits a byte stream into lines, refusing a line longer than [`MAX_BODY`].
