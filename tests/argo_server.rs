@@ -148,6 +148,53 @@ fn a_workflow_submitted_to_argo_is_followed_recorded_and_verifies() {
         "{}",
         text(&runs)
     );
+    // The same workflow judged from the server alone: an empty state directory.
+    let empty = tempfile::tempdir().unwrap();
+    let from_argo = |workflow: &str| {
+        stack
+            .obsctl(&["verify", "--argo-server", &argo.url, "--workflow", workflow])
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--output",
+                "json",
+                "--timeout",
+                "10s",
+            ])
+            .arg("--state-dir")
+            .arg(empty.path())
+            .env("ARGO_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let verified = from_argo(name);
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    let trace = stack
+        .obsctl(&[
+            "trace",
+            "T-e2e",
+            "--argo-server",
+            &argo.url,
+            "--workflow",
+            name,
+        ])
+        .args(["--namespace", NAMESPACE, "--json", "--state-dir"])
+        .arg(empty.path())
+        .env("ARGO_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(trace.status.code(), Some(0), "{}", text(&trace));
+    let record_trace = records(&stack.state_dir())[0]["traceId"].clone();
+    assert!(
+        String::from_utf8_lossy(&trace.stdout).contains(record_trace.as_str().unwrap()),
+        "the task's trace is the remote run's: {}",
+        text(&trace)
+    );
+    let missing = from_argo("no-such-workflow");
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(text(&missing).contains("404"), "{}", text(&missing));
 }
 
 #[test]
@@ -162,16 +209,26 @@ fn the_server_going_away_mid_watch_is_reconnected_without_a_second_record() {
     let stack = ServeHome::start();
     let out = remote_run(&stack, &argo, Path::new(PIPELINE), Some(TOKEN));
     assert_recorded_and_verified(&stack, &out);
-    let events: Vec<String> = argo
-        .requests()
+    let requests = argo.requests();
+    let events: Vec<&str> = requests
         .iter()
-        .filter_map(|r| r["event"].as_str().map(String::from))
+        .filter_map(|r| r["event"].as_str())
         .collect();
     assert_eq!(events, ["outage", "back"], "the stand-in went away once");
+    let back = requests.iter().position(|r| r["event"] == "back").unwrap();
     assert!(
-        argo.count("GET", "workflow-events") >= 2,
-        "the stream was reopened"
+        requests[back..].iter().any(|r| r["method"] == "GET"),
+        "the workflow was read again once the server was back: {requests:?}"
     );
+}
+
+/// One refused submission: exit code 3 when the server refuses us, 2 when it refuses our input.
+struct Refusal<'a> {
+    file: &'a Path,
+    token: Option<&'a str>,
+    namespace: &'a str,
+    code: i32,
+    said: &'a [&'a str],
 }
 
 #[test]
@@ -188,42 +245,60 @@ fn refusals_name_their_cause_and_record_nothing() {
          \x20       template: nowhere\n",
     );
     let pipeline = Path::new(PIPELINE);
-    // (workflow, token, namespace, exit code: 3 the server refuses us, 2 our input; said)
-    let cases: [(&Path, Option<&str>, Option<&str>, i32, &[&str]); 5] = [
-        (pipeline, None, None, 3, &["401 Unauthorized", "no token"]),
-        (
+    let case = |file, token, namespace, code, said| Refusal {
+        file,
+        token,
+        namespace,
+        code,
+        said,
+    };
+    let cases = [
+        case(
+            pipeline,
+            None,
+            NAMESPACE,
+            3,
+            &["401 Unauthorized", "no token"],
+        ),
+        case(
             pipeline,
             Some("v2:wrong"),
-            None,
+            NAMESPACE,
             3,
             &["401 Unauthorized", "token not valid"],
         ),
-        (
+        case(
             pipeline,
             Some(READ_ONLY_TOKEN),
-            None,
+            NAMESPACE,
             3,
             &["403 Forbidden", "cannot create"],
         ),
-        (
+        case(
             pipeline,
             Some(TOKEN),
-            Some("nope"),
+            "nope",
             2,
             &["404", "namespaces \"nope\" not found"],
         ),
-        (
+        case(
             &lint_rejected,
             Some(TOKEN),
-            None,
+            NAMESPACE,
             2,
             &["400", "template name 'nowhere' undefined"],
         ),
     ];
-    for (file, token, namespace, code, expected) in cases {
+    for Refusal {
+        file,
+        token,
+        namespace,
+        code,
+        said: expected,
+    } in cases
+    {
         let state = sandbox.state_dir();
-        let ns = namespace.unwrap_or(NAMESPACE);
-        let mut cmd = argo.run_command(sandbox.command(), file, &state, ns);
+        let mut cmd = argo.run_command(sandbox.command(), file, &state, namespace);
         if let Some(token) = token {
             cmd.env("ARGO_TOKEN", token);
         }

@@ -34,6 +34,11 @@ pub enum RemoteError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(
+        "workflow {workflow} was not instrumented by obsctl (no trace.context annotation on its \
+         templates): its steps emitted no telemetry obsctl can find"
+    )]
+    NotInstrumented { workflow: String },
 }
 
 /// What a remote run needs.
@@ -169,6 +174,78 @@ impl RemoteRun<'_> {
             root_span_error,
         })
     }
+}
+
+/// The run record of a workflow that ran on Argo without `obsctl run` following it, for
+/// `verify --argo-server`: its nodes and phases from Argo, its trace from the `trace.context`
+/// annotation `instrument` put on its templates (the uid form: the workflow's uid), and each
+/// step's span from its node id (`OBSCTL_SPAN_ID_FROM=node`).
+pub fn record_of(wf: &Workflow, server: &str) -> Result<RunRecord, RemoteError> {
+    let file = PathBuf::from(format!(
+        "{server}/workflows/{}/{}",
+        wf.metadata.namespace, wf.metadata.name
+    ));
+    let not_instrumented = || RemoteError::NotInstrumented {
+        workflow: wf.metadata.name.clone(),
+    };
+    let annotation = wf.spec["templates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|t| t["metadata"]["annotations"]["trace.context"].as_str())
+        .ok_or_else(not_instrumented)?;
+    let parent = if annotation.contains("{{") {
+        let uid = wf.metadata.uid.replace('-', "");
+        TraceContext::parse_traceparent(&format!("00-{uid}-{}-01", &uid[..uid.len().min(16)]))
+    } else {
+        TraceContext::parse_traceparent(annotation)
+    }
+    .map_err(|_| not_instrumented())?;
+    let mut doc = serde_json::json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": wf.metadata.name},
+        "spec": wf.spec,
+    });
+    let mut yaml = serde_norway::to_value(&doc).expect("JSON values convert to YAML");
+    let report = instrument::instrument(&mut yaml, &file, &Options::default())?;
+    let parameters = doc["spec"]["arguments"]["parameters"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            Some(Parameter {
+                name: p["name"].as_str()?.to_string(),
+                value: p["value"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect();
+    let mut record = RunRecord {
+        name: wf.metadata.name.clone(),
+        namespace: wf.metadata.namespace.clone(),
+        workflow_file: file,
+        parameters,
+        trace_id: parent.trace_id,
+        root_span_id: parent.span_id,
+        sampled: Some(parent.sampled),
+        status: WorkflowStatus {
+            phase: Phase::Pending,
+            started_at: None,
+            finished_at: None,
+            message: None,
+            nodes: BTreeMap::new(),
+            outputs: None,
+        },
+    };
+    apply(&mut record, wf, &report.steps);
+    Ok(record)
+}
+
+/// `GET` the workflow and make it a run record ([`record_of`]).
+pub async fn fetch_record(client: &ArgoClient, name: &str) -> Result<RunRecord, RemoteError> {
+    let wf = client.get(name).await?;
+    record_of(&wf, &client.config().base)
 }
 
 /// Sets `-p` values in `spec.arguments.parameters`, and a fresh `taskId` when it is declared

@@ -327,7 +327,7 @@ fn run_on_argo(
         RemoteError::Instrument(_) | RemoteError::UnknownParameter { .. } => invalid(e),
         RemoteError::Submit(c) if c.is_invalid_input() => invalid(e),
         RemoteError::Submit(_) | RemoteError::Client(_) => CommandError::new(3, e).into(),
-        RemoteError::Record(_) => e.into(),
+        RemoteError::Record(_) | RemoteError::NotInstrumented { .. } => e.into(),
     })?;
     if let Some(e) = &outcome.root_span_error {
         eprintln!("obsctl: warning: root span not delivered: {e}");

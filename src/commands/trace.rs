@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::verify::{BackendArgs, non_empty_task_id};
+use super::verify::{ArgoSource, BackendArgs, non_empty_task_id};
 use crate::report::task::{TaskQuery, load, render_task};
 use crate::workflow::record::RecordStore;
 
@@ -30,6 +30,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub argo: ArgoSource,
+    #[command(flatten)]
     pub backends: BackendArgs,
 }
 
@@ -38,9 +40,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(crate::paths::default_state_dir);
-    let records = RecordStore::new(&state_dir)
-        .list()
-        .context("reading run records")?;
+    let records = match args.argo.record()? {
+        Some(record) => vec![record],
+        None => RecordStore::new(&state_dir)
+            .list()
+            .context("reading run records")?,
+    };
     let backends = args.backends.connect()?;
     let query = TaskQuery {
         task_id: &args.task_id,

@@ -23,7 +23,7 @@ use crate::report::html::verify::Evidence;
 use crate::report::task::links_of_runs;
 use crate::report::verify::{BackendsUsed, VerifyReport, json, junit, table};
 use crate::stack::endpoints::Endpoints;
-use crate::workflow::record::RecordStore;
+use crate::workflow::record::{RecordStore, RunRecord};
 
 /// Exit code when a check failed (1 is "could not run").
 pub const EXIT_CHECK_FAILED: u8 = 2;
@@ -88,10 +88,10 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Verify this run (its name, as `obsctl runs` lists it). Default: the latest run.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["task_id", "since"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["task_id", "since", "argo_server"])]
     pub run: Option<String>,
     /// Verify every recorded run of this task.
-    #[arg(long, value_name = "ID", conflicts_with = "since", value_parser = non_empty_task_id)]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["since", "argo_server"], value_parser = non_empty_task_id)]
     pub task_id: Option<String>,
     /// Verify every run started within this long ago (30s, 5m, 2h).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -117,7 +117,51 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub argo: ArgoSource,
+    #[command(flatten)]
     pub backends: BackendArgs,
+}
+
+/// A workflow on an Argo Server instead of run records (`verify` and `trace`).
+#[derive(Debug, clap::Args)]
+pub struct ArgoSource {
+    /// Judge a workflow that ran on this Argo Server (URL or `host:port`; alone:
+    /// $ARGO_SERVER) from its nodes there, without a run record: needs --workflow. Token in
+    /// $ARGO_TOKEN or --token-file; see docs/argo.md.
+    #[arg(long, value_name = "URL", num_args = 0..=1, requires = "workflow")]
+    pub argo_server: Option<Option<String>>,
+    /// With --argo-server: the workflow's name.
+    #[arg(long, value_name = "NAME", requires = "argo_server")]
+    pub workflow: Option<String>,
+    /// With --argo-server: its namespace [default: $ARGO_NAMESPACE, else argo].
+    #[arg(long, requires = "argo_server")]
+    pub namespace: Option<String>,
+    /// With --argo-server: a file holding the token instead of $ARGO_TOKEN.
+    #[arg(long, value_name = "FILE", requires = "argo_server")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ArgoSource {
+    /// The workflow as a run record, read from the server; `None` without --argo-server.
+    pub fn record(&self) -> anyhow::Result<Option<RunRecord>> {
+        use crate::argo::client::{ArgoClient, ServerConfig};
+        let (Some(server), Some(name)) = (&self.argo_server, &self.workflow) else {
+            return Ok(None);
+        };
+        let config = ServerConfig::resolve(
+            server.as_deref(),
+            self.namespace.as_deref(),
+            self.token_file.as_deref(),
+            |k| std::env::var(k).ok(),
+        )?;
+        let client = ArgoClient::new(config)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let record = runtime.block_on(crate::argo::remote::fetch_record(&client, name))?;
+        Ok(Some(record))
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -131,16 +175,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(crate::paths::default_state_dir);
-    let all = RecordStore::new(&state_dir)
-        .list()
-        .context("reading run records")?;
-    let selection = match (&args.run, &args.task_id, args.since) {
-        (Some(name), _, _) => Selection::Run(name.clone()),
-        (_, Some(task), _) => Selection::Task(task.clone()),
-        (_, _, Some(since)) => Selection::Since(since),
-        _ => Selection::Latest,
+    let (runs, all) = match args.argo.record()? {
+        Some(record) => (vec![record.clone()], vec![record]),
+        None => {
+            let all = RecordStore::new(&state_dir)
+                .list()
+                .context("reading run records")?;
+            let selection = match (&args.run, &args.task_id, args.since) {
+                (Some(name), _, _) => Selection::Run(name.clone()),
+                (_, Some(task), _) => Selection::Task(task.clone()),
+                (_, _, Some(since)) => Selection::Since(since),
+                _ => Selection::Latest,
+            };
+            (
+                select(&all, &selection, &state_dir.display().to_string())?,
+                all,
+            )
+        }
     };
-    let runs = select(&all, &selection, &state_dir.display().to_string())?;
     let backends = args.backends.connect()?;
     let expectation = Expectation::new(runs, &all);
     let thresholds = Thresholds {

@@ -118,16 +118,20 @@ def argo_status(record):
 class StandIn:
     def __init__(self, args):
         self.args = args
-        swagger = json.load(open(args.swagger))
+        with open(args.swagger) as f:
+            swagger = json.load(f)
         self.create_request = spec_validator(
             swagger, "io.argoproj.workflow.v1alpha1.WorkflowCreateRequest")
         self.stop_request = spec_validator(
             swagger, "io.argoproj.workflow.v1alpha1.WorkflowStopRequest")
-        self.workflow_shape, self.workflow_root = workflow_validators(json.load(open(args.schema)))
+        with open(args.schema) as f:
+            self.workflow_shape, self.workflow_root = workflow_validators(json.load(f))
         self.store = Store()
         self.log_lock = threading.Lock()
         self.stream_lines = 0
         self.server = None
+        # Between the outage and the listener closing, connections are dropped unanswered.
+        self.down = False
 
     def log(self, entry):
         with self.log_lock, open(self.args.log, "a") as f:
@@ -163,14 +167,18 @@ class StandIn:
         file = os.path.join(work, "workflow.json")
         local = replace_shim({k: v for k, v in workflow.items() if k != "status"},
                              self.args.obsctl)
+        # What the API server adds to metadata is not part of the workflow the executor reads.
+        local["metadata"] = {k: v for k, v in local["metadata"].items()
+                             if k in ("name", "namespace", "labels", "annotations")}
         with open(file, "w") as f:
             json.dump(local, f)
         runs = os.path.join(work, "runs")
-        child = subprocess.Popen(
-            [self.args.obsctl, "run", file, "--no-shim", "--namespace", namespace,
-             "--state-dir", runs, "--otlp-endpoint", self.args.dead_endpoint, "-o", "json"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "stderr"), "w"),
-            env={**os.environ, "XDG_STATE_HOME": work})
+        with open(os.path.join(work, "stderr"), "w") as stderr:
+            child = subprocess.Popen(
+                [self.args.obsctl, "run", file, "--no-shim", "--namespace", namespace,
+                 "--state-dir", runs, "--otlp-endpoint", self.args.dead_endpoint, "-o", "json"],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+                env={**os.environ, "XDG_STATE_HOME": work})
         self.store.children[name] = child
         threading.Thread(target=self.follow, args=(name, runs, child), daemon=True).start()
 
@@ -224,12 +232,14 @@ class StandIn:
     def go_away(self):
         """The server disappears (connections refused) and comes back on the same port."""
         server = self.server
+        self.down = True
         self.log({"event": "outage"})
         server.shutdown()
         server.server_close()
         time.sleep(self.args.outage_seconds)
-        self.serve(server.server_address[1])
+        self.down = False
         self.log({"event": "back"})
+        self.serve(server.server_address[1])
 
 
 def handler_for(standin):
@@ -274,6 +284,10 @@ def handler_for(standin):
             parts = url.path.strip("/").split("/")
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if standin.down:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             standin.log({"method": method, "path": url.path, "query": url.query,
                          "authorized": self.headers.get("Authorization") is not None})
             if not self.access(write=method != "GET"):
