@@ -100,14 +100,7 @@ impl RemoteRun<'_> {
             trace_id,
             root_span_id,
             sampled: Some(sampled),
-            status: WorkflowStatus {
-                phase: Phase::Pending,
-                started_at: Some(crate::workflow::clock::now()),
-                finished_at: None,
-                message: None,
-                nodes: BTreeMap::new(),
-                outputs: None,
-            },
+            status: pending(Some(crate::workflow::clock::now())),
         };
         self.store.save(&record)?;
         let mut seen = Seen::default();
@@ -229,14 +222,7 @@ pub fn record_of(wf: &Workflow, server: &str) -> Result<RunRecord, RemoteError> 
         trace_id: parent.trace_id,
         root_span_id: parent.span_id,
         sampled: Some(parent.sampled),
-        status: WorkflowStatus {
-            phase: Phase::Pending,
-            started_at: None,
-            finished_at: None,
-            message: None,
-            nodes: BTreeMap::new(),
-            outputs: None,
-        },
+        status: pending(None),
     };
     apply(&mut record, wf, &report.steps);
     Ok(record)
@@ -322,6 +308,18 @@ fn apply(record: &mut RunRecord, wf: &Workflow, steps: &BTreeMap<String, (String
         .iter()
         .filter_map(|(id, node)| Some((id.clone(), node_of(node, record.trace_id, steps)?)))
         .collect();
+}
+
+/// A workflow's status before Argo reported any.
+fn pending(started_at: Option<String>) -> WorkflowStatus {
+    WorkflowStatus {
+        phase: Phase::Pending,
+        started_at,
+        finished_at: None,
+        message: None,
+        nodes: BTreeMap::new(),
+        outputs: None,
+    }
 }
 
 fn phase_of(text: &str) -> Phase {
@@ -458,6 +456,41 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workflow_instrumented_without_run_is_traced_by_its_uid() {
+        let template = |annotations| {
+            serde_json::json!({
+                "name": "hello",
+                "metadata": {"annotations": annotations, "labels": {"agent": "rex", "step": "say"}},
+                "container": {"image": "busybox", "command": ["echo", "hi"]}
+            })
+        };
+        let workflow = |annotations| -> Workflow {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "wf", "namespace": "argo",
+                             "uid": "0af76519-16cd-43dd-8448-eb211c80319c"},
+                "spec": {"entrypoint": "hello", "templates": [template(annotations)]},
+                "status": {"phase": "Succeeded", "nodes": {"wf": {
+                    "id": "wf", "name": "wf", "type": "Pod", "templateName": "hello",
+                    "phase": "Succeeded", "outputs": {"exitCode": "0"}}}}
+            }))
+            .unwrap()
+        };
+        let uid_form = serde_json::json!({"trace.context": "00-{{=sprig.replace('-', '', workflow.uid)}}-x-01"});
+        let record = record_of(&workflow(uid_form), "http://argo:2746").unwrap();
+        assert_eq!(
+            record.trace_id.to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        let step = record.status.nodes["wf"].telemetry.clone().unwrap();
+        assert_eq!(
+            step.span_id,
+            crate::argo::node_span_id(record.trace_id, "wf")
+        );
+        let bare = record_of(&workflow(serde_json::json!({})), "http://argo:2746");
+        assert!(matches!(bare, Err(RemoteError::NotInstrumented { .. })));
+    }
 
     #[test]
     fn argo_nodes_become_record_nodes_with_their_step_span() {
