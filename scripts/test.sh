@@ -2,8 +2,9 @@
 # The whole test suite, installing first what the tests need: Debian's prometheus (real scrapes
 # and exemplar queries), busybox-static (local container images), chromium (renders the HTML
 # reports headless), nginx (the TLS terminator of tests/tls.rs), docker-compose and openssl (the
-# docs' compose example), the Python OpenTelemetry SDK (a real OTLP client nobody here wrote). CI
-# calls exactly this script through .ci/run.
+# docs' compose example), kubernetes-client (kubectl kustomize renders deploy/), the Python
+# OpenTelemetry SDK (a real OTLP client nobody here wrote) and jsonschema. CI calls exactly this
+# script through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # The docs' compose example (tests/docs.rs runs it as written).
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# `kubectl kustomize` renders deploy/ (tests/argo_instrument.rs).
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     sudo_if_needed apt-get update -qq
