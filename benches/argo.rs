@@ -5,6 +5,9 @@
 //! - Time from starting `obsctl run --argo-server` (against the stand-in Argo Server of
 //!   `tests/common/argo.rs`, which runs the workflow with obsctl's own executor) to the first
 //!   node being visible in its run record, against a local `obsctl run` of the same workflow.
+//! - The watch's work per event, in process: one `workflow-events` line of a 200-step workflow
+//!   decoded, applied to the run record and the record saved, against only parsing the line as
+//!   JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -151,7 +154,81 @@ fn time_to_first_node() {
     );
 }
 
+/// An event line as the Argo Server streams it: a running workflow of `n` finished Pod nodes.
+fn event_line(n: usize) -> Vec<u8> {
+    let nodes: serde_json::Map<String, serde_json::Value> = (0..n)
+        .map(|i| {
+            let id = format!("wf-{}", 1_000_000 + i);
+            let node = serde_json::json!({
+                "id": id, "name": format!("wf[{i}].step"), "displayName": "step", "type": "Pod",
+                "templateName": "step", "phase": "Succeeded", "boundaryID": "wf",
+                "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z",
+                "outputs": {"exitCode": "0", "parameters": [{"name": "out", "value": "x"}]}
+            });
+            (id, node)
+        })
+        .collect();
+    let event = serde_json::json!({"result": {"type": "MODIFIED", "object": {
+        "metadata": {"name": "wf", "namespace": "argo", "uid": "u", "resourceVersion": "1"},
+        "spec": {"entrypoint": "main"},
+        "status": {"phase": "Running", "startedAt": "2026-01-01T00:00:00Z", "nodes": nodes}
+    }}});
+    serde_json::to_vec(&event).unwrap()
+}
+
+fn watch_work_per_event() {
+    use obsctl::argo::{client::event_of, remote::apply};
+    use obsctl::workflow::record::{RecordStore, RunRecord};
+    let line = event_line(200);
+    let dir = tempfile::tempdir().unwrap();
+    let store = RecordStore::new(dir.path());
+    let steps = std::collections::BTreeMap::from([(
+        "step".to_string(),
+        ("rex".to_string(), "step".to_string()),
+    )]);
+    let mut record: RunRecord = serde_json::from_value(serde_json::json!({
+        "name": "wf", "namespace": "argo", "workflowFile": "wf.yaml", "parameters": [],
+        "traceId": "0af7651916cd43dd8448eb211c80319c", "rootSpanId": "b7ad6b7169203331",
+        "status": {"phase": "Pending", "nodes": {}}
+    }))
+    .unwrap();
+    let per = |f: &mut dyn FnMut()| {
+        median(
+            (0..ROUNDS * 4)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..20 {
+                        f();
+                    }
+                    start.elapsed() / 20
+                })
+                .collect(),
+        )
+    };
+    let parse = per(&mut || {
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&line).unwrap());
+    });
+    let watch = per(&mut || {
+        let wf = event_of(&line, "wf", "bench").unwrap().unwrap();
+        apply(&mut record, &wf, &steps);
+        store.save(&record).unwrap();
+    });
+    println!(
+        "\n| one event of a 200-node workflow ({} KiB) | parse as JSON | decode + apply + save record | ratio |",
+        line.len() / 1024
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| median of {} | {:.3} ms | {:.3} ms | {:.2}x |",
+        ROUNDS * 4,
+        ms(parse),
+        ms(watch),
+        watch.as_secs_f64() / parse.as_secs_f64()
+    );
+}
+
 fn main() {
+    watch_work_per_event();
     instrument_vs_parse();
     time_to_first_node();
 }

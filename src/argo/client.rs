@@ -469,30 +469,9 @@ impl ArgoClient {
                 .push(&chunk)
                 .map_err(|()| ClientError::TooLarge { what: what.clone() })?
             {
-                let parsed: StreamLine =
-                    serde_json::from_slice(&line).map_err(|source| ClientError::Decode {
-                        what: what.clone(),
-                        source,
-                    })?;
-                if let Some(err) = parsed.error {
-                    let message = err
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("stream error")
-                        .to_string();
-                    return Err(ClientError::Rejected {
-                        what,
-                        status: 200,
-                        message,
-                    });
-                }
-                let Some(event) = parsed.result else { continue };
-                let Some(workflow) = event.object else {
+                let Some(workflow) = event_of(&line, name, &what)? else {
                     continue;
                 };
-                if event.kind == "DELETED" || workflow.metadata.name != name {
-                    continue;
-                }
                 on_update(&workflow);
                 if workflow.is_finished() {
                     return Ok(Some(workflow));
@@ -500,6 +479,33 @@ impl ArgoClient {
             }
         }
     }
+}
+
+/// One line of the events stream: the workflow it carries when it is a change of `name` (not
+/// its deletion), `None` for anything else, or the error the server sent in the stream.
+pub fn event_of(line: &[u8], name: &str, what: &str) -> Result<Option<Workflow>, ClientError> {
+    let parsed: StreamLine =
+        serde_json::from_slice(line).map_err(|source| ClientError::Decode {
+            what: what.to_string(),
+            source,
+        })?;
+    if let Some(err) = parsed.error {
+        let message = err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("stream error")
+            .to_string();
+        return Err(ClientError::Rejected {
+            what: what.to_string(),
+            status: 200,
+            message,
+        });
+    }
+    Ok(parsed
+        .result
+        .filter(|event| event.kind != "DELETED")
+        .and_then(|event| event.object)
+        .filter(|workflow| workflow.metadata.name == name))
 }
 
 /// The one place the HTTP client is built: bounded connect, and either a whole-request timeout

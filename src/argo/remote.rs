@@ -293,8 +293,9 @@ fn set_parameters(
 }
 
 /// The workflow's state from Argo, into the record: phase, times, outputs, nodes, and for each
-/// Pod node whose main container ran (it has an exit code) the step's span.
-fn apply(record: &mut RunRecord, wf: &Workflow, steps: &BTreeMap<String, (String, String)>) {
+/// Pod node whose main container ran (it has an exit code) the step's span. `steps`: each
+/// wrapped template's agent and step (`instrument::Report::steps`).
+pub fn apply(record: &mut RunRecord, wf: &Workflow, steps: &BTreeMap<String, (String, String)>) {
     let status = &wf.status;
     record.status.phase = phase_of(&status.phase);
     if status.started_at.is_some() {

@@ -318,6 +318,12 @@ def handler_for(standin):
             self.wfile.flush()
 
         def watch(self, query):
+            try:
+                self.stream(query)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away, as watchers do
+
+        def stream(self, query):
             selector = query.get("listOptions.fieldSelector", [""])[0]
             name = selector.removeprefix("metadata.name=")
             self.send_response(200)
