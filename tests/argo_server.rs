@@ -371,3 +371,47 @@ fn ctrl_c_stops_the_workflow_on_the_server() {
     assert_ne!(long["phase"], "Succeeded", "the long step was stopped");
     assert_eq!(records(&state).len(), 1);
 }
+
+/// The Argo Server over https with a certificate from a CA the system does not trust: refused
+/// and named by default (nothing submitted), accepted only with ARGO_INSECURE_SKIP_VERIFY.
+#[test]
+fn https_is_verified_unless_skipping_is_asked_for() {
+    const TEST: &str = "https_is_verified_unless_skipping_is_asked_for";
+    let pki = common::tls::Pki::generate();
+    let Some(argo) = ArgoStandIn::start_tls(TEST, &pki.path("server.pem"), &pki.path("server.key"))
+    else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let state = sandbox.state_dir();
+    let run = |skip: bool| {
+        let mut cmd = argo.run_command(
+            sandbox.command(),
+            &repo_root().join("workflows/long-step.yaml"),
+            &state,
+            NAMESPACE,
+        );
+        cmd.args(["-p", "seconds=1", "-o", "json"])
+            .args(["--otlp-endpoint", &sandbox.dead_endpoint])
+            .env("ARGO_TOKEN", TOKEN);
+        if skip {
+            cmd.env("ARGO_INSECURE_SKIP_VERIFY", "true");
+        }
+        cmd.output().unwrap()
+    };
+    let refused = run(false);
+    let said = text(&refused);
+    assert!(argo.url.starts_with("https://"));
+    assert_eq!(refused.status.code(), Some(3), "{said}");
+    assert!(said.contains("unknown CA"), "{said}");
+    assert_eq!(
+        argo.count("POST", "/api/v1/workflows"),
+        0,
+        "nothing submitted"
+    );
+    let skipped = run(true);
+    let said = text(&skipped);
+    assert_eq!(skipped.status.code(), Some(0), "{said}");
+    assert!(said.contains("certificate is not checked"), "{said}");
+    assert_eq!(argo.count("POST", "/api/v1/workflows"), 1);
+}

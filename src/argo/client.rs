@@ -72,14 +72,16 @@ pub enum ClientError {
     },
     #[error("{var}={value:?}: expected true or false")]
     Flag { var: &'static str, value: String },
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTPS client: {0}")]
     Build(reqwest::Error),
-    #[error("{base}: this obsctl has no TLS support yet; reach the Argo Server over http")]
-    NoTls { base: String },
-    #[error("{what}: {source}")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// `reason` names a TLS failure (expired, wrong host, unknown CA) when it is one.
+    #[error("{what}: {reason}")]
     Transport {
         what: String,
-        source: reqwest::Error,
+        reason: String,
+        tls: bool,
     },
     #[error("{what}: the Argo Server refused the token (401 Unauthorized){hint}: {message}")]
     Unauthorized {
@@ -107,11 +109,20 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A request that got no HTTP answer, its cause named (a TLS failure as such).
+    fn transport(what: &str, err: &reqwest::Error) -> Self {
+        Self::Transport {
+            what: what.to_string(),
+            reason: crate::tls::describe(err),
+            tls: crate::tls::Failure::find(err).is_some(),
+        }
+    }
+
     /// The server may answer the same request later: it could not be reached, or it failed
     /// (5xx), as while an Argo Server restarts behind its load balancer.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { tls, .. } => !tls,
             Self::Rejected { status, .. } => *status >= 500,
             _ => false,
         }
@@ -264,10 +275,10 @@ pub struct ArgoClient {
 
 impl ArgoClient {
     pub fn new(config: ServerConfig) -> Result<Self, ClientError> {
-        if config.base.starts_with("https://") {
-            return Err(ClientError::NoTls {
-                base: config.base.clone(),
-            });
+        if config.insecure_skip_verify {
+            eprintln!(
+                "obsctl: warning: ARGO_INSECURE_SKIP_VERIFY: the Argo Server's certificate is not checked"
+            );
         }
         Ok(Self {
             http: http_client(&config, Some(REQUEST_TIMEOUT))?,
@@ -344,11 +355,11 @@ impl ArgoClient {
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, ClientError> {
-        let transport = |source| ClientError::Transport {
-            what: what.to_string(),
-            source,
-        };
-        let resp = self.authorized(req).send().await.map_err(transport)?;
+        let resp = self
+            .authorized(req)
+            .send()
+            .await
+            .map_err(|e| ClientError::transport(what, &e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -458,10 +469,7 @@ impl ArgoClient {
             let chunk = resp
                 .chunk()
                 .await
-                .map_err(|source| ClientError::Transport {
-                    what: what.clone(),
-                    source,
-                })?;
+                .map_err(|e| ClientError::transport(&what, &e))?;
             let Some(chunk) = chunk else {
                 return Ok(None);
             };
@@ -508,14 +516,19 @@ pub fn event_of(line: &[u8], name: &str, what: &str) -> Result<Option<Workflow>,
         .filter(|workflow| workflow.metadata.name == name))
 }
 
-/// The one place the HTTP client is built: bounded connect, and either a whole-request timeout
-/// or (for the events stream) an idle one. Every request is HTTP/1.1, which `ARGO_HTTP1` asks
-/// for; HTTP/2 is not built in. TLS (`insecure_skip_verify` included) comes from `crate::tls`.
+/// The one place the HTTP client is built: rustls through `crate::tls` (system roots, verified
+/// unless `ARGO_INSECURE_SKIP_VERIFY`), bounded connect, and either a whole-request timeout or
+/// (for the events stream) an idle one. Every request is HTTP/1.1, which `ARGO_HTTP1` asks for;
+/// HTTP/2 is not built in.
 fn http_client(
-    _config: &ServerConfig,
+    config: &ServerConfig,
     timeout: Option<Duration>,
 ) -> Result<reqwest::Client, ClientError> {
-    let b = reqwest::Client::builder().connect_timeout(REQUEST_TIMEOUT);
+    let tls = crate::tls::TlsOptions {
+        insecure_skip_verify: config.insecure_skip_verify,
+        ..Default::default()
+    };
+    let b = tls.reqwest_builder()?.connect_timeout(REQUEST_TIMEOUT);
     let b = match timeout {
         Some(t) => b.timeout(t),
         None => b.read_timeout(STREAM_IDLE),
@@ -557,10 +570,7 @@ async fn read_bounded(mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|source| ClientError::Transport {
-            what: what.to_string(),
-            source,
-        })?
+        .map_err(|e| ClientError::transport(what, &e))?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(ClientError::TooLarge {

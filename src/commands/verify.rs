@@ -127,7 +127,7 @@ pub struct Args {
 pub struct ArgoSource {
     /// Judge a workflow that ran on this Argo Server (URL or `host:port`; alone:
     /// $ARGO_SERVER) from its nodes there, without a run record: needs --workflow. Token in
-    /// $ARGO_TOKEN or --token-file; see docs/argo.md.
+    /// $ARGO_TOKEN or --argo-token-file; see docs/argo.md.
     #[arg(long, value_name = "URL", num_args = 0..=1, requires = "workflow")]
     pub argo_server: Option<Option<String>>,
     /// With --argo-server: the workflow's name.
@@ -138,7 +138,7 @@ pub struct ArgoSource {
     pub namespace: Option<String>,
     /// With --argo-server: a file holding the token instead of $ARGO_TOKEN.
     #[arg(long, value_name = "FILE", requires = "argo_server")]
-    pub token_file: Option<PathBuf>,
+    pub argo_token_file: Option<PathBuf>,
 }
 
 impl ArgoSource {
@@ -151,7 +151,7 @@ impl ArgoSource {
         let config = ServerConfig::resolve(
             server.as_deref(),
             self.namespace.as_deref(),
-            self.token_file.as_deref(),
+            self.argo_token_file.as_deref(),
             |k| std::env::var(k).ok(),
         )?;
         let client = ArgoClient::new(config)?;

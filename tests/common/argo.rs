@@ -35,6 +35,15 @@ impl ArgoStandIn {
     /// refused) for a second once it has sent that many event lines in all, then comes back on
     /// the same port.
     pub fn start(test: &str, outage_after_lines: u32) -> Option<Self> {
+        Self::spawn(test, outage_after_lines, None)
+    }
+
+    /// Serving https with `cert` and `key` (PEM), e.g. from `super::tls::Pki`.
+    pub fn start_tls(test: &str, cert: &Path, key: &Path) -> Option<Self> {
+        Self::spawn(test, 0, Some((cert, key)))
+    }
+
+    fn spawn(test: &str, outage_after_lines: u32, tls: Option<(&Path, &Path)>) -> Option<Self> {
         if !require_probe(
             "python3 with jsonschema (tests/python/requirements.txt)",
             test,
@@ -47,29 +56,29 @@ impl ArgoStandIn {
         std::fs::create_dir(&state).unwrap();
         let log = dir.path().join("requests.jsonl");
         let argo = shared_argo();
-        let mut child = ChildGuard::new(
-            Command::new("python3")
-                .arg(repo_root().join("tests/python/argo_server.py"))
-                .args(["--obsctl", env!("CARGO_BIN_EXE_obsctl")])
-                .arg("--state")
-                .arg(&state)
-                .arg("--log")
-                .arg(&log)
-                .arg("--swagger")
-                .arg(argo.join("swagger.json"))
-                .arg("--schema")
-                .arg(argo.join("schema.json"))
-                .args(["--token", TOKEN, "--read-only-token", READ_ONLY_TOKEN])
-                .args(["--namespace", NAMESPACE])
-                .arg("--dead-endpoint")
-                .arg(format!("http://127.0.0.1:{}", free_port()))
-                .arg("--outage-after-lines")
-                .arg(outage_after_lines.to_string())
-                .env_remove("CI")
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("python3 runs"),
-        );
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/python/argo_server.py"))
+            .args(["--obsctl", env!("CARGO_BIN_EXE_obsctl")])
+            .arg("--state")
+            .arg(&state)
+            .arg("--log")
+            .arg(&log)
+            .arg("--swagger")
+            .arg(argo.join("swagger.json"))
+            .arg("--schema")
+            .arg(argo.join("schema.json"))
+            .args(["--token", TOKEN, "--read-only-token", READ_ONLY_TOKEN])
+            .args(["--namespace", NAMESPACE])
+            .arg("--dead-endpoint")
+            .arg(format!("http://127.0.0.1:{}", free_port()))
+            .arg("--outage-after-lines")
+            .arg(outage_after_lines.to_string())
+            .env_remove("CI")
+            .stdout(Stdio::piped());
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = ChildGuard::new(cmd.spawn().expect("python3 runs"));
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
@@ -81,7 +90,7 @@ impl ArgoStandIn {
             .to_string();
         Some(Self {
             child,
-            url: format!("http://{addr}"),
+            url: format!("{}://{addr}", if tls.is_some() { "https" } else { "http" }),
             log,
             _dir: dir,
         })

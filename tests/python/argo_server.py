@@ -14,7 +14,7 @@ status Argo maps their gRPC code to. A submitted workflow runs with obsctl's own
 node ids, phases, outputs and telemetry are real; only the shim's path inside the pod is
 replaced by the obsctl under test.
 
-Prints `listening 127.0.0.1:PORT` once ready; logs every request as a JSON line to --log.
+With --tls-cert/--tls-key it serves https. Prints `listening 127.0.0.1:PORT` once ready; logs every request as a JSON line to --log.
 """
 
 import argparse
@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -226,6 +227,13 @@ class StandIn:
     def serve(self, port):
         self.server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(self))
         self.server.daemon_threads = True
+        # A refused handshake is the client's verdict, not the stand-in's failure.
+        self.server.handle_error = lambda *_: None
+        if self.args.tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.args.tls_cert, self.args.tls_key)
+            self.server.socket = ctx.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self.server.server_address[1]
 
@@ -379,6 +387,8 @@ def main():
     p.add_argument("--dead-endpoint", required=True)
     p.add_argument("--outage-after-lines", type=int, default=0)
     p.add_argument("--outage-seconds", type=float, default=1.0)
+    p.add_argument("--tls-cert", help="serve https with this PEM certificate (and --tls-key)")
+    p.add_argument("--tls-key")
     args = p.parse_args()
     standin = StandIn(args)
     port = standin.serve(0)
