@@ -4,7 +4,10 @@
 //! stack's collector config, no queue), Tempo and Loki `obsctl serve` stand-ins with their query
 //! APIs, the aggregator obsctl itself, Prometheus Debian's real one. The faults are real Docker
 //! operations on the collector container (stop, kill, pause, network disconnect) and on step
-//! containers (stop with a grace, kill). Under `CI=true` a missing Docker or tool fails.
+//! containers (stop with a grace, kill). Under `CI=true` a missing Docker or tool fails. The
+//! dropping-spool defect is the shim's own and is shown on the embedded runtime
+//! (tests/chaos.rs); here every outage passing with nothing lost shows that step containers
+//! share the run's spool, so the backlog is replayed after them.
 
 mod common;
 
@@ -112,7 +115,7 @@ fn every_scenario_passes_on_the_docker_stack_with_nothing_lost() {
     let Some(env) = stack("every_scenario_passes_on_the_docker_stack_with_nothing_lost") else {
         return;
     };
-    let (code, report) = chaos(&env, &["all", "--outage", "3s", "--steps", "10"], &[]);
+    let (code, report) = chaos(&env, &["all", "--outage", "2s", "--steps", "10"], &[]);
     assert_eq!(report["runtime"], "docker", "{report:#}");
     assert_eq!(code, 0, "{report:#}");
     let names: Vec<&str> = report["scenarios"]
@@ -138,7 +141,11 @@ fn every_scenario_passes_on_the_docker_stack_with_nothing_lost() {
         assert_eq!(s["passed"], true, "{s:#}");
         for r in s["rows"].as_array().unwrap() {
             assert_eq!(r["lost"], 0, "{}: {r:#}", s["scenario"]);
+            assert_eq!(r["duplicated"], 0, "{}: {r:#}", s["scenario"]);
         }
+        // The stand-ins and the aggregator absorb repeats and say how many.
+        let absorbed = row(s, "duplicates-absorbed");
+        assert!(absorbed["found"].as_u64() <= absorbed["expected"].as_u64());
         runs.extend(s["runs"].as_array().unwrap().iter().cloned());
     }
     // The killed pods were containers: the SIGKILLed one recorded from outside, by the runner.
@@ -174,32 +181,8 @@ fn a_runner_that_does_not_record_killed_containers_loses_the_killed_span() {
     assert_eq!(row(s, "deleted-pod-span")["passed"], true, "{s:#}");
 }
 
-#[test]
-fn a_spool_that_drops_what_it_was_given_loses_the_outage_on_docker() {
-    let _one = one_at_a_time();
-    let Some(env) = stack("a_spool_that_drops_what_it_was_given_loses_the_outage_on_docker") else {
-        return;
-    };
-    let (code, report) = chaos(
-        &env,
-        &["collector-outage", "--mode", "stop", "--outage", "3s"],
-        &[("OBSCTL_SPOOL_MAX_BYTES", "1")],
-    );
-    assert_eq!(code, 2, "{report:#}");
-    let s = scenario(&report, "collector-outage/stop");
-    assert!(
-        row(s, "span-coverage")["lost"].as_u64().unwrap() > 0,
-        "{s:#}"
-    );
-    assert!(row(s, "log-lines")["lost"].as_u64().unwrap() > 0, "{s:#}");
-    assert_collector_whole(&env);
-}
-
 /// Ctrl-C while the fault is in force: chaos exits 130 and the collector is whole again.
-fn ctrl_c_during(mode: &str, in_force: impl Fn(&Value) -> bool) {
-    let Some(env) = stack(&format!("ctrl_c_during_{mode}")) else {
-        return;
-    };
+fn ctrl_c_during(env: &StackEnv, mode: &str, in_force: impl Fn(&Value) -> bool) {
     let work = tempfile::tempdir().unwrap();
     let stderr_path = work.path().join("stderr");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_obsctl"));
@@ -225,7 +208,7 @@ fn ctrl_c_during(mode: &str, in_force: impl Fn(&Value) -> bool) {
     }
     let mut guard = ChildGuard::new(cmd.spawn().unwrap());
     poll("the fault to be in force", Duration::from_secs(90), || {
-        in_force(&collector(&env)).then_some(())
+        in_force(&collector(env)).then_some(())
     });
     let chaos: &mut std::process::Child = &mut guard;
     nix::sys::signal::kill(
@@ -237,19 +220,17 @@ fn ctrl_c_during(mode: &str, in_force: impl Fn(&Value) -> bool) {
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("every fault was undone"), "{stderr}");
-    assert_collector_whole(&env);
+    assert_collector_whole(env);
 }
 
 #[test]
-fn ctrl_c_during_a_pause_leaves_the_collector_running_and_unpaused() {
+fn ctrl_c_during_a_pause_or_a_partition_leaves_the_collector_whole() {
     let _one = one_at_a_time();
-    ctrl_c_during("pause", |c| c["State"]["Paused"] == true);
-}
-
-#[test]
-fn ctrl_c_during_a_partition_leaves_the_collector_connected() {
-    let _one = one_at_a_time();
-    ctrl_c_during("partition", |c| {
+    let Some(env) = stack("ctrl_c_during_a_pause_or_a_partition_leaves_the_collector_whole") else {
+        return;
+    };
+    ctrl_c_during(&env, "pause", |c| c["State"]["Paused"] == true);
+    ctrl_c_during(&env, "partition", |c| {
         c["NetworkSettings"]["Networks"]
             .as_object()
             .is_some_and(|n| n.is_empty())

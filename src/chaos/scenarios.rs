@@ -603,8 +603,10 @@ async fn outage(
 ) -> Result<ScenarioReport, ChaosError> {
     let file = stage.workflow("chaos-steady.yaml", STEADY)?;
     let step = 0.5;
-    // Two steps at a time for the outage and four seconds more, so the run outlives the fault.
-    let count = (((stage.options.outage.as_secs_f64() + 4.0) / step) * 2.0).ceil() as u32;
+    // The four steps before the fault, then two steps at a time for the outage and four
+    // seconds more, so the run outlives the fault (no more: a longer run is only slower).
+    let took = step + stage.target.step_start().as_secs_f64();
+    let count = 4 + (((stage.options.outage.as_secs_f64() + 4.0) / took) * 2.0).ceil() as u32;
     let mut child = stage.run(&[
         file.display().to_string(),
         "-p".into(),
@@ -642,17 +644,19 @@ async fn outage(
     rows.insert(0, condition_phase(&records));
     let (inside, outside, worst) = step_delays(&records, (fault_start, fault_end));
     let budget = crate::shim::DEFAULT_EXPORT_BUDGET;
+    // A step's start varies with it: a container's start varies by about its own length.
+    let slack = DELAY_SLACK + stage.target.step_start();
     rows.insert(
         1,
         Row::within(
             "added-delay-ms",
-            (budget + DELAY_SLACK).as_millis() as u64,
+            (budget + slack).as_millis() as u64,
             worst.as_millis() as u64,
             format!(
                 "worst step delay added by the outage {} ms; limit: the {} ms export budget + {} ms slack",
                 worst.as_millis(),
                 budget.as_millis(),
-                DELAY_SLACK.as_millis()
+                slack.as_millis()
             ),
         ),
     );
@@ -742,6 +746,33 @@ async fn controller_restart(
         .await?;
     phase("kill -9 of obsctl run");
     let fault_start = SystemTime::now();
+    // A container that ended before the freeze is recorded by its controller once it sees the
+    // exit: the kill waits for that, so every step the record calls running really was.
+    let freezing = Instant::now();
+    let mut frozen = stage.target.before_controller_death(&name).await?;
+    while let Some(nodes) = &frozen {
+        if freezing.elapsed() > RUN_DEADLINE {
+            return Err(ChaosError::Deadline(
+                "the run record to show only frozen steps running".into(),
+                RUN_DEADLINE,
+            ));
+        }
+        let caught_up = stage
+            .store
+            .list()
+            .unwrap_or_default()
+            .first()
+            .is_some_and(|r| {
+                pods(r)
+                    .filter(|n| n.phase == Phase::Running)
+                    .all(|n| nodes.contains(&n.id))
+            });
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+        frozen = stage.target.before_controller_death(&name).await?;
+    }
     let _ = kill(child.pid(), Signal::SIGKILL);
     child.wait().await?;
     stage.target.steps_die_with_controller(&name).await?;

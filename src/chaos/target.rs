@@ -163,8 +163,30 @@ impl Target {
         }
     }
 
-    /// After a `kill -9` of `obsctl run`: its steps die with it, as process steps do by
-    /// PDEATHSIG, so the resumed run finds them interrupted on either runtime.
+    /// What starting a step adds to its duration, beyond the process start the embedded runtime
+    /// has too.
+    pub fn step_start(&self) -> Duration {
+        match self {
+            Self::Embedded(_) => Duration::ZERO,
+            Self::Docker(_) => super::docker::STEP_START,
+        }
+    }
+
+    /// Just before a `kill -9` of `obsctl run`: on Docker its running step containers are
+    /// frozen, so that they die at the same moment as it, as process steps do by PDEATHSIG.
+    /// Answers the nodes frozen so far (`None` on the embedded runtime).
+    pub async fn before_controller_death(
+        &self,
+        run: &str,
+    ) -> Result<Option<Vec<String>>, ChaosError> {
+        match self {
+            Self::Embedded(_) => Ok(None),
+            Self::Docker(t) => t.freeze_run_steps(run).await.map(Some),
+        }
+    }
+
+    /// After a `kill -9` of `obsctl run`: its steps die with it (process steps by PDEATHSIG,
+    /// containers killed here), so the resumed run finds them interrupted on either runtime.
     pub async fn steps_die_with_controller(&self, run: &str) -> Result<(), ChaosError> {
         match self {
             Self::Embedded(_) => Ok(()),
