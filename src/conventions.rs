@@ -162,6 +162,8 @@ pub mod env {
     pub const OBSCTL_TENANT: &str = "OBSCTL_TENANT";
     /// PEM CA certificate(s) that verify the backends, replacing the system's roots.
     pub const OBSCTL_CA_FILE: &str = "OBSCTL_CA_FILE";
+    /// YAML file with the backends' URLs and access settings (`--backends-file`).
+    pub const OBSCTL_BACKENDS_FILE: &str = "OBSCTL_BACKENDS_FILE";
     pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
     pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
     pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";

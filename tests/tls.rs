@@ -294,6 +294,31 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
     let out_env = cmd.output().unwrap();
     assert_eq!(out_env.status.code(), Some(0), "{}", text(&out_env));
 
+    // The same from a backends file alone: URLs, CA, token file and tenant. A wrong tenant in
+    // it is refused by nginx, so the file's URLs are the ones used (not the endpoints file's).
+    let verify_with_file = |tenant: &str| {
+        let file = stack.home.path().join(format!("backends-{tenant}.yaml"));
+        let section = format!("  url: {api}\n");
+        std::fs::write(
+            &file,
+            format!(
+                "caFile: {ca}\nall:\n  tokenFile: {token_arg}\n  tenant: {tenant}\n\
+                 tempo:\n{section}prometheus:\n{section}loki:\n{section}"
+            ),
+        )
+        .unwrap();
+        stack
+            .obsctl(&["verify", "--timeout", "20s", "--state-dir", &state])
+            .args(["--backends-file", &file.display().to_string()])
+            .output()
+            .unwrap()
+    };
+    let out_file = verify_with_file(TENANT);
+    assert_eq!(out_file.status.code(), Some(0), "{}", text(&out_file));
+    let refused = verify_with_file("team-other");
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("HTTP 403"), "{}", text(&refused));
+
     // Refusals name the backend and why; TLS failures too.
     let no_token = run(&["verify", "--timeout", "5s"], &["--tenant", TENANT]);
     assert_eq!(no_token.status.code(), Some(1));
@@ -325,6 +350,7 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
         ("verify", text(&out)),
         ("trace", text(&out_trace)),
         ("verify with the variable", text(&out_env)),
+        ("verify with the backends file", text(&out_file)),
         (
             "the refusals",
             text(&no_token) + &text(&wrong_tenant) + &shown,

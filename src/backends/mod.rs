@@ -1,9 +1,11 @@
 //! Clients for the query APIs obsctl reads back: Tempo (traces), Prometheus (metrics) and Loki
 //! (logs). The same clients talk to the real backends and to `obsctl serve`, which speaks the same
 //! subset. Every request is bounded in time and every response in size; `access` holds what a
-//! shared or hosted backend asks of a client (TLS, token, tenant, headers).
+//! shared or hosted backend asks of a client (TLS, token, tenant, headers), `file` the file
+//! that holds it.
 
 pub mod access;
+pub mod file;
 pub mod loki;
 pub mod prometheus;
 pub mod tempo;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::backends::access::{
     Access, AccessError, BackendAccess, Credential, Header, TokenSource, tenant,
 };
+use crate::backends::file::{BackendsFile, FileError};
 use crate::conventions::env;
 use crate::secret::Secret;
 use crate::tls::TlsOptions;
@@ -14,6 +15,10 @@ use crate::tls::TlsOptions;
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Backend access (TLS, credentials, tenant)")]
 pub struct AccessArgs {
+    /// YAML file with the backends' URLs, TLS, token and password files, tenants and headers
+    /// (docs/observability.md); flags win over it.
+    #[arg(long, value_name = "PATH", env = env::OBSCTL_BACKENDS_FILE)]
+    pub backends_file: Option<PathBuf>,
     /// PEM CA certificate(s) to verify the backends' TLS certificates with, instead of the
     /// system's roots.
     #[arg(long, value_name = "PATH", env = env::OBSCTL_CA_FILE)]
@@ -74,9 +79,35 @@ pub struct AccessArgs {
 }
 
 impl AccessArgs {
-    /// The settings as types; secrets are read from their files here, so a missing file is
-    /// an error before any request.
-    pub fn resolve(&self) -> Result<BackendAccess, AccessError> {
+    /// The backends file, when one is given.
+    pub fn file(&self) -> Result<Option<BackendsFile>, FileError> {
+        self.backends_file
+            .as_deref()
+            .map(BackendsFile::load)
+            .transpose()
+    }
+
+    /// The flags' settings on top of `file`'s; secrets are read from their files here, so a
+    /// missing file is an error before any request.
+    pub fn resolve(&self, file: Option<&BackendsFile>) -> Result<BackendAccess, AccessError> {
+        let flags = self.flags_only()?;
+        let Some(file) = file.map(|f| &f.access) else {
+            return Ok(flags);
+        };
+        Ok(BackendAccess {
+            tls: TlsOptions {
+                ca_file: flags.tls.ca_file.or_else(|| file.tls.ca_file.clone()),
+                insecure_skip_verify: flags.tls.insecure_skip_verify
+                    || file.tls.insecure_skip_verify,
+                ..Default::default()
+            },
+            tempo: file.tempo.overlaid(&flags.tempo),
+            prometheus: file.prometheus.overlaid(&flags.prometheus),
+            loki: file.loki.overlaid(&flags.loki),
+        })
+    }
+
+    fn flags_only(&self) -> Result<BackendAccess, AccessError> {
         let token = match (&self.token_file, &self.token) {
             (Some(path), _) => Some(TokenSource::File(path.clone())),
             (None, Some(value)) => Some(TokenSource::Value(Secret::new(value.clone()))),
@@ -180,7 +211,7 @@ mod tests {
             "X-A=1",
         ])
         .unwrap();
-        let access = cli.access.resolve().unwrap();
+        let access = cli.access.resolve(None).unwrap();
         let bearer = |b| match &access.of(b).credential {
             Some(Credential::Bearer(s)) => s.expose().to_string(),
             other => panic!("{other:?}"),
@@ -196,7 +227,7 @@ mod tests {
     #[test]
     fn a_missing_token_file_is_named() {
         let cli = Cli::try_parse_from(["x", "--tempo-token-file", "/nonexistent/t"]).unwrap();
-        let err = cli.access.resolve().unwrap_err().to_string();
+        let err = cli.access.resolve(None).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/t"), "{err}");
     }
 }

@@ -31,13 +31,13 @@ pub const EXIT_CHECK_FAILED: u8 = 2;
 /// Where the backends answer; each defaults to the running stack's endpoints file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
-    /// Tempo-shaped trace API base URL (default: from the running stack).
+    /// Tempo-shaped trace API base URL (default: the backends file, else the running stack).
     #[arg(long, value_name = "URL")]
     pub tempo_url: Option<String>,
-    /// Prometheus API base URL (default: from the running stack).
+    /// Prometheus API base URL (default: the backends file, else the running stack).
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
-    /// Loki API base URL (default: from the running stack).
+    /// Loki API base URL (default: the backends file, else the running stack).
     #[arg(long, value_name = "URL")]
     pub loki_url: Option<String>,
     /// `service_name` label the step logs carry in Loki.
@@ -48,15 +48,18 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// Flags, else the endpoints file, else an error telling the user to start a stack.
+    /// Flags, else the backends file, else the endpoints file, else an error telling the user
+    /// to start a stack.
     pub fn connect(&self) -> anyhow::Result<Backends> {
+        let file = self.access.file()?;
+        let from_file = file.as_ref().map(|f| f.urls.clone()).unwrap_or_default();
         let flags = UrlFlags {
-            tempo: self.tempo_url.clone(),
-            prometheus: self.prometheus_url.clone(),
-            loki: self.loki_url.clone(),
+            tempo: self.tempo_url.clone().or(from_file.tempo),
+            prometheus: self.prometheus_url.clone().or(from_file.prometheus),
+            loki: self.loki_url.clone().or(from_file.loki),
         };
         let urls = BackendUrls::discover(&flags, &Endpoints::default_path())?;
-        let access = self.access.resolve()?;
+        let access = self.access.resolve(file.as_ref())?;
         if access.tls.insecure_skip_verify {
             crate::ui::note(
                 "warning: --insecure-skip-verify: the backends' TLS certificates are NOT \
