@@ -11,6 +11,7 @@ mod position;
 
 use self::position::{YamlPath, locate};
 use super::expr;
+use super::expression::{self, ExpressionError};
 use super::spec::{Parameter, Step, Template, TemplateKind, Workflow};
 use super::vars;
 
@@ -101,6 +102,44 @@ impl Checker<'_> {
         }
     }
 
+    /// An error at `needle`, found at byte `offset` of the string `value` that the node `node`
+    /// holds: the same occurrence of `needle` in the source, counted from where the node starts
+    /// (a block scalar's text differs from its source only in indentation and line breaks).
+    fn at_text(
+        &self,
+        node: &YamlPath,
+        value: &str,
+        offset: usize,
+        needle: &str,
+        message: String,
+    ) -> LoadError {
+        let nth = value[..offset.min(value.len())].matches(needle).count();
+        let found = locate(self.source, node).and_then(|(line, column)| {
+            let start = self
+                .source
+                .split_inclusive('\n')
+                .take(line - 1)
+                .map(str::len)
+                .sum::<usize>()
+                + column
+                - 1;
+            let at = self.source.get(start..)?.match_indices(needle).nth(nth)?.0 + start;
+            let before = &self.source[..at];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            Some((line, column))
+        });
+        match found {
+            Some((line, column)) => LoadError::Invalid {
+                path: self.path.to_path_buf(),
+                line: Some(line),
+                column: Some(column),
+                message,
+            },
+            None => self.at(node, message),
+        }
+    }
+
     fn plain(&self, message: String) -> LoadError {
         LoadError::Invalid {
             path: self.path.to_path_buf(),
@@ -127,7 +166,6 @@ pub fn parse(
     overrides: &[(String, String)],
 ) -> Result<LoadedWorkflow, LoadError> {
     let c = Checker { path, source };
-    refuse_expression_tags(&c)?;
     let mut workflow: Workflow = serde_norway::from_str(source).map_err(|e| {
         let (line, column) = e
             .location()
@@ -141,6 +179,7 @@ pub fn parse(
     })?;
     defaults::apply(&mut workflow).map_err(|m| c.at(&spec().key("templateDefaults"), m))?;
     check(&c, &workflow)?;
+    check_expressions(&c, &workflow)?;
     let parameters = resolve_parameters(&c, &workflow, overrides)?;
     let mut kubernetes_only = workflow.spec.kubernetes_only();
     for t in &workflow.spec.templates {
@@ -164,24 +203,64 @@ pub fn parse(
     })
 }
 
-/// `{{=expr}}` needs Argo's expr language, which this executor does not embed.
-fn refuse_expression_tags(c: &Checker) -> Result<(), LoadError> {
-    for (i, line) in c.source.lines().enumerate() {
-        if line.trim_start().starts_with('#') {
-            continue;
+/// Every expression, in a `{{=...}}` tag anywhere in the spec or in an `expression` field,
+/// parses and calls only functions obsctl provides. A function it lacks is refused at the line
+/// and column of its own name.
+fn check_expressions(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
+    let json = serde_json::to_value(&wf.spec).expect("workflows always serialize");
+    let mut strings = Vec::new();
+    collect_strings(&json, spec(), None, &mut strings);
+    for (path, key, value) in strings {
+        let mut found: Vec<(usize, &str)> = Vec::new();
+        if key == Some("expression") {
+            found.push((0, value));
         }
-        if let Some(col) = line.find("{{=") {
-            return Err(LoadError::Invalid {
-                path: c.path.to_path_buf(),
-                line: Some(i + 1),
-                column: Some(col + 1),
-                message: "expression tags `{{=...}}` are not supported by obsctl run; use simple \
-                          `{{...}}` variables"
-                    .into(),
+        let mut from = 0;
+        while let Some(start) = value[from..].find("{{=").map(|i| from + i) {
+            let body = start + 3;
+            let Some(len) = value[body..].find("}}") else {
+                break;
+            };
+            found.push((body, &value[body..body + len]));
+            from = body + len;
+        }
+        for (at, text) in found {
+            let Err(e) = expression::check(text) else {
+                continue;
+            };
+            let message = format!("{path}: {e}");
+            return Err(match &e {
+                ExpressionError::UnknownFunction { name, offset, .. } => {
+                    c.at_text(&path, value, at + offset, name, message)
+                }
+                _ => c.at(&path, message),
             });
         }
     }
     Ok(())
+}
+
+/// Every string under `value`, with its path and the key it sits under.
+fn collect_strings<'v>(
+    value: &'v serde_json::Value,
+    at: YamlPath,
+    key: Option<&'v str>,
+    out: &mut Vec<(YamlPath, Option<&'v str>, &'v str)>,
+) {
+    match value {
+        serde_json::Value::String(s) => out.push((at, key, s)),
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_strings(v, at.index(i), key, out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                collect_strings(v, at.key(k), Some(k), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Turns serde's "unknown field" wording into a refusal that names the field as unsupported,
@@ -334,6 +413,15 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
         let op = tp.key("outputs").key("parameters").index(j);
         match (&p.value_from, kind) {
             (Some(vf), TemplateKind::Container | TemplateKind::Script) => {
+                if vf.expression.is_some() {
+                    return Err(c.at(
+                        &op.key("valueFrom").key("expression"),
+                        format!(
+                            "{field}: valueFrom.expression is for steps and dag templates; a pod \
+                             template's output comes from valueFrom.path"
+                        ),
+                    ));
+                }
                 let path = vf.path.as_deref().ok_or_else(|| {
                     c.at(
                         &op.key("valueFrom"),
@@ -367,11 +455,12 @@ fn check_template(c: &Checker, wf: &Workflow, i: usize, t: &Template) -> Result<
                 ));
             }
             (Some(vf), TemplateKind::Steps | TemplateKind::Dag) => {
-                if vf.parameter.is_none() {
+                if vf.parameter.is_some() == vf.expression.is_some() {
                     return Err(c.at(
                         &op.key("valueFrom"),
                         format!(
-                            "{field}: a steps or dag template's output needs valueFrom.parameter"
+                            "{field}: a steps or dag template's output needs one of \
+                             valueFrom.parameter or valueFrom.expression"
                         ),
                     ));
                 }
@@ -887,13 +976,48 @@ mod tests {
     }
 
     #[test]
-    fn expression_tags_are_refused_with_position() {
-        let src = format!(
-            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container: {{image: busybox, command: [echo, \"{{{{=1+1}}}}\"]}}\n"
+    fn expressions_are_accepted_and_unknown_functions_refused_at_their_own_position() {
+        let ok = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container: {{image: busybox, command: [echo, \"{{{{=sprig.trim(workflow.name) + string(asInt('1'))}}}}\"]}}\n"
         );
-        let e = err(&src);
-        assert!(e.starts_with("wf.yaml:9:"), "{e}");
-        assert!(e.contains("{{=...}}"), "{e}");
+        assert!(parse(Path::new("wf.yaml"), &ok, &[]).is_ok());
+
+        // In a quoted flow scalar: the column of `sprig.date2` itself.
+        let quoted = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    container: {{image: busybox, command: [echo, \"x {{{{=sprig.date2('2006', 1)}}}}\"]}}\n"
+        );
+        let e = err(&quoted);
+        assert!(
+            e.starts_with("wf.yaml:9:55: spec.templates[0].container.command[1]: "),
+            "{e}"
+        );
+        assert!(
+            e.contains("calls `sprig.date2`, which obsctl run does not provide"),
+            "{e}"
+        );
+
+        // In a block scalar, on its second line, after the same name used as a variable.
+        let block = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    retryStrategy:\n      limit: 2\n      expression: >-\n        lastRetry.status != 'now' &&\n          now() > 1\n    container: {{image: busybox, command: [true]}}\n"
+        );
+        let e = err(&block);
+        assert!(
+            e.starts_with("wf.yaml:13:11: spec.templates[0].retryStrategy.expression: "),
+            "{e}"
+        );
+        assert!(e.contains("calls `now`"), "{e}");
+
+        let syntax = format!(
+            "{HEAD}  entrypoint: a\n  templates:\n  - name: a\n    steps: [[{{name: s, template: b}}]]\n    outputs:\n      parameters:\n      - name: o\n        valueFrom: {{expression: \"steps.s.outputs.result ==\"}}\n  - {{name: b, container: {{image: busybox, command: [true]}}}}\n"
+        );
+        let e = err(&syntax);
+        assert!(
+            e.starts_with(
+                "wf.yaml:13:33: spec.templates[0].outputs.parameters[0].valueFrom.expression: "
+            ),
+            "{e}"
+        );
+        assert!(e.contains("does not parse"), "{e}");
     }
 
     #[test]

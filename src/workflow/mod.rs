@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod engine;
 pub mod expr;
+pub mod expression;
 pub mod load;
 pub mod record;
 pub mod runner;

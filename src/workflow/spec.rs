@@ -216,6 +216,9 @@ pub struct ValueFrom {
     pub path: Option<String>,
     #[serde(default)]
     pub parameter: Option<String>,
+    /// An expression over the steps or tasks of a steps or dag template.
+    #[serde(default)]
+    pub expression: Option<String>,
     #[serde(default)]
     pub default: Option<Scalar>,
 }
@@ -595,6 +598,9 @@ pub struct RetryStrategy {
     pub retry_policy: Option<RetryPolicy>,
     #[serde(default)]
     pub backoff: Option<Backoff>,
+    /// Retry only while this holds, over `lastRetry.exitCode/status/duration/message`.
+    #[serde(default)]
+    pub expression: Option<String>,
 }
 
 /// A `suspend` template: a node that waits. obsctl runs only those with a `duration` (`"20"`

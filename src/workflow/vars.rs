@@ -1,8 +1,11 @@
-//! Argo's naming and templating rules: `{{...}}` substitution, node ids (FNV-32a of the node
-//! name), loop item names, `withSequence` expansion and the duration syntax of timeouts.
+//! Argo's naming and templating rules: `{{...}}` substitution (and `{{=...}}` expression tags,
+//! evaluated by `expression`), node ids (FNV-32a of the node name), loop item names,
+//! `withSequence` expansion and the duration syntax of timeouts.
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use super::expression::{self, ExpressionError};
 
 /// The variable names referenced as `{{ name }}` in `text`, in order.
 pub fn references(text: &str) -> Vec<String> {
@@ -17,12 +20,18 @@ pub fn references(text: &str) -> Vec<String> {
     out
 }
 
-/// A `{{...}}` that names no known variable.
+/// A tag that cannot be replaced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unable to resolve: {{{{{0}}}}}")]
-pub struct Unresolved(pub String);
+pub enum Unresolved {
+    /// A `{{...}}` that names no known variable.
+    #[error("unable to resolve: {{{{{0}}}}}")]
+    Variable(String),
+    /// A `{{=...}}` whose expression fails.
+    #[error(transparent)]
+    Expression(#[from] ExpressionError),
+}
 
-/// Replaces every `{{ name }}` by its value in `scope`.
+/// Replaces every `{{ name }}` by its value in `scope`, and every `{{=expression}}` by its result.
 pub fn substitute(text: &str, scope: &HashMap<String, String>) -> Result<String, Unresolved> {
     if !text.contains("{{") {
         return Ok(text.to_string());
@@ -36,10 +45,15 @@ pub fn substitute(text: &str, scope: &HashMap<String, String>) -> Result<String,
             out.push_str(&rest[start..]);
             return Ok(out);
         };
-        let name = after[..end].trim();
-        match scope.get(name) {
-            Some(value) => out.push_str(value),
-            None => return Err(Unresolved(name.to_string())),
+        let tag = &after[..end];
+        if let Some(expression) = tag.strip_prefix('=') {
+            out.push_str(&expression::eval_text(expression, scope)?);
+        } else {
+            let name = tag.trim();
+            match scope.get(name) {
+                Some(value) => out.push_str(value),
+                None => return Err(Unresolved::Variable(name.to_string())),
+            }
         }
         rest = &after[end + 2..];
     }
@@ -282,13 +296,25 @@ mod tests {
         );
         assert_eq!(
             substitute("{{nope}}", &scope),
-            Err(Unresolved("nope".into()))
+            Err(Unresolved::Variable("nope".into()))
         );
         assert_eq!(
             substitute_known("{{nope}} {{inputs.parameters.m}}", &scope),
             "{{nope}} hi"
         );
         assert_eq!(references("a {{x}} b {{ y.z }}"), ["x", "y.z"]);
+        assert_eq!(
+            substitute(
+                "{{=asInt(inputs.parameters.m2) * 10}}!",
+                &HashMap::from([("inputs.parameters.m2".to_string(), "4".to_string())])
+            )
+            .unwrap(),
+            "40!"
+        );
+        assert!(matches!(
+            substitute("{{=nil}}", &scope),
+            Err(Unresolved::Expression(_))
+        ));
     }
 
     #[test]

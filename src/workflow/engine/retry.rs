@@ -1,5 +1,5 @@
 //! `retryStrategy`: a Retry node whose children `name(0)`, `name(1)`, … are the attempts, with
-//! Argo's policies, limit and backoff. Each attempt links to the span of the one it replaces.
+//! Argo's policies, limit, `expression` and backoff. Each attempt links to the span of the one it replaces.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use super::Executor;
 use super::call::Call;
 use super::nodes::NodeResult;
-use super::scope::Scope;
+use super::scope::{Scope, status_text};
 use crate::workflow::record::{NodeType, Phase};
 use crate::workflow::runner::Runner;
 use crate::workflow::spec::{RetryPolicy, RetryStrategy, Template};
-use crate::workflow::vars;
+use crate::workflow::{clock, expression, vars};
 
 /// Whether `policy` retries an attempt that ended in `phase`.
 fn retries(policy: RetryPolicy, phase: Phase) -> bool {
@@ -62,6 +62,9 @@ struct RetryPlan {
     limit: Option<u32>,
     policy: RetryPolicy,
     backoff: Option<Backoff>,
+    /// `retryStrategy.expression`, the template's variables substituted; it sees only
+    /// `retries` and `lastRetry.*` (as in Argo), which `{{...}}` tags may also name.
+    expression: Option<String>,
 }
 
 impl RetryPlan {
@@ -83,13 +86,55 @@ impl RetryPlan {
             limit,
             policy: strategy.retry_policy.unwrap_or(RetryPolicy::OnFailure),
             backoff: Backoff::from_spec(strategy),
+            expression: strategy
+                .expression
+                .as_deref()
+                .map(|e| vars::substitute_known(e, scope)),
         })
+    }
+
+    /// Whether `retryStrategy.expression` lets attempt `attempt` (which ended as `child`) be
+    /// retried; an expression that fails is an error, which ends the Retry node.
+    fn expression_allows(&self, child: &NodeResult, attempt: u32) -> Result<bool, String> {
+        let Some(text) = &self.expression else {
+            return Ok(true);
+        };
+        let duration = clock::between(child.started_at.as_deref(), child.finished_at.as_deref())
+            .unwrap_or_default()
+            .as_secs_f64();
+        let scope = Scope::from([
+            ("retries".to_string(), attempt.to_string()),
+            (
+                "lastRetry.exitCode".to_string(),
+                child
+                    .outputs
+                    .exit_code
+                    .clone()
+                    .unwrap_or_else(|| "-1".into()),
+            ),
+            (
+                "lastRetry.status".to_string(),
+                status_text(child.phase).into(),
+            ),
+            ("lastRetry.duration".to_string(), duration.to_string()),
+            (
+                "lastRetry.message".to_string(),
+                child.message.clone().unwrap_or_default(),
+            ),
+        ]);
+        let text =
+            vars::substitute(text, &scope).map_err(|e| format!("retryStrategy.expression: {e}"))?;
+        expression::eval_bool(&text, &scope).map_err(|e| format!("retryStrategy.expression: {e}"))
     }
 }
 
 /// What to do after an attempt.
 enum Next {
-    Stop { message: Option<String> },
+    Stop {
+        message: Option<String>,
+        /// Set when the Retry node ends in Error rather than in its last attempt's phase.
+        error: bool,
+    },
     Retry,
 }
 
@@ -110,7 +155,7 @@ impl<R: Runner> Executor<R> {
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut replaces = None;
-        let (last, message_override) = loop {
+        let (last, message_override, error) = loop {
             let child = self
                 .clone()
                 .execute(Call {
@@ -127,14 +172,14 @@ impl<R: Runner> Executor<R> {
                 .after_attempt(&call, &plan, &child, attempt, started)
                 .await
             {
-                Next::Stop { message } => break (child, message),
+                Next::Stop { message, error } => break (child, message, error),
                 Next::Retry => attempt += 1,
             }
         };
         let message = message_override.or(last.message.clone());
         self.nodes.finish(
             &id,
-            last.phase,
+            if error { Phase::Error } else { last.phase },
             message,
             last.outputs.clone(),
             vec![last.id.clone()],
@@ -153,7 +198,25 @@ impl<R: Runner> Executor<R> {
     ) -> Next {
         let retry = retries(plan.policy, child.phase);
         if !retry || plan.limit.is_some_and(|l| attempt >= l) || self.stopping().is_some() {
-            return Next::Stop { message: None };
+            return Next::Stop {
+                message: None,
+                error: false,
+            };
+        }
+        match plan.expression_allows(child, attempt) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Next::Stop {
+                    message: Some("retryStrategy.expression evaluated to false".into()),
+                    error: false,
+                };
+            }
+            Err(message) => {
+                return Next::Stop {
+                    message: Some(message),
+                    error: true,
+                };
+            }
         }
         if let Some(backoff) = plan.backoff {
             let wait = backoff.wait_before(attempt);
@@ -163,6 +226,7 @@ impl<R: Runner> Executor<R> {
             {
                 return Next::Stop {
                     message: Some("Max duration limit exceeded".to_string()),
+                    error: false,
                 };
             }
             if !self

@@ -10,8 +10,8 @@ use super::nodes::NodeResult;
 use crate::workflow::load::LoadedWorkflow;
 use crate::workflow::record::{Outputs, Parameter, Phase, RunRecord};
 use crate::workflow::runner::Runner;
-use crate::workflow::spec::Template;
-use crate::workflow::vars;
+use crate::workflow::spec::{self, Template};
+use crate::workflow::{expression, vars};
 
 /// Variable name to value, as `{{...}}` substitution reads them.
 pub(super) type Scope = HashMap<String, String>;
@@ -134,11 +134,7 @@ impl<R: Runner> Executor<R> {
     ) -> Result<Outputs, String> {
         let mut outputs = Outputs::default();
         for p in &tmpl.outputs.parameters {
-            let raw = match &p.value_from {
-                Some(vf) => vf.parameter.clone().unwrap_or_default(),
-                None => p.value.as_ref().map(|v| v.0.clone()).unwrap_or_default(),
-            };
-            let value = match vars::substitute(&raw, scope) {
+            let value = match output_value(p, scope) {
                 Ok(v) => v,
                 Err(e) => match p.value_from.as_ref().and_then(|vf| vf.default.as_ref()) {
                     Some(d) => d.0.clone(),
@@ -177,6 +173,21 @@ impl<R: Runner> Executor<R> {
             }
         }
     }
+}
+
+/// An output parameter of a steps or DAG template: its `valueFrom.expression` (its `{{...}}`
+/// tags substituted first), its `valueFrom.parameter`, or its `value`.
+fn output_value(p: &spec::Parameter, scope: &Scope) -> Result<String, vars::Unresolved> {
+    let vf = p.value_from.as_ref();
+    if let Some(text) = vf.and_then(|vf| vf.expression.as_deref()) {
+        let text = vars::substitute(text, scope)?;
+        return Ok(expression::eval_text(&text, scope)?);
+    }
+    let raw = match vf {
+        Some(vf) => vf.parameter.clone().unwrap_or_default(),
+        None => p.value.as_ref().map(|v| v.0.clone()).unwrap_or_default(),
+    };
+    vars::substitute(&raw, scope)
 }
 
 /// The `steps.<name>.*` / `tasks.<name>.*` variables after a step or task finished; loops

@@ -36,6 +36,20 @@ impl YamlPath {
     }
 }
 
+/// `spec.templates[0].retryStrategy.expression`, as errors name a field.
+impl fmt::Display for YamlPath {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => f.write_str(k)?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The 1-based line and column where the node at `path` starts. When the node is absent (a
 /// defaulted field), the position of its nearest present ancestor.
 pub fn locate(source: &str, path: &YamlPath) -> Option<(usize, usize)> {

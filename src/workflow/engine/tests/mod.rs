@@ -631,3 +631,5 @@ async fn a_suspend_with_a_duration_waits_then_succeeds() {
     assert_eq!(ran.node("@[1].delay").phase, Phase::Succeeded);
     assert_eq!(fake.started_names(), ["wf[0].build", "wf[2].release"]);
 }
+
+mod expressions;
