@@ -12,7 +12,7 @@ mod position;
 use self::position::{YamlPath, locate};
 use super::expr;
 use super::expression::{self, ExpressionError};
-use super::spec::{Parameter, Step, Template, TemplateKind, Workflow};
+use super::spec::{EXIT_HOOK, Hooks, Parameter, Step, Template, TemplateKind, Workflow};
 use super::vars;
 
 /// Why a workflow file was refused.
@@ -51,7 +51,6 @@ const UNSUPPORTED: &[&str] = &[
     "containerSet",
     "templateRef",
     "inline",
-    "hooks",
     "volumes",
     "volumeMounts",
     "sidecars",
@@ -64,8 +63,6 @@ const UNSUPPORTED: &[&str] = &[
     "jsonPath",
     "supplied",
     "configMapKeyRef",
-    "onExit",
-    "failFast",
     "envFrom",
     "volumeClaimTemplates",
     "artifactRepositoryRef",
@@ -380,6 +377,7 @@ fn check(c: &Checker, wf: &Workflow) -> Result<(), LoadError> {
     if let Some(exit) = &wf.spec.on_exit {
         known(exit, "onExit")?;
     }
+    check_hooks(c, wf, "spec", &spec(), &wf.spec.hooks)?;
     if let Some(secs) = &wf.spec.active_deadline_seconds {
         vars::parse_seconds(secs.as_str()).ok_or_else(|| {
             c.at(
@@ -676,6 +674,8 @@ impl From<&super::spec::DagTask> for Step {
             with_param: t.with_param.clone(),
             with_sequence: t.with_sequence.clone(),
             continue_on: t.continue_on.clone(),
+            on_exit: t.on_exit.clone(),
+            hooks: t.hooks.clone(),
         }
     }
 }
@@ -694,6 +694,15 @@ fn check_call(
             format!("{field}: unknown template `{}`", step.template),
         ));
     };
+    if let Some(exit) = &step.on_exit
+        && wf.template(exit).is_none()
+    {
+        return Err(c.at(
+            &sp.key("onExit"),
+            format!("{field}.onExit: unknown template `{exit}`"),
+        ));
+    }
+    check_hooks(c, wf, field, sp, &step.hooks)?;
     let loops = [
         step.with_items.is_some(),
         step.with_param.is_some(),
@@ -747,6 +756,35 @@ fn check_call(
             return Err(c.at(
                 &ap.key("valueFrom"),
                 format!("{field}.arguments: `valueFrom` in arguments is outside the subset obsctl run supports"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each hook names a template, and every hook but `exit` has the `expression` that fires it.
+fn check_hooks(
+    c: &Checker,
+    wf: &Workflow,
+    field: &str,
+    at: &YamlPath,
+    hooks: &Hooks,
+) -> Result<(), LoadError> {
+    for (name, hook) in hooks {
+        let hp = at.key("hooks").key(name);
+        if wf.template(&hook.template).is_none() {
+            return Err(c.at(
+                &hp.key("template"),
+                format!("{field}.hooks.{name}: unknown template `{}`", hook.template),
+            ));
+        }
+        if name != EXIT_HOOK && hook.expression.is_none() {
+            return Err(c.at(
+                &hp,
+                format!(
+                    "{field}.hooks.{name}: a hook other than `exit` needs an `expression` that \
+                     says when it runs"
+                ),
             ));
         }
     }
@@ -1100,10 +1138,53 @@ mod tests {
         assert!(!e.contains("did you mean"), "{e}");
 
         let unsupported = format!(
-            "{HEAD}  entrypoint: a\n  hooks: {{exit: {{template: a}}}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+            "{HEAD}  entrypoint: a\n  synchronization: {{mutex: {{name: m}}}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
         );
         let e = err(&unsupported);
-        assert!(e.contains("`hooks` (in spec) is outside the subset"), "{e}");
+        assert!(
+            e.contains("`synchronization` (in spec) is outside the subset"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hooks_are_refused_at_their_position_for_a_missing_template_or_expression() {
+        let steps = |hook: &str| {
+            format!(
+                "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - name: s\n        template: a\n        hooks:\n          {hook}\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+            )
+        };
+        let e = err(&steps("exit: {template: nope}"));
+        assert!(
+            e.starts_with(
+                "wf.yaml:13:28: spec.templates[0] (main).steps[0][0] (s).hooks.exit: unknown template `nope`"
+            ),
+            "{e}"
+        );
+        let e = err(&steps("started: {template: a}"));
+        assert!(
+            e.starts_with("wf.yaml:13:20: spec.templates[0] (main).steps[0][0] (s).hooks.started: a hook other than `exit` needs an `expression`"),
+            "{e}"
+        );
+        let e = err(&steps(
+            "started: {template: a, expression: 'sprig.uuidv4() != \"\"'}",
+        ));
+        assert!(e.starts_with("wf.yaml:13:47: "), "{e}");
+        assert!(e.contains("calls `sprig.uuidv4`"), "{e}");
+        let e = err(&format!(
+            "{HEAD}  entrypoint: a\n  hooks:\n    exit: {{template: a}}\n    done: {{template: b, expression: 'true'}}\n  templates:\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        ));
+        assert!(
+            e.starts_with("wf.yaml:9:22: spec.hooks.done: unknown template `b`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {{name: t, template: a, onExit: gone}}\n  - {{name: a, container: {{image: busybox, command: [true]}}}}\n"
+        ));
+        assert!(
+            e.starts_with("wf.yaml:11:40: spec.templates[0] (main).dag.tasks[0] (t).onExit: unknown template `gone`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct WorkflowSpec {
     pub templates: Vec<Template>,
     #[serde(default)]
     pub on_exit: Option<String>,
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
     #[serde(default)]
     pub parallelism: Option<u32>,
     #[serde(default)]
@@ -278,6 +280,10 @@ pub struct Template {
     pub active_deadline_seconds: Option<Scalar>,
     #[serde(default)]
     pub parallelism: Option<u32>,
+    /// Steps and dag templates: once a child failed, start no more; the template fails when
+    /// the running ones end.
+    #[serde(default)]
+    pub fail_fast: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: KubernetesOnly,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -541,6 +547,11 @@ pub struct Step {
     pub with_sequence: Option<Sequence>,
     #[serde(default)]
     pub continue_on: Option<ContinueOn>,
+    /// The template run when this step's node ends (`hooks.exit` says the same).
+    #[serde(default)]
+    pub on_exit: Option<String>,
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -564,6 +575,11 @@ pub struct DagTask {
     pub with_sequence: Option<Sequence>,
     #[serde(default)]
     pub continue_on: Option<ContinueOn>,
+    /// The template run when this step's node ends (`hooks.exit` says the same).
+    #[serde(default)]
+    pub on_exit: Option<String>,
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -574,6 +590,23 @@ pub struct Dag {
     pub target: Option<String>,
     #[serde(default)]
     pub fail_fast: Option<bool>,
+}
+
+/// Lifecycle hooks by name: `exit` runs when its node (or the workflow) ends; any other runs
+/// once its `expression` holds.
+pub type Hooks = BTreeMap<String, LifecycleHook>;
+
+/// The name of the exit hook.
+pub const EXIT_HOOK: &str = "exit";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LifecycleHook {
+    pub template: String,
+    #[serde(default)]
+    pub arguments: Arguments,
+    #[serde(default)]
+    pub expression: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

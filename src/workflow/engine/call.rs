@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::Executor;
+use super::hooks::HookSite;
 use super::nodes::{NodeResult, Place};
 use super::scope::Scope;
 use crate::otlp::TraceContext;
@@ -142,6 +143,7 @@ impl<R: Runner> Executor<R> {
         scope: &Scope,
         boundary: &str,
         pool: &Option<Arc<Semaphore>>,
+        hooked: bool,
     ) -> Vec<tokio::task::JoinHandle<NodeResult>> {
         invocations
             .into_iter()
@@ -154,12 +156,14 @@ impl<R: Runner> Executor<R> {
                     local,
                     boundary.to_string(),
                     pool.clone(),
+                    hooked,
                 ))
             })
             .collect()
     }
 
-    /// Runs one expanded invocation of `step`: `when`, arguments, then the template.
+    /// Runs one expanded invocation of `step`: `when`, arguments, then the template; with
+    /// `hooked` (a step of a steps template, each loop item apart), its hooks around it.
     pub(super) fn invoke(
         self: Arc<Self>,
         step: Step,
@@ -167,6 +171,7 @@ impl<R: Runner> Executor<R> {
         scope: Scope,
         boundary: String,
         pool: Option<Arc<Semaphore>>,
+        hooked: bool,
     ) -> BoxFut<NodeResult> {
         Box::pin(async move {
             let Invocation { name, display, .. } = invocation;
@@ -185,7 +190,7 @@ impl<R: Runner> Executor<R> {
                     Err(e) => return self.nodes.leaf(&place, Phase::Error, e),
                 }
             }
-            let args = match arguments(&step, &scope) {
+            let args = match arguments(&step.arguments, &scope) {
                 Ok(args) => args,
                 Err(e) => return self.nodes.leaf(&place, Phase::Error, e),
             };
@@ -193,12 +198,21 @@ impl<R: Runner> Executor<R> {
                 Some(pool) => Some(pool.acquire_owned().await.expect("never closed")),
                 None => None,
             };
-            self.execute(Call {
+            let body = self.clone().execute(Call {
                 args,
                 boundary: Some(boundary.clone()),
                 ..Call::named(name.clone(), display.clone(), step.template.clone())
-            })
-            .await
+            });
+            if !hooked {
+                return body.await;
+            }
+            let site = HookSite {
+                node_name: &name,
+                status_prefix: format!("steps.{display}"),
+                outputs_prefix: format!("steps.{}", step.name),
+                boundary: &boundary,
+            };
+            self.with_hooks(&step, site, &scope, body).await
         })
     }
 }
@@ -210,10 +224,12 @@ fn decide_when(when: &str, scope: &Scope) -> Result<Option<String>, String> {
     Ok((!holds).then(|| format!("when '{w}' evaluated false")))
 }
 
-/// A step's arguments with their variables substituted.
-fn arguments(step: &Step, scope: &Scope) -> Result<Vec<(String, String)>, String> {
-    step.arguments
-        .parameters
+/// Arguments with their variables substituted.
+pub(super) fn arguments(
+    args: &crate::workflow::spec::Arguments,
+    scope: &Scope,
+) -> Result<Vec<(String, String)>, String> {
+    args.parameters
         .iter()
         .map(|a| {
             let raw = a.value.as_ref().map(|v| v.0.clone()).unwrap_or_default();

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use super::Executor;
 use super::call::{BoxFut, Call, Invocation};
+use super::hooks::HookSite;
 use super::nodes::{NodeResult, Place};
 use super::scope::{Scope, bind_results, status_text};
 use super::steps::{continues_on, fails_parent};
@@ -244,8 +245,43 @@ impl<R: Runner> Executor<R> {
         }
     }
 
-    /// One DAG task: a single node, or a TaskGroup over its loop items.
+    /// One DAG task with its hooks around it (on its TaskGroup when it loops, as in Argo).
     fn run_task(
+        self: Arc<Self>,
+        step: Step,
+        node_name: String,
+        scope: Scope,
+        dag_id: String,
+        pool: Option<Arc<Semaphore>>,
+    ) -> BoxFut<TaskOutcome> {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let body = self.clone().run_task_nodes(
+                step.clone(),
+                node_name.clone(),
+                scope.clone(),
+                dag_id.clone(),
+                pool,
+            );
+            let body: BoxFut<NodeResult> = Box::pin(async move {
+                let (r, children, is_loop) = body.await;
+                let _ = tx.send((children, is_loop));
+                r
+            });
+            let site = HookSite {
+                node_name: &node_name,
+                status_prefix: format!("tasks.{}", step.name),
+                outputs_prefix: format!("tasks.{}", step.name),
+                boundary: &dag_id,
+            };
+            let r = self.clone().with_hooks(&step, site, &scope, body).await;
+            let (children, is_loop) = rx.await.expect("the task's body ran");
+            (r, children, is_loop)
+        })
+    }
+
+    /// One DAG task's nodes: a single node, or a TaskGroup over its loop items.
+    fn run_task_nodes(
         self: Arc<Self>,
         step: Step,
         node_name: String,
@@ -270,7 +306,7 @@ impl<R: Runner> Executor<R> {
                     };
                     let r = self
                         .clone()
-                        .invoke(step.clone(), single, scope, dag_id.clone(), pool)
+                        .invoke(step.clone(), single, scope, dag_id.clone(), pool, false)
                         .await;
                     return (r.clone(), vec![r], false);
                 }
@@ -280,7 +316,7 @@ impl<R: Runner> Executor<R> {
                 }
             };
             let group_id = self.nodes.begin_composite(&place, NodeType::TaskGroup);
-            let handles = self.spawn_invocations(&step, invocations, &scope, &dag_id, &pool);
+            let handles = self.spawn_invocations(&step, invocations, &scope, &dag_id, &pool, false);
             let mut children = Vec::new();
             for h in handles {
                 children.push(h.await.expect("task items do not panic"));

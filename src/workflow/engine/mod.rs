@@ -5,8 +5,8 @@
 //!
 //! By concern: `nodes` (the node table, which hides the resume rules), `scope` (variables),
 //! `call` (template dispatch, loops, `when`, arguments), `pod`, `retry`, `steps`, `dag`, `hooks`
-//! (the exit handler), `suspend`, `saver` (coalesced record writes) and `signals` (stop and
-//! deadline).
+//! (exit handlers and lifecycle hooks), `suspend`, `saver` (coalesced record writes) and
+//! `signals` (stop and deadline).
 
 mod call;
 mod dag;
@@ -274,10 +274,12 @@ async fn walk<R: Runner>(
         on_event,
         config,
     });
+    let hooks = exec.start_workflow_hooks();
     let entry = exec
         .clone()
         .execute(exec.entry_call(&loaded.parameters))
         .await;
+    exec.finish_workflow_hooks(hooks, &entry).await;
     stop.lift_for_exit_handler();
     let (phase, message) = exec.clone().exit_handler(&entry, started).await;
     stop.disarm();

@@ -111,7 +111,7 @@ impl<R: Runner> Executor<R> {
                     item_vars: Scope::new(),
                 }]
             });
-            let handles = self.spawn_invocations(step, invocations, scope, steps_id, pool);
+            let handles = self.spawn_invocations(step, invocations, scope, steps_id, pool, true);
             launched.push(Launched {
                 step: step.clone(),
                 is_loop,

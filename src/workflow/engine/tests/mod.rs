@@ -633,3 +633,4 @@ async fn a_suspend_with_a_duration_waits_then_succeeds() {
 }
 
 mod expressions;
+mod hooks;
