@@ -588,6 +588,8 @@ pub struct Dag {
     pub tasks: Vec<DagTask>,
     #[serde(default)]
     pub target: Option<String>,
+    /// Accepted, not acted on: locally every task whose dependencies are met starts, as with
+    /// `false` (docs/workflows.md says why).
     #[serde(default)]
     pub fail_fast: Option<bool>,
 }

@@ -5,8 +5,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Executor;
 use super::hooks::HookSite;
@@ -16,10 +17,70 @@ use crate::otlp::TraceContext;
 use crate::workflow::expr;
 use crate::workflow::record::Phase;
 use crate::workflow::runner::Runner;
-use crate::workflow::spec::{Step, TemplateKind};
+use crate::workflow::spec::{Step, Template, TemplateKind};
 use crate::workflow::vars;
 
 pub(super) type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The message of a steps or DAG node, and of its last group, that `failFast` ended (Argo's).
+pub(super) const FAILED_FAST: &str = "template has failed or errored children and failFast enabled";
+
+/// What a steps or DAG template lets its children start: at most `parallelism` at once, and,
+/// with `failFast: true`, nothing new once one of them failed or errored (Argo's
+/// `checkParallelism`; the children already running finish).
+#[derive(Clone, Default)]
+pub(super) struct Gate {
+    slots: Option<Arc<Semaphore>>,
+    /// Set when a child failed; `None` without `failFast`.
+    failed: Option<Arc<AtomicBool>>,
+    /// A call admitted already (a DAG task launched before `failFast` tripped) is never
+    /// refused; it still waits for a slot and reports its failure.
+    admitted: bool,
+}
+
+impl Gate {
+    pub fn of(tmpl: &Template) -> Self {
+        Self {
+            slots: tmpl
+                .parallelism
+                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
+            failed: (tmpl.fail_fast == Some(true)).then(Arc::default),
+            admitted: false,
+        }
+    }
+
+    /// This gate for a call that must start once it has a slot.
+    pub fn admitted(&self) -> Self {
+        Self {
+            admitted: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether `failFast` stopped new children.
+    pub fn tripped(&self) -> bool {
+        self.failed
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Waits for a slot; `None` when, by then, `failFast` says not to start.
+    async fn enter(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        let permit = match &self.slots {
+            Some(slots) => Some(slots.clone().acquire_owned().await.expect("never closed")),
+            None => None,
+        };
+        (self.admitted || !self.tripped()).then_some(permit)
+    }
+
+    fn note(&self, phase: Phase) {
+        if let Some(failed) = &self.failed
+            && matches!(phase, Phase::Failed | Phase::Error)
+        {
+            failed.store(true, Ordering::SeqCst);
+        }
+    }
+}
 
 /// One expanded invocation of a step or task: node name, display name, item variables.
 pub(super) struct Invocation {
@@ -135,16 +196,17 @@ impl<R: Runner> Executor<R> {
     }
 
     /// Starts every expanded invocation of `step` at once, each in `scope` plus its item
-    /// variables; steps groups and DAG tasks both fan out this way.
+    /// variables; steps groups and DAG tasks both fan out this way. An invocation that
+    /// `failFast` kept from starting ends with no node (`None`).
     pub(super) fn spawn_invocations(
         self: &Arc<Self>,
         step: &Step,
         invocations: Vec<Invocation>,
         scope: &Scope,
         boundary: &str,
-        pool: &Option<Arc<Semaphore>>,
+        gate: &Gate,
         hooked: bool,
-    ) -> Vec<tokio::task::JoinHandle<NodeResult>> {
+    ) -> Vec<tokio::task::JoinHandle<Option<NodeResult>>> {
         invocations
             .into_iter()
             .map(|mut inv| {
@@ -155,7 +217,7 @@ impl<R: Runner> Executor<R> {
                     inv,
                     local,
                     boundary.to_string(),
-                    pool.clone(),
+                    gate.clone(),
                     hooked,
                 ))
             })
@@ -164,15 +226,16 @@ impl<R: Runner> Executor<R> {
 
     /// Runs one expanded invocation of `step`: `when`, arguments, then the template; with
     /// `hooked` (a step of a steps template, each loop item apart), its hooks around it.
+    /// `None` when the gate's `failFast` kept it from starting: Argo creates no node then.
     pub(super) fn invoke(
         self: Arc<Self>,
         step: Step,
         invocation: Invocation,
         scope: Scope,
         boundary: String,
-        pool: Option<Arc<Semaphore>>,
+        gate: Gate,
         hooked: bool,
-    ) -> BoxFut<NodeResult> {
+    ) -> BoxFut<Option<NodeResult>> {
         Box::pin(async move {
             let Invocation { name, display, .. } = invocation;
             let place = Place {
@@ -185,34 +248,34 @@ impl<R: Runner> Executor<R> {
                 match decide_when(when, &scope) {
                     Ok(None) => {}
                     Ok(Some(skipped)) => {
-                        return self.nodes.leaf(&place, Phase::Skipped, skipped);
+                        return Some(self.nodes.leaf(&place, Phase::Skipped, skipped));
                     }
-                    Err(e) => return self.nodes.leaf(&place, Phase::Error, e),
+                    Err(e) => return Some(self.nodes.leaf(&place, Phase::Error, e)),
                 }
             }
             let args = match arguments(&step.arguments, &scope) {
                 Ok(args) => args,
-                Err(e) => return self.nodes.leaf(&place, Phase::Error, e),
+                Err(e) => return Some(self.nodes.leaf(&place, Phase::Error, e)),
             };
-            let _permit = match pool {
-                Some(pool) => Some(pool.acquire_owned().await.expect("never closed")),
-                None => None,
-            };
+            let _permit = gate.enter().await?;
             let body = self.clone().execute(Call {
                 args,
                 boundary: Some(boundary.clone()),
                 ..Call::named(name.clone(), display.clone(), step.template.clone())
             });
-            if !hooked {
-                return body.await;
-            }
-            let site = HookSite {
-                node_name: &name,
-                status_prefix: format!("steps.{display}"),
-                outputs_prefix: format!("steps.{}", step.name),
-                boundary: &boundary,
+            let r = if hooked {
+                let site = HookSite {
+                    node_name: &name,
+                    status_prefix: format!("steps.{display}"),
+                    outputs_prefix: format!("steps.{}", step.name),
+                    boundary: &boundary,
+                };
+                self.with_hooks(&step, site, &scope, body).await
+            } else {
+                body.await
             };
-            self.with_hooks(&step, site, &scope, body).await
+            gate.note(r.phase);
+            Some(r)
         })
     }
 }

@@ -7,11 +7,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Executor;
-use super::call::{BoxFut, Call, Invocation};
+use super::call::{BoxFut, Call, FAILED_FAST, Gate, Invocation};
 use super::hooks::HookSite;
 use super::nodes::{NodeResult, Place};
 use super::scope::{Scope, bind_results, status_text};
@@ -135,9 +134,7 @@ impl<R: Runner> Executor<R> {
             Err(failed) => return *failed,
         };
         let dag = tmpl.dag.as_ref().expect("dag template");
-        let pool = tmpl
-            .parallelism
-            .map(|n| Arc::new(Semaphore::new(n.max(1) as usize)));
+        let gate = Gate::of(&tmpl);
         let mut run = DagRun {
             id,
             call_name: &call.name,
@@ -161,7 +158,7 @@ impl<R: Runner> Executor<R> {
         let mut stopped = None;
         loop {
             if stopped.is_none() {
-                stopped = self.launch_ready(&mut run, &mut running, &pool);
+                stopped = self.launch_ready(&mut run, &mut running, &gate);
             }
             let Some(joined) = running.join_next().await else {
                 break;
@@ -170,6 +167,10 @@ impl<R: Runner> Executor<R> {
             run.record(name, outcome);
         }
         let (mut phase, mut message, mut outbound) = assess(&run, stopped);
+        if gate.tripped() {
+            phase = Phase::Failed;
+            message = Some(FAILED_FAST.into());
+        }
         let outputs = self.group_outputs(&tmpl, &run.scope, &mut phase, &mut message);
         if outbound.is_empty() {
             outbound.push(run.id.clone());
@@ -179,18 +180,22 @@ impl<R: Runner> Executor<R> {
     }
 
     /// Starts every task whose dependencies are done (an unsatisfied one ends Omitted at once,
-    /// which may make others ready). Returns the stop reason when the run is being stopped.
+    /// which may make others ready), unless `failFast` stopped new tasks. Returns the stop
+    /// reason when the run is being stopped.
     fn launch_ready(
         self: &Arc<Self>,
         run: &mut DagRun,
         running: &mut JoinSet<(String, TaskOutcome)>,
-        pool: &Option<Arc<Semaphore>>,
+        gate: &Gate,
     ) -> Option<String> {
         let mut progressed = true;
         while progressed {
             progressed = false;
             if let Some(reason) = self.stopping() {
                 return Some(reason);
+            }
+            if gate.tripped() {
+                return None;
             }
             let dag = run.dag;
             for task in &dag.tasks {
@@ -220,10 +225,10 @@ impl<R: Runner> Executor<R> {
                 let step = Step::from(task);
                 let local = run.scope.clone();
                 let dag_id = run.id.clone();
-                let pool = pool.clone();
+                let gate = gate.clone();
                 let name = task.name.clone();
                 running.spawn(async move {
-                    let out = this.run_task(step, node_name, local, dag_id, pool).await;
+                    let out = this.run_task(step, node_name, local, dag_id, gate).await;
                     (name, out)
                 });
             }
@@ -252,7 +257,7 @@ impl<R: Runner> Executor<R> {
         node_name: String,
         scope: Scope,
         dag_id: String,
-        pool: Option<Arc<Semaphore>>,
+        gate: Gate,
     ) -> BoxFut<TaskOutcome> {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -261,7 +266,7 @@ impl<R: Runner> Executor<R> {
                 node_name.clone(),
                 scope.clone(),
                 dag_id.clone(),
-                pool,
+                gate,
             );
             let body: BoxFut<NodeResult> = Box::pin(async move {
                 let (r, children, is_loop) = body.await;
@@ -287,7 +292,7 @@ impl<R: Runner> Executor<R> {
         node_name: String,
         scope: Scope,
         dag_id: String,
-        pool: Option<Arc<Semaphore>>,
+        gate: Gate,
     ) -> BoxFut<TaskOutcome> {
         Box::pin(async move {
             let place = Place {
@@ -306,8 +311,16 @@ impl<R: Runner> Executor<R> {
                     };
                     let r = self
                         .clone()
-                        .invoke(step.clone(), single, scope, dag_id.clone(), pool, false)
-                        .await;
+                        .invoke(
+                            step.clone(),
+                            single,
+                            scope,
+                            dag_id.clone(),
+                            gate.admitted(),
+                            false,
+                        )
+                        .await
+                        .expect("an admitted call always starts");
                     return (r.clone(), vec![r], false);
                 }
                 Err(e) => {
@@ -316,10 +329,10 @@ impl<R: Runner> Executor<R> {
                 }
             };
             let group_id = self.nodes.begin_composite(&place, NodeType::TaskGroup);
-            let handles = self.spawn_invocations(&step, invocations, &scope, &dag_id, &pool, false);
+            let handles = self.spawn_invocations(&step, invocations, &scope, &dag_id, &gate, false);
             let mut children = Vec::new();
             for h in handles {
-                children.push(h.await.expect("task items do not panic"));
+                children.extend(h.await.expect("task items do not panic"));
             }
             let r = self.finish_task_group(&group_id, &step, &children);
             (r, children, true)

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::Executor;
-use super::call::{Call, Invocation};
+use super::call::{Call, FAILED_FAST, Gate, Invocation};
 use super::nodes::{NodeResult, Place};
 use super::scope::{Scope, bind_results};
 use crate::workflow::record::{NodeType, Outputs, Phase};
@@ -19,7 +18,8 @@ use crate::workflow::spec::{ContinueOn, Step, Template};
 struct Launched {
     step: Step,
     is_loop: bool,
-    handles: Vec<JoinHandle<NodeResult>>,
+    /// `None` for an invocation that `failFast` kept from starting.
+    handles: Vec<JoinHandle<Option<NodeResult>>>,
 }
 
 /// How a group ended.
@@ -35,9 +35,7 @@ impl<R: Runner> Executor<R> {
             Ok(opened) => opened,
             Err(failed) => return *failed,
         };
-        let pool = tmpl
-            .parallelism
-            .map(|n| Arc::new(Semaphore::new(n.max(1) as usize)));
+        let gate = Gate::of(&tmpl);
         let mut outbound: Vec<String> = Vec::new();
         let mut phase = Phase::Succeeded;
         let mut message = None;
@@ -67,15 +65,19 @@ impl<R: Runner> Executor<R> {
             }
             let end = self
                 .clone()
-                .run_group(group, &group_name, &group_id, &id, &mut scope, &pool)
+                .run_group(group, &group_name, &group_id, &id, &mut scope, &gate)
                 .await;
             outbound = end.outbound;
             if end.phase != Phase::Succeeded {
                 phase = Phase::Failed;
-                message = Some(format!(
-                    "step group {group_id} was unsuccessful: {}",
-                    end.message.unwrap_or_default()
-                ));
+                message = Some(if gate.tripped() {
+                    FAILED_FAST.to_string()
+                } else {
+                    format!(
+                        "step group {group_id} was unsuccessful: {}",
+                        end.message.unwrap_or_default()
+                    )
+                });
                 break;
             }
         }
@@ -94,7 +96,7 @@ impl<R: Runner> Executor<R> {
         group_name: &str,
         steps_id: &str,
         scope: &Scope,
-        pool: &Option<Arc<Semaphore>>,
+        gate: &Gate,
     ) -> (Vec<Launched>, Option<String>) {
         let mut launched = Vec::new();
         for step in group {
@@ -111,7 +113,7 @@ impl<R: Runner> Executor<R> {
                     item_vars: Scope::new(),
                 }]
             });
-            let handles = self.spawn_invocations(step, invocations, scope, steps_id, pool, true);
+            let handles = self.spawn_invocations(step, invocations, scope, steps_id, gate, true);
             launched.push(Launched {
                 step: step.clone(),
                 is_loop,
@@ -144,11 +146,11 @@ impl<R: Runner> Executor<R> {
         group_id: &str,
         steps_id: &str,
         scope: &mut Scope,
-        pool: &Option<Arc<Semaphore>>,
+        gate: &Gate,
     ) -> GroupEnd {
         // Outputs of earlier groups may have set globals.
         self.globals.refresh(scope);
-        let (launched, group_error) = self.launch_group(group, group_name, steps_id, scope, pool);
+        let (launched, group_error) = self.launch_group(group, group_name, steps_id, scope, gate);
         let mut end = GroupEnd {
             phase: if group_error.is_some() {
                 Phase::Error
@@ -161,7 +163,7 @@ impl<R: Runner> Executor<R> {
         for l in launched {
             let mut results = Vec::new();
             for h in l.handles {
-                results.push(h.await.expect("step tasks do not panic"));
+                results.extend(h.await.expect("step tasks do not panic"));
             }
             for r in &results {
                 self.nodes.add_child(group_id, &r.id);
@@ -179,6 +181,10 @@ impl<R: Runner> Executor<R> {
                 &results,
                 l.is_loop,
             );
+        }
+        if gate.tripped() {
+            end.phase = Phase::Failed;
+            end.message = Some(FAILED_FAST.into());
         }
         if end.outbound.is_empty() {
             end.outbound.push(group_id.to_string());

@@ -633,4 +633,5 @@ async fn a_suspend_with_a_duration_waits_then_succeeds() {
 }
 
 mod expressions;
+mod fail_fast;
 mod hooks;
