@@ -51,9 +51,10 @@ impl HookRun {
         }
     }
 
-    /// Starts every pending hook whose expression holds over `scope`; one whose expression
-    /// fails becomes an Error node saying why.
-    fn fire<R: Runner>(&mut self, exec: &Arc<Executor<R>>, scope: &Scope) {
+    /// Starts every pending hook whose expression holds over `scope`. An expression that fails
+    /// to evaluate waits while the node runs (it may read outputs that do not exist yet) and,
+    /// at the `last` check, makes the hook an Error node saying why.
+    fn fire<R: Runner>(&mut self, exec: &Arc<Executor<R>>, scope: &Scope, last: bool) {
         let pending = std::mem::take(&mut self.pending);
         for (name, hook) in pending {
             let node_name = format!("{}.hooks.{name}", self.node_name);
@@ -63,6 +64,7 @@ impl HookRun {
                 .and_then(|t| expression::eval_bool(&t, scope).map_err(|e| e.to_string()));
             match holds {
                 Ok(false) => self.pending.push((name, hook)),
+                Err(_) if !last => self.pending.push((name, hook)),
                 Ok(true) => {
                     let run = exec
                         .clone()
@@ -154,7 +156,7 @@ impl<R: Runner> Executor<R> {
         let mut hooks = HookRun::new(site.node_name, Some(site.boundary), &step.hooks);
         let mut running = scope.clone();
         running.insert(format!("{}.status", site.status_prefix), "Running".into());
-        hooks.fire(&self, &running);
+        hooks.fire(&self, &running, false);
         let r = body.await;
         let mut ended = scope.clone();
         bind_results(
@@ -163,7 +165,7 @@ impl<R: Runner> Executor<R> {
             std::slice::from_ref(&r),
             false,
         );
-        hooks.fire(&self, &ended);
+        hooks.fire(&self, &ended, true);
         hooks.finish(&self, &r.id).await;
         let completed = matches!(r.phase, Phase::Succeeded | Phase::Failed | Phase::Error);
         if let Some(exit) = exit.filter(|_| completed) {
@@ -253,7 +255,7 @@ impl<R: Runner> Executor<R> {
         let mut hooks = HookRun::new(self.nodes.run_name(), None, &self.wf.spec.hooks);
         let mut scope = self.globals.snapshot();
         scope.insert("workflow.status".into(), status_text(Phase::Running).into());
-        hooks.fire(self, &scope);
+        hooks.fire(self, &scope, false);
         WorkflowHooks(hooks)
     }
 
@@ -265,7 +267,7 @@ impl<R: Runner> Executor<R> {
         entry: &NodeResult,
     ) {
         self.bind_workflow_end(entry.phase);
-        hooks.0.fire(self, &self.globals.snapshot());
+        hooks.0.fire(self, &self.globals.snapshot(), true);
         let root = self.nodes.node_id(self.nodes.run_name());
         hooks.0.finish(self, &root).await;
     }

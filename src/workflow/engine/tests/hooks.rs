@@ -386,3 +386,38 @@ async fn the_workflow_exit_hook_gets_the_workflows_arguments() {
     let argv: Vec<Vec<String>> = fake.started().into_iter().map(|s| s.argv).collect();
     assert_eq!(argv[1], ["echo", "bye world"]);
 }
+
+/// A hook over the step's own output cannot be evaluated while the step runs (the output does
+/// not exist yet): it waits, and fires, or not, on the output once the step ended.
+#[tokio::test]
+async fn a_hook_over_an_output_waits_for_the_step_to_end() {
+    for (coin, fired) in [("heads", true), ("tails", false)] {
+        let fake = FakeRunner::default();
+        fake.script("flip", vec![Behaviour::prints(coin)]);
+        let ran = run(
+            r#"  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: flip
+        template: flip
+        hooks:
+          heads: {expression: 'steps.flip.outputs.result == "heads"', template: echo}
+  - name: flip
+    container: {image: alpine:3.23, command: [sh, -c, "echo heads"]}
+  - name: echo
+    container: {image: alpine:3.23, command: [echo, hi]}
+"#,
+            &fake,
+        )
+        .await;
+        let hook = "@[0].flip.hooks.heads Pod Succeeded".to_string();
+        assert_eq!(
+            ran.nodes().contains(&hook),
+            fired,
+            "{coin}: {:?}",
+            ran.nodes()
+        );
+        assert_eq!(ran.nodes().len(), if fired { 4 } else { 3 }, "{coin}");
+    }
+}
