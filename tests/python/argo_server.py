@@ -133,6 +133,11 @@ class StandIn:
         self.server = None
         # Between the outage and the listener closing, connections are dropped unanswered.
         self.down = False
+        # With an outage planned, a workflow's final phase is published only once the server is
+        # back, so the client is still watching when it goes away, however fast the run is.
+        self.recovered = threading.Event()
+        if not args.outage_after_lines:
+            self.recovered.set()
 
     def log(self, entry):
         with self.log_lock, open(self.args.log, "a") as f:
@@ -196,6 +201,8 @@ class StandIn:
             except (OSError, ValueError):
                 status = None
             if status is not None and status != last:
+                if status.get("phase") in FINISHED:
+                    self.recovered.wait()
                 last = status
                 with self.store.cond:
                     workflow = json.loads(json.dumps(self.store.workflows[name]))
@@ -203,6 +210,7 @@ class StandIn:
                 self.store.publish(name, "MODIFIED", workflow)
             if exited:
                 if last is None or last.get("phase") not in FINISHED:
+                    self.recovered.wait()
                     with self.store.cond:
                         workflow = json.loads(json.dumps(self.store.workflows[name]))
                     workflow["status"] = {**(last or {}), "phase": "Error",
@@ -246,8 +254,9 @@ class StandIn:
         server.server_close()
         time.sleep(self.args.outage_seconds)
         self.down = False
-        self.log({"event": "back"})
         self.serve(server.server_address[1])
+        self.log({"event": "back"})
+        self.recovered.set()
 
 
 def handler_for(standin):
