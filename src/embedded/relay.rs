@@ -155,6 +155,11 @@ fn listen(what: &'static str, value: &str) -> Result<SocketAddr, RelayError> {
 /// than a shim's 10 s, and a relay that gives up first only makes the shim spool.
 const HOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How soon a hop whose peer vanished is given up (`Exporter::with_keepalive`): a partition
+/// that hands the next hop's old address to another container must not hang every forward
+/// until `HOP_TIMEOUT`.
+const HOP_KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// Parses the collector config into the relay's listeners and routes.
 pub fn from_collector_config(text: &str, path: &Path) -> Result<(Listeners, Routes), RelayError> {
     let config: CollectorConfig = serde_norway::from_str(text).map_err(|e| RelayError::Parse {
@@ -204,7 +209,8 @@ pub fn from_collector_config(text: &str, path: &Path) -> Result<(Listeners, Rout
             exporter: name.clone(),
             message: e.to_string(),
         })?;
-        Ok((signal, name.clone(), Exporter::new(config)))
+        let exporter = Exporter::new(config).with_keepalive(HOP_KEEPALIVE);
+        Ok((signal, name.clone(), exporter))
     };
     let routes = Routes {
         exporters: [

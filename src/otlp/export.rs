@@ -547,6 +547,7 @@ pub struct Exporter {
     config: ExportConfig,
     grpc: std::sync::Mutex<HashMap<String, GrpcChannel>>,
     tls: std::sync::Mutex<HashMap<TlsOptions, TlsConfig>>,
+    keepalive: Option<Duration>,
 }
 
 impl Exporter {
@@ -555,7 +556,18 @@ impl Exporter {
             config,
             grpc: Default::default(),
             tls: Default::default(),
+            keepalive: None,
         }
+    }
+
+    /// HTTP/2 pings every `every` while a gRPC request is in flight, the connection closed when
+    /// one goes unanswered as long: for a long-lived sender (the relay), whose peer can vanish
+    /// without a reset (a container cut from its network and given a new address), so a request
+    /// fails within two periods and the next one reconnects instead of hanging to its deadline.
+    /// Not for senders to a real Collector, whose gRPC server refuses frequent pings.
+    pub fn with_keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = Some(every);
+        self
     }
 
     /// The rustls configuration for `target`, built once per set of options: the three
@@ -715,6 +727,12 @@ impl Exporter {
                 .map_err(|e| connect_error(e.to_string()))?
                 .connect_timeout(remaining)
                 .tcp_nodelay(true);
+            let channel = match self.keepalive {
+                Some(every) => channel
+                    .http2_keep_alive_interval(every)
+                    .keep_alive_timeout(every),
+                None => channel,
+            };
             let connected = match tls {
                 Some(config) => {
                     channel
