@@ -86,22 +86,7 @@ fn assert_recorded_and_verified(stack: &ServeHome, out: &Output) -> Value {
         5,
         "implement, clippy, two test attempts, deploy: {nodes:?}"
     );
-    let record_nodes: Vec<(String, String)> = {
-        let mut n: Vec<_> = record["status"]["nodes"]
-            .as_object()
-            .unwrap()
-            .values()
-            .filter(|n| n["type"] == "Pod")
-            .map(|n| {
-                (
-                    n["id"].as_str().unwrap().to_string(),
-                    n["phase"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        n.sort();
-        n
-    };
+    let record_nodes = pod_nodes(record);
     assert_eq!(record_nodes, nodes);
     let state = stack.state_dir();
     let verify = stack

@@ -34,24 +34,7 @@ fn chaos(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
 fn every_scenario_passes_with_nothing_lost_or_duplicated() {
     let (code, report) = chaos(&["all", "--outage", "3s", "--steps", "50"], &[]);
     assert_eq!(code, 0, "{report:#}");
-    let names: Vec<&str> = report["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["scenario"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "pod-kill",
-            "collector-outage/stop",
-            "collector-outage/kill",
-            "collector-outage/pause",
-            "collector-outage/partition",
-            "burst",
-            "controller-restart"
-        ]
-    );
+    assert_eq!(common::chaos::names(&report), common::chaos::ALL);
     for s in report["scenarios"].as_array().unwrap() {
         // The embedded backend absorbs a request replayed after its answer was lost: nothing
         // is stored twice, and what it absorbed is within the at-least-once window.

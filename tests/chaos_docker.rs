@@ -118,24 +118,7 @@ fn every_scenario_passes_on_the_docker_stack_with_nothing_lost() {
     let (code, report) = chaos(&env, &["all", "--outage", "2s", "--steps", "10"], &[]);
     assert_eq!(report["runtime"], "docker", "{report:#}");
     assert_eq!(code, 0, "{report:#}");
-    let names: Vec<&str> = report["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["scenario"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "pod-kill",
-            "collector-outage/stop",
-            "collector-outage/kill",
-            "collector-outage/pause",
-            "collector-outage/partition",
-            "burst",
-            "controller-restart"
-        ]
-    );
+    assert_eq!(common::chaos::names(&report), common::chaos::ALL);
     let mut runs = Vec::new();
     for s in report["scenarios"].as_array().unwrap() {
         assert_eq!(s["passed"], true, "{s:#}");

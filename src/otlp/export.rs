@@ -757,37 +757,23 @@ impl Exporter {
         let channel = self.grpc_channel(target, deadline).await?;
         let gzip = (target.compression == Compression::Gzip)
             .then_some(tonic::codec::CompressionEncoding::Gzip);
+        // The three generated clients share no trait: one body, instantiated per signal.
+        macro_rules! export {
+            ($client:ident, $request:expr) => {{
+                let mut client = $client::new(channel);
+                if let Some(encoding) = gzip {
+                    client = client.send_compressed(encoding);
+                }
+                client
+                    .export(grpc_request(target, $request.clone()))
+                    .await
+                    .map(drop)
+            }};
+        }
         let result = match request {
-            ExportRequest::Traces(r) => {
-                let mut client = TraceServiceClient::new(channel);
-                if let Some(encoding) = gzip {
-                    client = client.send_compressed(encoding);
-                }
-                client
-                    .export(grpc_request(target, r.clone()))
-                    .await
-                    .map(drop)
-            }
-            ExportRequest::Metrics(r) => {
-                let mut client = MetricsServiceClient::new(channel);
-                if let Some(encoding) = gzip {
-                    client = client.send_compressed(encoding);
-                }
-                client
-                    .export(grpc_request(target, r.clone()))
-                    .await
-                    .map(drop)
-            }
-            ExportRequest::Logs(r) => {
-                let mut client = LogsServiceClient::new(channel);
-                if let Some(encoding) = gzip {
-                    client = client.send_compressed(encoding);
-                }
-                client
-                    .export(grpc_request(target, r.clone()))
-                    .await
-                    .map(drop)
-            }
+            ExportRequest::Traces(r) => export!(TraceServiceClient, r),
+            ExportRequest::Metrics(r) => export!(MetricsServiceClient, r),
+            ExportRequest::Logs(r) => export!(LogsServiceClient, r),
         };
         result.map_err(|status| {
             use tonic::Code;

@@ -29,6 +29,27 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// Every scenario `chaos all` runs, in its order.
+pub const ALL: [&str; 7] = [
+    "pod-kill",
+    "collector-outage/stop",
+    "collector-outage/kill",
+    "collector-outage/pause",
+    "collector-outage/partition",
+    "burst",
+    "controller-restart",
+];
+
+/// The scenarios a report holds, in its order.
+pub fn names(report: &Value) -> Vec<&str> {
+    report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect()
+}
+
 /// One scenario's report by name.
 pub fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["scenarios"]
