@@ -88,6 +88,13 @@ class Source:
         self.read_paths.append(path)
         return text
 
+    def list(self, directory):
+        """The names of the files in one directory."""
+        if self.is_git:
+            return subprocess.run(["git", "-C", self.path, "ls-tree", "--name-only", f"{self.tag}:{directory}"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+        return sorted(os.listdir(os.path.join(self.path, directory)))
+
     def header(self, what):
         lines = [f"# {what}",
                  "# Extracted by scripts/refresh-upstream-refs.py; regenerate, never edit by hand.",
@@ -277,50 +284,86 @@ class SchemaResolver:
 
 GO_STRUCT = re.compile(r"^type (\w+) struct \{$")
 GO_FIELD = re.compile(r"^\s*(?:\w+\s+)?(\*?[\w.\[\]]+)\s+`mapstructure:\"([^\",]*)")
+GO_IMPORT = re.compile(r'^\s*(?:import\s+)?(?:(\w+)\s+)?"([\w./-]+)"$')
 
 
-def go_config_paths(text, struct, prefix, out, resolver, squash_refs):
-    """Fields of a Go config struct from its `mapstructure` tags (contrib components without a
-    generated config schema at the tag)."""
-    structs, current = {}, None
-    for line in text.splitlines():
-        m = GO_STRUCT.match(line)
-        if m:
-            current = structs.setdefault(m.group(1), [])
-            continue
-        if current is not None:
-            if line == "}":
-                current = None
+class GoStructs:
+    """The `mapstructure` fields of Go config structs, for components without a usable generated
+    schema: each package's `config.go`, following the embedded or nested structs it takes from
+    other packages of the same repository (read from their `config.go` too)."""
+
+    def __init__(self, src, roots, resolver):
+        self.src = src
+        self.roots = roots  # Go module prefix -> its directory in the repository
+        self.resolver = resolver
+        self.structs = {}  # "package.Type" -> [(type, tag)]
+        self.packages = {}  # directory -> (package name, {import name: directory})
+
+    def load(self, directory):
+        if directory in self.packages:
+            return self.packages[directory][0]
+        text = self.src.read(directory + "/config.go", required=False)
+        if text is None:
+            self.packages[directory] = (None, {})
+            return None
+        package = re.search(r"^package (\w+)", text, re.M).group(1)
+        imports, current = {}, None
+        for line in text.splitlines():
+            imp = GO_IMPORT.match(line)
+            if imp:
+                for module, root in self.roots.items():
+                    if imp.group(2).startswith(module):
+                        path = root + imp.group(2)[len(module):]
+                        imports[imp.group(1) or path.rsplit("/", 1)[-1]] = path
+            m = GO_STRUCT.match(line)
+            if m:
+                current = self.structs.setdefault(f"{package}.{m.group(1)}", [])
                 continue
-            f = GO_FIELD.match(line)
-            if f:
-                typ = re.sub(r"^configoptional\.Optional\[(.*)\]$", r"\1", f.group(1).lstrip("*"))
-                current.append((typ, f.group(2)))
+            if current is not None:
+                if line == "}":
+                    current = None
+                    continue
+                f = GO_FIELD.match(line)
+                if f:
+                    typ = re.sub(r"^configoptional\.Optional\[(.*)\]$", r"\1", f.group(1).lstrip("*"))
+                    current.append((typ, f.group(2)))
+        self.packages[directory] = (package, imports)
+        return package
 
-    def walk(name, pre, seen):
-        for typ, tag in structs.get(name, []):
+    def resolve(self, typ, directory):
+        """The qualified name of a struct type used in `directory`'s package, if it was read."""
+        package, imports = self.packages[directory]
+        if "." not in typ:
+            return f"{package}.{typ}", directory
+        alias, name = typ.split(".", 1)
+        if alias in imports:
+            other = self.load(imports[alias])
+            if other:
+                return f"{other}.{name}", imports[alias]
+        return None, None
+
+    def paths(self, directory, struct, prefix, out, seen=()):
+        package = self.load(directory)
+        if package is None:
+            out.append(prefix + ".**")
+            return
+        for typ, tag in self.structs.get(f"{package}.{struct}", []):
             if tag == "-":
                 continue
-            if tag == "":
-                ref = squash_refs.get(typ)
-                if ref:
-                    module, node = resolver.resolve(ref, "")
-                    resolver.paths(node, module, pre, out)
-                else:
-                    out.append(pre + ".**")
+            path = prefix if tag == "" else f"{prefix}.{tag}"
+            if tag:
+                out.append(path)
+            if typ in SQUASH_REFS:
+                module, node = self.resolver.resolve(SQUASH_REFS[typ], "")
+                self.resolver.paths(node, module, path, out)
                 continue
-            path = f"{pre}.{tag}"
-            out.append(path)
-            inner = typ.split(".")[-1]
-            if typ in squash_refs:
-                module, node = resolver.resolve(squash_refs[typ], "")
-                resolver.paths(node, module, path, out)
-            elif inner in structs and inner not in seen:
-                walk(inner, path, seen | {inner})
-            elif "." in typ and not typ.startswith("time."):
+            element = typ.removeprefix("[]")
+            name, where = self.resolve(element, directory)
+            if name in self.structs and name not in seen:
+                inner = path + ".[]" if element != typ else path
+                self.paths(where, name.split(".", 1)[1], inner, out, seen + (name,))
+            elif tag == "" or typ.startswith("map[") or ("." in typ and not typ.startswith("time.")):
                 out.append(path + ".**")
-
-    walk(struct, prefix, {struct})
 
 
 # --- JSON schemas (Grafana's dashboard and panel kinds) ----------------------------------------
@@ -375,13 +418,11 @@ def tempo(src):
         schema = resolver.load(module)
         prefix = f"distributor.receivers.{name}"
         out.append(prefix)
-        go = src.read(f"vendor/{module}/config.go", required=False)
         if schema is not None:
             resolver.paths(schema, module, prefix, out)
-        elif go is not None:
-            go_config_paths(go, "Config", prefix, out, resolver, SQUASH_REFS)
         else:
-            out.append(prefix + ".**")
+            structs = GoStructs(src, {CORE_MODULE: "vendor/" + CORE_MODULE}, resolver)
+            structs.paths(f"vendor/{module}", "Config", prefix, out)
     write("tempo/config-keys.txt", src.header("Every key path of Tempo's configuration"), out)
 
 
@@ -451,20 +492,48 @@ def collector(core, releases, contrib):
     out = []
     for kind, rel in CORE_COMPONENTS + (CONTRIB_COMPONENTS if contrib else []):
         src = core if (kind, rel) in CORE_COMPONENTS else contrib
-        prefix_mod = CORE_MODULE if src is core else CONTRIB_MODULE
         typ = yaml.safe_load(src.read(rel + "/metadata.yaml"))["type"]
         prefix = f"{kind}.{typ}"
         out.append(prefix)
-        schema = resolver.load(prefix_mod + rel)
-        if schema is not None:
-            resolver.paths(schema, prefix_mod + rel, prefix, out)
+        if src is core:
+            resolver.paths(resolver.load(CORE_MODULE + rel), CORE_MODULE + rel, prefix, out)
         else:
-            go = src.read(rel + "/config.go")
-            go_config_paths(go, "Config", prefix, out, resolver, SQUASH_REFS)
+            # A contrib component's generated schema may only point at a shared package's (which
+            # a partial checkout lacks): its `mapstructure` fields are the reference.
+            src.read(rel + "/config.go")
+            GoStructs(contrib, {CONTRIB_MODULE: ""}, resolver).paths(rel, "Config", prefix, out)
     header = core.header("Configuration fields of the components the stack uses, as kind.type.field")
     if contrib:
         header += contrib.header("(contrib components)")[2:]
     write("collector/component-fields.txt", header, out)
+
+
+OTTL_FUNCS = "pkg/ottl/ottlfuncs"
+
+
+def ottl_functions(contrib):
+    """The names of the OTTL functions (editors and converters) every OTTL component has: the
+    factories `StandardFuncs` registers, each named by its `ottl.NewFactory` call."""
+    registered = set(re.findall(r"\bNew(\w+)Factory\[K\]\(\)", contrib.read(f"{OTTL_FUNCS}/functions.go")))
+    names = {}
+    for name in contrib.list(OTTL_FUNCS):
+        if not name.endswith(".go") or name.endswith("_test.go"):
+            continue
+        text = contrib.read(f"{OTTL_FUNCS}/{name}")
+        consts = dict(re.findall(r'\b(\w+)\s*=\s*"(\w+)"', text))
+        for factory, body in re.findall(r"func New(\w+)Factory\[K any\]\(\)[^{]*\{(.*?)\n\}", text, re.S):
+            call = re.search(r'ottl\.NewFactory\(\s*(?:"(\w+)"|(\w+))', body)
+            if call:
+                names[factory] = call.group(1) or consts.get(call.group(2))
+    missing = sorted(f for f in registered if not names.get(f))
+    if missing:
+        sys.exit(f"refresh-upstream-refs: {contrib.repo} {contrib.tag}: no function name found for "
+                 f"{', '.join(missing)} in {OTTL_FUNCS}")
+    contrib.read_paths = [p for p in contrib.read_paths if p.startswith(OTTL_FUNCS + "/functions")] + [
+        f"{OTTL_FUNCS}/*.go (ottl.NewFactory names)"]
+    write("collector/ottl-functions.txt",
+          contrib.header("The OTTL functions every OTTL component (transform, filter, routing, ...) has"),
+          [names[f] for f in registered])
 
 
 def grafana_line(src):
@@ -488,9 +557,7 @@ def grafana_schemas(src, label):
     under `field_config.`) and, for every panel plugin, its `options` and `fieldConfig.defaults.custom`
     keys under `panels.TYPE.`: a panel's options and custom field config are the plugin's, so the
     dashboard schema leaves them open."""
-    listing = subprocess.run(["git", "-C", src.path, "ls-tree", "--name-only", f"{src.tag}:jsonschema"],
-                             capture_output=True, text=True, check=True).stdout.split() if src.is_git \
-        else sorted(os.listdir(os.path.join(src.path, "jsonschema")))
+    listing = src.list("jsonschema")
     out = []
     dash = json.loads(src.read("jsonschema/dashboard.jsonschema.json"))["definitions"]
     json_schema_paths(dash["Dashboard"], dash, "dashboard", out)
@@ -538,6 +605,8 @@ def main(argv):
         if not ("collector" in given and "releases" in given):
             sys.exit("refresh-upstream-refs: collector needs both collector= and releases=")
         collector(given["collector"], given["releases"], given.get("contrib"))
+    if "contrib" in given:
+        ottl_functions(given["contrib"])
     return 0
 
 

@@ -1,7 +1,7 @@
 //! Each `stack/` config checked against the release obsctl pins (src/stack/pins.rs), through the
 //! references extracted from that release's own repository (tests/fixtures/upstream/): every
-//! Tempo and Loki key path, every collector component and setting, every Prometheus key, rule
-//! field and command-line flag. These releases cannot run here (no registry), so this is what
+//! Tempo and Loki key path, every collector component, setting and OTTL function, every
+//! Prometheus key, rule field and command-line flag. These releases cannot run here (no registry), so this is what
 //! stands between a renamed key and a crash-looping container. Each config also has a test with a
 //! deliberate mistake, which must be reported with the file, the key path and the nearest valid
 //! key. No network: the references are in the repository.
@@ -88,6 +88,36 @@ fn every_reference_comes_from_the_pinned_release() {
             "open-telemetry/opentelemetry-collector {}",
             pins::COLLECTOR.release
         )
+    );
+    // The contrib parts (extension fields, OTTL functions) come from the newest contrib release
+    // whose files could be read here, never from one newer than the pin.
+    let ottl = Fixture::load("collector/ottl-functions.txt");
+    let contrib = ottl
+        .origin()
+        .strip_prefix("open-telemetry/opentelemetry-collector-contrib ")
+        .expect("the OTTL functions come from opentelemetry-collector-contrib");
+    let minor = |release: &str| -> u32 {
+        let mut parts = release.trim_start_matches('v').split(['.', ' ']);
+        assert_eq!(parts.next(), Some("0"), "{release}");
+        parts.next().and_then(|m| m.parse().ok()).expect("v0.MINOR")
+    };
+    assert!(
+        minor(contrib) <= minor(pins::COLLECTOR.release),
+        "{contrib} is newer than the pinned {}",
+        pins::COLLECTOR.release
+    );
+    assert!(
+        fields
+            .header
+            .iter()
+            .any(|l| l
+                == &format!("# origin: open-telemetry/opentelemetry-collector-contrib {contrib}")),
+        "collector/component-fields.txt and collector/ottl-functions.txt name different contrib releases"
+    );
+    assert!(
+        ottl.entries.len() > 50,
+        "{} OTTL functions",
+        ottl.entries.len()
     );
 }
 
@@ -257,18 +287,204 @@ fn every_collector_component_and_setting_is_in_the_pinned_release() {
         .map(|s| s.len())
         .sum();
     assert!(used >= 8, "{used} components");
-    // No OTTL statement: the stack has no transform or filter processor. A config that adds one
-    // must extend the references with the release's OTTL function names first.
-    for kind in ["transform", "filter"] {
-        assert!(
-            !config["processors"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .any(|k| k.split('/').next() == Some(kind)),
-            "{kind} processor: OTTL functions are not in tests/fixtures/upstream yet"
-        );
+    assert_clean(&check_ottl(file(COLLECTOR)));
+}
+
+// --- OTTL -------------------------------------------------------------------------------------
+
+/// The component types whose settings hold OTTL statements and conditions.
+const OTTL_COMPONENTS: [&str; 3] = [
+    "processors.transform",
+    "processors.filter",
+    "connectors.routing",
+];
+/// The filter processor's per-context condition lists (`traces: {span: [...]}`).
+const OTTL_CONTEXTS: [&str; 8] = [
+    "resource",
+    "scope",
+    "span",
+    "spanevent",
+    "metric",
+    "datapoint",
+    "log_record",
+    "profile",
+];
+
+/// Whether a setting's key holds OTTL: `statements`, `trace_statements`, `condition`, ...
+fn holds_ottl(key: &str) -> bool {
+    ["statement", "statements", "condition", "conditions"]
+        .iter()
+        .any(|k| key == *k || key.ends_with(&format!("_{k}")))
+        || OTTL_CONTEXTS.contains(&key)
+}
+
+/// Every OTTL statement or condition of an OTTL component, with its shown path.
+fn ottl_statements(config: &Value) -> Vec<(String, String)> {
+    fn walk(value: &Value, shown: &str, in_ottl: bool, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::String(s) if in_ottl => out.push((shown.to_string(), s.clone())),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{shown}[{i}]"), in_ottl, out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(v, &format!("{shown}.{k}"), holds_ottl(k), out);
+                }
+            }
+            _ => {}
+        }
     }
+    let mut out = Vec::new();
+    for (kind, section) in KINDS
+        .iter()
+        .filter_map(|k| Some((*k, config.get(*k)?.as_object()?)))
+    {
+        for (name, settings) in section {
+            let typ = name.split('/').next().unwrap_or_default();
+            if OTTL_COMPONENTS.contains(&format!("{kind}.{typ}").as_str()) {
+                walk(settings, &format!("{kind}.{name}"), false, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// The functions an OTTL statement calls: each name before a `(`, outside string literals
+/// (the operators `not`, `and`, `or` and `where` may precede a parenthesis too).
+fn ottl_calls(statement: &str) -> Vec<String> {
+    let mut code = String::new();
+    let mut chars = statement.chars();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            while let Some(s) = chars.next() {
+                match s {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            code.push_str("\"\"");
+        } else {
+            code.push(c);
+        }
+    }
+    let mut calls = Vec::new();
+    let mut word = String::new();
+    let mut after_space = false;
+    for c in code.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            if after_space {
+                word.clear();
+                after_space = false;
+            }
+            word.push(c);
+        } else if c.is_whitespace() {
+            after_space = true;
+        } else {
+            if c == '('
+                && !word.is_empty()
+                && !["not", "and", "or", "where"].contains(&word.as_str())
+            {
+                calls.push(word.clone());
+            }
+            word.clear();
+            after_space = false;
+        }
+    }
+    calls
+}
+
+/// Every function an OTTL statement of the config calls that the release's OTTL lacks.
+fn check_ottl(text: &str) -> Vec<Finding> {
+    let functions = Fixture::load("collector/ottl-functions.txt");
+    let mut out = Vec::new();
+    for (path, statement) in ottl_statements(&yaml(COLLECTOR, text)) {
+        for call in ottl_calls(&statement) {
+            if !functions.entries.contains(&call) {
+                out.push(Finding {
+                    file: COLLECTOR.to_string(),
+                    path: path.clone(),
+                    problem: format!(
+                        "{call}() is not an OTTL function of {}; nearest valid key: {}",
+                        functions.origin(),
+                        nearest(&call, &functions.entries).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The stack's collector config with one more processor, `transform`, in the traces pipeline.
+fn with_transform(statements: &str) -> String {
+    let text = mistake(
+        COLLECTOR,
+        "processors:\n",
+        &format!("processors:\n  transform:\n    error_mode: ignore\n{statements}"),
+    );
+    text.replacen(
+        "processors: [memory_limiter, batch]",
+        "processors: [memory_limiter, transform, batch]",
+        1,
+    )
+}
+
+#[test]
+fn every_ottl_statement_uses_functions_the_release_has() {
+    let text = with_transform(concat!(
+        "    trace_statements:\n",
+        "      - context: span\n",
+        "        statements:\n",
+        "          - set(attributes[\"step\"], Concat([attributes[\"agent\"], name], \"/\")) where IsMatch(name, \"^run(\")\n",
+        "          - delete_key(attributes, \"secret\") where not (kind == SPAN_KIND_SERVER)\n",
+    ));
+    let found = ottl_statements(&yaml(COLLECTOR, &text));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(
+        found[0].0,
+        "processors.transform.trace_statements[0].statements[0]"
+    );
+    let calls: Vec<String> = found.iter().flat_map(|(_, s)| ottl_calls(s)).collect();
+    // `run(` is inside a string: no call.
+    assert_eq!(calls, ["set", "Concat", "IsMatch", "delete_key"]);
+    assert_clean(&check_ottl(&text));
+}
+
+#[test]
+fn a_misspelt_ottl_function_is_named_with_the_nearest_valid_one() {
+    let text = with_transform(concat!(
+        "    log_statements:\n",
+        "      - set(attributes[\"level\"], ConvertCase(severity_text, \"lower\"))\n",
+        "      - set(attributes[\"id\"], Concatt([trace_id.string, span_id.string], \"-\"))\n",
+    ));
+    assert_one(
+        &check_ottl(&text),
+        COLLECTOR,
+        "processors.transform.log_statements[1]",
+        "Concatt() is not an OTTL function",
+    );
+    assert!(
+        check_ottl(&text)[0]
+            .problem
+            .ends_with("nearest valid key: Concat")
+    );
+    // A filter processor's conditions are OTTL too.
+    let text = mistake(
+        COLLECTOR,
+        "processors:\n",
+        "processors:\n  filter/drop:\n    traces:\n      span:\n        - IsMatchh(name, \"^health\")\n",
+    );
+    assert_one(
+        &check_ottl(&text),
+        COLLECTOR,
+        "processors.filter/drop.traces.span[0]",
+        "nearest valid key: IsMatch",
+    );
 }
 
 #[test]
@@ -279,6 +495,21 @@ fn a_misspelt_collector_setting_or_a_missing_component_is_named() {
         COLLECTOR,
         "exporters.otlp_grpc/tempo.sending_queue.storag",
         "exporters.otlp_grpc/tempo.sending_queue.storage",
+    );
+    // The contrib extensions' fields are their `mapstructure` fields.
+    let text = mistake(COLLECTOR, "    path: /ready", "    pth: /ready");
+    assert_one(
+        &check_collector(&text),
+        COLLECTOR,
+        "extensions.health_check.pth",
+        "extensions.health_check.path",
+    );
+    let text = mistake(COLLECTOR, "create_directory:", "create_dirctory:");
+    assert_one(
+        &check_collector(&text),
+        COLLECTOR,
+        "extensions.file_storage.create_dirctory",
+        "extensions.file_storage.create_directory",
     );
     // The loki exporter left contrib long ago; its name is refused.
     let text = mistake(COLLECTOR, "otlp_http/loki:", "loki:");
