@@ -7,7 +7,8 @@ and flags are written, never upstream code.
 
 PROJECT is one of tempo, loki, prometheus, collector (the core repository), releases
 (opentelemetry-collector-releases, whose otelcol-contrib manifest lists the distribution's
-components), contrib (opentelemetry-collector-contrib) and grafana-schemas
+components), contrib (opentelemetry-collector-contrib, also for its OTTL functions), grafana
+(grafana/grafana: the structs its provisioning files are read into) and grafana-schemas
 (grafana/grafana-foundation-sdk, whose jsonschema/ folder is Grafana's dashboard and panel schemas
 generated from one Grafana release line's kind registry). GITDIR is a clone (bare or not) and
 TAG the release tag, read with `git show TAG:PATH`; a plain directory holding a checkout is
@@ -536,6 +537,54 @@ def ottl_functions(contrib):
           [names[f] for f in registered])
 
 
+GO_YAML_FIELD = re.compile(r'^\s*\w+\s+(\S+)\s+`(?:json:"[^"]*"\s+)?yaml:"([^",]+)')
+PROVISIONING = "pkg/services/provisioning"
+
+
+def go_yaml_structs(text):
+    """The `yaml` tagged fields of each struct in a Go file: {struct: [(type, key)]}."""
+    structs, current = {}, None
+    for line in text.splitlines():
+        m = GO_STRUCT.match(line)
+        if m:
+            current = structs.setdefault(m.group(1), [])
+        elif current is not None and line == "}":
+            current = None
+        elif current is not None and (f := GO_YAML_FIELD.match(line)):
+            current.append((f.group(1), f.group(2)))
+    return structs
+
+
+def go_yaml_paths(structs, name, prefix, out):
+    for typ, key in structs[name]:
+        path = f"{prefix}.{key}"
+        out.append(path)
+        element = typ.lstrip("[]*")
+        if element in structs:
+            go_yaml_paths(structs, element, path + ".[]" if typ.startswith("[]") else path, out)
+        elif "JSON" in typ or typ.startswith("map["):
+            out.append(path + ".**")  # free-form: each data source plugin reads its own keys
+
+
+def grafana_provisioning(src):
+    """The keys of Grafana's provisioning files: a data sources file (`datasources.`) and a
+    dashboard providers file (`dashboards.`), from the structs Grafana reads them into, and the
+    options the file provider reads."""
+    out = []
+    datasources = go_yaml_structs(src.read(f"{PROVISIONING}/datasources/types.go"))
+    go_yaml_paths(datasources, "configVersion", "datasources", out)
+    go_yaml_paths(datasources, "configsV1", "datasources", out)
+    dashboards = go_yaml_structs(src.read(f"{PROVISIONING}/dashboards/types.go"))
+    go_yaml_paths(dashboards, "configVersion", "dashboards", out)
+    go_yaml_paths(dashboards, "configV1", "dashboards", out)
+    options = "dashboards.providers.[].options"
+    reader = src.read(f"{PROVISIONING}/dashboards/file_reader.go")
+    out = [p for p in out if p != options + ".**"]
+    out += [f"{options}.{key}" for key in re.findall(r'cfg\.Options\["(\w+)"\]', reader)]
+    write("grafana/provisioning-keys.txt",
+          src.header("Keys of Grafana's data source and dashboard provider provisioning files"), out)
+
+
 def grafana_line(src):
     """The Grafana release line a foundation-sdk commit was generated for: the kind registry
     version in `.cog/config.yaml` (main, the SDK's newest generation), else the line the README of
@@ -591,13 +640,15 @@ def main(argv):
                  "collector": "open-telemetry/opentelemetry-collector",
                  "releases": "open-telemetry/opentelemetry-collector-releases",
                  "contrib": "open-telemetry/opentelemetry-collector-contrib",
-                 "grafana-schemas": "grafana/grafana-foundation-sdk"}
+                 "grafana-schemas": "grafana/grafana-foundation-sdk", "grafana": "grafana/grafana"}
         if name not in repos or not spec:
             sys.exit(f"refresh-upstream-refs: {arg!r}: expected one of {', '.join(repos)}=DIR@TAG")
         given[name] = Source(repos[name], spec)
     for name, fn in (("tempo", tempo), ("loki", loki), ("prometheus", prometheus)):
         if name in given:
             fn(given[name])
+    if "grafana" in given:
+        grafana_provisioning(given["grafana"])
     if "grafana-schemas" in given:
         src = given["grafana-schemas"]
         grafana_schemas(src, "grafana/grafana " + grafana_line(src))
