@@ -501,7 +501,7 @@ def collector(core, releases, contrib):
         else:
             # A contrib component's generated schema may only point at a shared package's (which
             # a partial checkout lacks): its `mapstructure` fields are the reference.
-            src.read(rel + "/config.go")
+            src.read(rel + "/config.go")  # required here; GoStructs reads packages quietly
             GoStructs(contrib, {CONTRIB_MODULE: ""}, resolver).paths(rel, "Config", prefix, out)
     header = core.header("Configuration fields of the components the stack uses, as kind.type.field")
     if contrib:
@@ -530,6 +530,7 @@ def ottl_functions(contrib):
     if missing:
         sys.exit(f"refresh-upstream-refs: {contrib.repo} {contrib.tag}: no function name found for "
                  f"{', '.join(missing)} in {OTTL_FUNCS}")
+    # The header names the registry and the pattern rather than each of the ~100 function files.
     contrib.read_paths = [p for p in contrib.read_paths if p.startswith(OTTL_FUNCS + "/functions")] + [
         f"{OTTL_FUNCS}/*.go (ottl.NewFactory names)"]
     write("collector/ottl-functions.txt",
