@@ -1,10 +1,12 @@
 //! Each `stack/` config checked against the release obsctl pins (src/stack/pins.rs), through the
 //! references extracted from that release's own repository (tests/fixtures/upstream/): every
 //! Tempo and Loki key path, every collector component, setting and OTTL function, every
-//! Prometheus key, rule field and command-line flag, every Grafana dashboard and provisioning key. These releases cannot run here (no registry), so this is what
-//! stands between a renamed key and a crash-looping container. Each config also has a test with a
-//! deliberate mistake, which must be reported with the file, the key path and the nearest valid
-//! key. No network: the references are in the repository.
+//! Prometheus key, rule field and command-line flag, every Grafana dashboard and provisioning
+//! key. These releases cannot run here (no registry), so this is what stands between a renamed
+//! key and a crash-looping container. Each config also has a test with a deliberate mistake,
+//! which must be reported with the file, the key path and the nearest valid key. No network: the
+//! references are in the repository. Where a reference could not come from the pinned tag, its
+//! header says where it came from (docs/upgrading-pins.md, Known gaps).
 
 mod common;
 
