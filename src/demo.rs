@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::backends::{BackendUrls, Backends, Http, redact};
+use crate::backends::{BackendUrls, Connector, redact};
 use crate::checks::collect::CollectOptions;
 use crate::checks::expect::Expectation;
 use crate::checks::{Thresholds, verify};
@@ -37,6 +37,9 @@ pub struct Options {
     /// Where to record the demo run; `None`: a scratch directory with the in-process backend,
     /// the usual state directory with a running stack.
     pub state_dir: Option<PathBuf>,
+    /// How to read a running stack (TLS, credentials, URLs in front of it); the demo's own
+    /// in-process backend needs none.
+    pub connector: Connector,
 }
 
 /// Everything the demo found, for the command to print.
@@ -113,7 +116,20 @@ pub async fn run(args: Options) -> anyhow::Result<Outcome> {
         Some(_) => scratch.join("runs"),
         None => crate::paths::default_state_dir(),
     });
-    let mut outcome = pipeline_and_report(&endpoints, &state_dir, args.timeout, backend).await;
+    let connector = match server {
+        Some(_) => {
+            if !args.connector.is_default() {
+                crate::ui::note(
+                    "obsctl demo: the backend access options apply to a running stack; the \
+                     demo's own backend is read directly",
+                );
+            }
+            Connector::default()
+        }
+        None => args.connector.clone(),
+    };
+    let mut outcome =
+        pipeline_and_report(&endpoints, &connector, &state_dir, args.timeout, backend).await;
     // The in-process backend stops with the demo: links into it would be dead on arrival.
     if server.is_some()
         && let Ok(Outcome {
@@ -149,6 +165,7 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
 
 async fn pipeline_and_report(
     endpoints: &Endpoints,
+    connector: &Connector,
     state_dir: &Path,
     timeout: Duration,
     backend: String,
@@ -185,7 +202,7 @@ async fn pipeline_and_report(
         loki: endpoints.loki.clone(),
         grafana: endpoints.grafana.clone(),
     };
-    let backends = Backends::new(urls, Http::default())?;
+    let backends = connector.backends(urls)?;
     let all = store.list().context("reading run records")?;
     let expectation = Expectation::new(vec![record.clone()], &all);
     let thresholds = Thresholds::default();
@@ -199,9 +216,9 @@ async fn pipeline_and_report(
     let report = VerifyReport::new(
         &expectation,
         BackendsUsed {
-            tempo: redact(&endpoints.tempo),
-            prometheus: redact(&endpoints.prometheus),
-            loki: redact(&endpoints.loki),
+            tempo: redact(&backends.urls.tempo),
+            prometheus: redact(&backends.urls.prometheus),
+            loki: redact(&backends.urls.loki),
         },
         &thresholds,
         wait,

@@ -206,6 +206,10 @@ impl Http {
         }
         let url = format!("{}/api/status", base.trim_end_matches('/'));
         let fetched = self.get(backend, &url, &[], &[]).await?;
+        // A refusal is not a backend without the endpoint: the credentials are wrong.
+        if matches!(fetched.status, 401 | 403) {
+            return Err(fetched.status_error(backend));
+        }
         if !fetched.is_success() {
             return Ok(None);
         }
@@ -358,6 +362,59 @@ impl BackendUrls {
             loki: pick(&flags.loki, |e| &e.loki, "Loki", "--loki-url")?,
             grafana: file.and_then(|e| e.grafana),
         })
+    }
+}
+
+impl UrlFlags {
+    /// `urls` with each URL given here in its place (a stack's URLs, overridden by a backends
+    /// file's).
+    pub fn over(&self, urls: BackendUrls) -> BackendUrls {
+        BackendUrls {
+            tempo: self.tempo.clone().unwrap_or(urls.tempo),
+            prometheus: self.prometheus.clone().unwrap_or(urls.prometheus),
+            loki: self.loki.clone().unwrap_or(urls.loki),
+            grafana: urls.grafana,
+        }
+    }
+}
+
+/// How to reach backends that are not obsctl's own: one HTTP client with the TLS settings,
+/// each backend's credential, tenant and headers, and URLs that win over a stack's. The
+/// default reaches a local stack as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Connector {
+    pub http: Http,
+    pub access: BackendAccess,
+    pub urls: UrlFlags,
+}
+
+impl Connector {
+    /// `access`'s TLS settings read (a CA that cannot be read is an error here, before any
+    /// request).
+    pub fn new(access: BackendAccess, urls: UrlFlags) -> Result<Self, TlsError> {
+        Ok(Self {
+            http: Http::with_tls(DEFAULT_REQUEST_TIMEOUT, DEFAULT_MAX_BODY, &access.tls)?,
+            access,
+            urls,
+        })
+    }
+
+    /// Whether anything was asked for beyond a local stack as it is.
+    pub fn is_default(&self) -> bool {
+        self.access == BackendAccess::default()
+            && self.urls.tempo.is_none()
+            && self.urls.prometheus.is_none()
+            && self.urls.loki.is_none()
+    }
+
+    /// The clients for a stack at `urls`, each URL this connector names in its place.
+    pub fn backends(&self, urls: BackendUrls) -> Result<Backends, BackendError> {
+        Backends::with_access(self.urls.over(urls), self.http.clone(), &self.access)
+    }
+
+    /// The HTTP client for one backend, its requests carrying that backend's settings.
+    pub fn http(&self, backend: Backend) -> Http {
+        self.http.with_access(self.access.of(backend).clone())
     }
 }
 

@@ -118,6 +118,8 @@ pub struct Options {
     pub outage: Duration,
     /// How long verification waits for the data after a scenario.
     pub timeout: Duration,
+    /// How the Docker stack's backends are read (TLS, credentials, URLs in front of them).
+    pub connector: crate::backends::Connector,
 }
 
 /// What the live view shows: a scenario's phase as it changes, and its steps as they go.

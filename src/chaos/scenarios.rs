@@ -16,7 +16,7 @@ use super::{
     ChaosError, Measure, Options, OutageMode, Progress, Scenario, ScenarioReport, Timeline,
     TimelineStep,
 };
-use crate::backends::{Backends, Http};
+use crate::backends::Backends;
 use crate::checks::collect::{CollectOptions, WaitReport, collect};
 use crate::checks::expect::Expectation;
 use crate::checks::{CheckStatus, Thresholds, run_all};
@@ -59,7 +59,7 @@ impl<'a> Stage<'a> {
         std::fs::create_dir_all(&dir).map_err(|e| ChaosError::io(&dir, e))?;
         let store = RecordStore::new(dir.join("runs"));
         let target = Target::new(&options.runtime, &options.exe, &dir, store.clone()).await?;
-        let absorbed_before = target.absorbed().await?;
+        let absorbed_before = target.absorbed(&options.connector).await?;
         Ok(Self {
             options,
             store,
@@ -130,8 +130,10 @@ impl<'a> Stage<'a> {
     /// The repeats the backends absorbed during the scenario (idempotent ingest), held to
     /// `allowed`, what `window` explains; `None` when a backend does not count them.
     async fn duplicates(&self, allowed: u64, window: &str) -> Result<Option<Row>, ChaosError> {
-        let (Some(before), Some(now)) = (self.absorbed_before, self.target.absorbed().await?)
-        else {
+        let (Some(before), Some(now)) = (
+            self.absorbed_before,
+            self.target.absorbed(&self.options.connector).await?,
+        ) else {
             return Ok(None);
         };
         let got = now.since(&before);
@@ -151,7 +153,7 @@ impl<'a> Stage<'a> {
     }
 
     fn backends(&self) -> Result<Backends, ChaosError> {
-        Ok(Backends::new(self.target.backend_urls(), Http::default())?)
+        Ok(self.target.backends(&self.options.connector)?)
     }
 
     /// The trace of `run` as the backend holds it (empty when there is no run or no trace).

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::docker::DockerTarget;
 use super::{ChaosError, OutageMode};
-use crate::backends::BackendUrls;
+use crate::backends::{Backend, BackendError, BackendUrls, Backends, Connector, Http};
 use crate::embedded::identity::Absorbed;
 use crate::workflow::record::RecordStore;
 
@@ -87,18 +87,21 @@ impl Target {
         }
     }
 
-    pub fn backend_urls(&self) -> BackendUrls {
+    /// The query clients. The embedded backend is chaos's own and read directly; the Docker
+    /// stack's are read as `connector` says (TLS, credentials, a proxy's URLs in front of it).
+    pub fn backends(&self, connector: &Connector) -> Result<Backends, BackendError> {
         match self {
             Self::Embedded(t) => {
                 let api = t.api_url();
-                BackendUrls {
+                let urls = BackendUrls {
                     tempo: api.clone(),
                     prometheus: api.clone(),
                     loki: api,
                     grafana: None,
-                }
+                };
+                Backends::new(urls, Http::default())
             }
-            Self::Docker(t) => t.backend_urls(),
+            Self::Docker(t) => connector.backends(t.backend_urls()),
         }
     }
 
@@ -112,15 +115,28 @@ impl Target {
 
     /// The repeats the backends absorbed so far (idempotent ingest); `None` when one does not
     /// say (a real Tempo or Loki), so duplicates there are judged by the loss account alone.
-    pub async fn absorbed(&self) -> Result<Option<Absorbed>, ChaosError> {
-        let http = crate::backends::Http::default();
-        let urls = self.backend_urls();
+    pub async fn absorbed(&self, connector: &Connector) -> Result<Option<Absorbed>, ChaosError> {
         Ok(match self {
-            Self::Embedded(_) => http.absorbed("embedded backend", &urls.tempo).await?,
+            Self::Embedded(t) => {
+                Http::default()
+                    .absorbed("embedded backend", &t.api_url())
+                    .await?
+            }
             Self::Docker(t) => {
-                let spans = http.absorbed("tempo", &urls.tempo).await?;
-                let logs = http.absorbed("loki", &urls.loki).await?;
-                let points = http.absorbed("aggregator", &t.aggregator_url()).await?;
+                let urls = connector.urls.over(t.backend_urls());
+                let spans = connector
+                    .http(Backend::Tempo)
+                    .absorbed(Backend::Tempo.name(), &urls.tempo)
+                    .await?;
+                let logs = connector
+                    .http(Backend::Loki)
+                    .absorbed(Backend::Loki.name(), &urls.loki)
+                    .await?;
+                // The aggregator is obsctl's own scrape target, never behind a proxy.
+                let points = connector
+                    .http
+                    .absorbed("aggregator", &t.aggregator_url())
+                    .await?;
                 match (spans, logs, points) {
                     (Some(s), Some(l), Some(p)) => Some(Absorbed {
                         spans: s.spans,

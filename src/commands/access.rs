@@ -8,6 +8,7 @@ use crate::backends::access::{
     Access, AccessError, BackendAccess, Credential, Header, TokenSource, tenant,
 };
 use crate::backends::file::{BackendsFile, FileError};
+use crate::backends::{Connector, UrlFlags};
 use crate::conventions::env;
 use crate::secret::Secret;
 use crate::tls::TlsOptions;
@@ -85,6 +86,27 @@ impl AccessArgs {
             .as_deref()
             .map(BackendsFile::load)
             .transpose()
+    }
+
+    /// Everything the flags and the backends file say, ready to build clients with: `urls`
+    /// (the command's URL flags) win over the file's URLs. Warns on stderr when certificates
+    /// go unverified.
+    pub fn connector(&self, urls: UrlFlags) -> anyhow::Result<Connector> {
+        let file = self.file()?;
+        let from_file = file.as_ref().map(|f| f.urls.clone()).unwrap_or_default();
+        let urls = UrlFlags {
+            tempo: urls.tempo.or(from_file.tempo),
+            prometheus: urls.prometheus.or(from_file.prometheus),
+            loki: urls.loki.or(from_file.loki),
+        };
+        let access = self.resolve(file.as_ref())?;
+        if access.tls.insecure_skip_verify {
+            crate::ui::note(
+                "warning: --insecure-skip-verify: the backends' TLS certificates are NOT \
+                 verified; anyone on the path can read the credentials and forge the answers",
+            );
+        }
+        Ok(Connector::new(access, urls)?)
     }
 
     /// The flags' settings on top of `file`'s; secrets are read from their files here, so a

@@ -72,6 +72,8 @@ pub struct Args {
     /// Keep each scenario's scratch directory (backend data, run records, logs) [default: removed when every scenario passed].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: super::access::AccessArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -86,6 +88,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             project: args.project.clone(),
         },
     };
+    let connector = args.access.connector(Default::default())?;
+    if runtime == TargetRuntime::Embedded && !connector.is_default() {
+        crate::ui::note(
+            "obsctl chaos: the backend access options apply to the Docker stack; the embedded \
+             runtime's backend is chaos's own and read directly",
+        );
+    }
     let scenarios = Scenario::expand(&args.scenarios, &args.modes);
     let keep = args.work_dir.is_some();
     let work_dir = args.work_dir.clone().unwrap_or_else(|| {
@@ -98,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         steps: args.steps,
         outage: args.outage,
         timeout: args.timeout,
+        connector,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

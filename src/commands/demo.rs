@@ -24,9 +24,12 @@ pub struct Args {
     /// backend, the usual state directory with a running stack].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: super::access::AccessArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let connector = args.access.connector(Default::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,6 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         embedded: args.embedded,
         timeout: args.timeout,
         state_dir: args.state_dir,
+        connector,
     };
     let outcome = runtime.block_on(crate::demo::run(options))?;
     eprintln!("obsctl demo: {}", outcome.backend);

@@ -27,7 +27,8 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit code: 0 when the workflow Succeeded, 1 when it Failed or Errored, 2 for \
-invalid input (nothing is started), 3 when --runner docker cannot reach Docker. With \
+invalid input (nothing is started; also an OTLP TLS file for container steps that is not \
+there), 3 when --runner docker cannot reach Docker. With \
 --argo-server: the workflow's phase on the server, 2 also when the server refuses the workflow \
 (400, unknown namespace), 3 when it cannot be reached or refuses the token (docs/argo.md). Supported subset, \
 runner and resume: docs/workflows.md; steps as containers: docs/observability.md."
@@ -219,7 +220,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 shim.is_some(),
                 &record.name,
             ))
-            .map_err(|e| CommandError::new(3, e))?;
+            .map_err(|e| match e {
+                // A TLS file the steps cannot get is the user's input, like a bad flag.
+                e @ crate::stack::steps::StepsError::ExporterFile { .. } => invalid(e),
+                e => CommandError::new(3, e).into(),
+            })?;
         rt.block_on(engine::run_stoppable(
             loaded, record, docker, config, on_event, true,
         ))?

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::backends::{
-    BackendUrls, Backends, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT, Http, UrlFlags, redact,
-};
+use crate::backends::{BackendUrls, Backends, UrlFlags, redact};
 use crate::checks::collect::{CollectOptions, Observed};
 use crate::checks::expect::Expectation;
 use crate::checks::metrics::DEFAULT_SERIES_BUDGET;
@@ -51,23 +49,13 @@ impl BackendArgs {
     /// Flags, else the backends file, else the endpoints file, else an error telling the user
     /// to start a stack.
     pub fn connect(&self) -> anyhow::Result<Backends> {
-        let file = self.access.file()?;
-        let from_file = file.as_ref().map(|f| f.urls.clone()).unwrap_or_default();
-        let flags = UrlFlags {
-            tempo: self.tempo_url.clone().or(from_file.tempo),
-            prometheus: self.prometheus_url.clone().or(from_file.prometheus),
-            loki: self.loki_url.clone().or(from_file.loki),
-        };
-        let urls = BackendUrls::discover(&flags, &Endpoints::default_path())?;
-        let access = self.access.resolve(file.as_ref())?;
-        if access.tls.insecure_skip_verify {
-            crate::ui::note(
-                "warning: --insecure-skip-verify: the backends' TLS certificates are NOT \
-                 verified; anyone on the path can read the credentials and forge the answers",
-            );
-        }
-        let http = Http::with_tls(DEFAULT_REQUEST_TIMEOUT, DEFAULT_MAX_BODY, &access.tls)?;
-        Ok(Backends::with_access(urls, http, &access)?)
+        let connector = self.access.connector(UrlFlags {
+            tempo: self.tempo_url.clone(),
+            prometheus: self.prometheus_url.clone(),
+            loki: self.loki_url.clone(),
+        })?;
+        let urls = BackendUrls::discover(&connector.urls, &Endpoints::default_path())?;
+        Ok(connector.backends(urls)?)
     }
 }
 

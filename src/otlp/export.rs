@@ -301,7 +301,7 @@ pub struct ExportConfig {
 }
 
 /// The per-signal form of an `OTEL_EXPORTER_OTLP_*` variable: `OTEL_EXPORTER_OTLP_TRACES_*`.
-fn signal_var(general: &str, signal: Signal) -> String {
+pub fn signal_var(general: &str, signal: Signal) -> String {
     let rest = general
         .strip_prefix("OTEL_EXPORTER_OTLP_")
         .expect("an OTLP exporter variable");

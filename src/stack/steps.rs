@@ -49,6 +49,89 @@ fn spool_dir(spec: &StepSpec) -> PathBuf {
 
 /// Where the shim bundle is mounted in every step container.
 const BUNDLE_MOUNT: &str = "/.obsctl";
+/// Where the OTLP exporter's files are mounted, each under its variable's name.
+pub const OTLP_FILES_MOUNT: &str = "/.obsctl-otlp";
+
+/// The OTLP exporter settings a step container gets from `obsctl run`'s environment, as a
+/// process step inherits them. The CA, client certificate and key (and their per-signal forms)
+/// are host paths: each file is bind-mounted read-only at a fixed path and its variable
+/// rewritten to it. Headers, compression and the gRPC insecure switch pass as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExporterSettings {
+    /// Variable, host file.
+    files: Vec<(String, PathBuf)>,
+    passed: Vec<(String, String)>,
+}
+
+impl ExporterSettings {
+    const FILES: [&str; 3] = [
+        env::OTEL_EXPORTER_OTLP_CERTIFICATE,
+        env::OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+        env::OTEL_EXPORTER_OTLP_CLIENT_KEY,
+    ];
+    const PASSED: [&str; 3] = [
+        env::OTEL_EXPORTER_OTLP_HEADERS,
+        env::OTEL_EXPORTER_OTLP_COMPRESSION,
+        env::OTEL_EXPORTER_OTLP_INSECURE,
+    ];
+
+    /// The settings `lookup` (the process environment) holds; a file that is not there is an
+    /// error naming its variable, before any step starts (Docker would otherwise mount an empty
+    /// directory in its place).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StepsError> {
+        use crate::otlp::export::{Signal, signal_var};
+        let with_signals = |general: &'static str| {
+            std::iter::once(general.to_string())
+                .chain(Signal::ALL.into_iter().map(move |s| signal_var(general, s)))
+        };
+        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let mut files = Vec::new();
+        for var in Self::FILES.into_iter().flat_map(with_signals) {
+            if let Some(value) = get(&var) {
+                let path = PathBuf::from(value.trim());
+                if !path.is_file() {
+                    return Err(StepsError::ExporterFile { var, path });
+                }
+                files.push((var, path));
+            }
+        }
+        let passed = Self::PASSED
+            .into_iter()
+            .flat_map(with_signals)
+            .filter_map(|var| get(&var).map(|v| (var, v)))
+            .collect();
+        Ok(Self { files, passed })
+    }
+
+    /// The variables as the container sees them, and the binds that put the files there;
+    /// those `spec` sets itself (the template's own `env`) are left to it.
+    fn for_step(&self, spec: &StepSpec) -> Result<(Vec<String>, Vec<String>), RunnerError> {
+        let own = |var: &str| spec.env.iter().any(|(k, _)| k == var);
+        let mut env = Vec::new();
+        let mut binds = Vec::new();
+        for (var, host) in self.files.iter().filter(|(var, _)| !own(var)) {
+            if !host.is_file() {
+                return Err(RunnerError::Prepare {
+                    path: host.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{var} names it, and it is no longer there"),
+                    ),
+                });
+            }
+            let mounted = format!("{OTLP_FILES_MOUNT}/{var}");
+            binds.push(format!("{}:{mounted}:ro", host.display()));
+            env.push(format!("{var}={mounted}"));
+        }
+        env.extend(
+            self.passed
+                .iter()
+                .filter(|(var, _)| !own(var))
+                .map(|(var, value)| format!("{var}={value}")),
+        );
+        Ok((env, binds))
+    }
+}
 
 /// The obsctl binary with its dynamic loader and shared libraries, so that the shim runs in
 /// images that have neither glibc nor obsctl (busybox, alpine): it is started through the
@@ -137,6 +220,7 @@ pub struct DockerRunner {
     shim: Option<ShimBundle>,
     network: StepNetwork,
     run_name: String,
+    exporter: ExporterSettings,
 }
 
 impl DockerRunner {
@@ -145,12 +229,14 @@ impl DockerRunner {
         shim: Option<ShimBundle>,
         network: StepNetwork,
         run_name: &str,
+        exporter: ExporterSettings,
     ) -> Self {
         Self {
             docker,
             shim,
             network,
             run_name: run_name.to_string(),
+            exporter,
         }
     }
 
@@ -307,6 +393,10 @@ impl Runner for DockerRunner {
             binds.push(format!("{0}:{0}", spool.display()));
         }
         entrypoint.extend(argv);
+        let (exporter_env, exporter_binds) = self.exporter.for_step(&spec)?;
+        binds.extend(exporter_binds);
+        let mut environment = self.environment(&spec);
+        environment.extend(exporter_env);
         let network_mode = match &self.network {
             StepNetwork::Stack { network, .. } => network.clone(),
             StepNetwork::Host => "host".to_string(),
@@ -315,7 +405,7 @@ impl Runner for DockerRunner {
             image: Some(spec.image.clone()),
             entrypoint: Some(entrypoint),
             cmd: Some(Vec::new()),
-            env: Some(self.environment(&spec)),
+            env: Some(environment),
             working_dir: spec.working_dir.clone(),
             labels: Some(self.labels(&spec)),
             host_config: Some(HostConfig {
@@ -518,6 +608,12 @@ pub enum StepsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{var} names {}, which is not a file on this host; step containers get it \
+         bind-mounted, so it must exist before the run starts",
+        path.display()
+    )]
+    ExporterFile { var: String, path: PathBuf },
 }
 
 /// The Docker runner for a run: on the Docker stack's network when the endpoints file says the
@@ -525,6 +621,7 @@ pub enum StepsError {
 pub async fn docker_runner(with_shim: bool, run_name: &str) -> Result<DockerRunner, StepsError> {
     use super::definition::{Component, Port};
     use super::endpoints::{Endpoints, Runtime};
+    let exporter = ExporterSettings::from_lookup(|k| std::env::var(k).ok())?;
     let docker = super::docker::connect().await?;
     let shim = if with_shim {
         let dir = crate::paths::state_home().join("shim-bundle");
@@ -544,5 +641,107 @@ pub async fn docker_runner(with_shim: bool, run_name: &str) -> Result<DockerRunn
         }
         _ => StepNetwork::Host,
     };
-    Ok(DockerRunner::new(docker, shim, network, run_name))
+    Ok(DockerRunner::new(docker, shim, network, run_name, exporter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(env: &[(&str, &str)]) -> StepSpec {
+        StepSpec {
+            node_id: "n".into(),
+            node_name: "n".into(),
+            template_name: "t".into(),
+            agent: "a".into(),
+            step: "s".into(),
+            image: "busybox".into(),
+            argv: vec!["true".into()],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            working_dir: None,
+            script: None,
+            output_paths: Vec::new(),
+            work_dir: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn exporter_files_are_mounted_read_only_and_their_variables_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let key = dir.path().join("logs.key");
+        std::fs::write(&ca, "ca").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.display().to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
+                key.display().to_string(),
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-a=1".to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://elsewhere".to_string(),
+            ),
+        ];
+        let lookup = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let settings = ExporterSettings::from_lookup(lookup).unwrap();
+        let (env, binds) = settings.for_step(&spec(&[])).unwrap();
+        assert_eq!(
+            env,
+            [
+                "OTEL_EXPORTER_OTLP_CERTIFICATE=/.obsctl-otlp/OTEL_EXPORTER_OTLP_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY=/.obsctl-otlp/OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_HEADERS=x-a=1",
+            ]
+        );
+        assert_eq!(
+            binds,
+            [
+                format!(
+                    "{}:/.obsctl-otlp/OTEL_EXPORTER_OTLP_CERTIFICATE:ro",
+                    ca.display()
+                ),
+                format!(
+                    "{}:/.obsctl-otlp/OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY:ro",
+                    key.display()
+                ),
+            ]
+        );
+        // A template that sets a variable itself keeps its own value and gets no mount.
+        let own = spec(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ssl/ca.pem")]);
+        let (env, binds) = settings.for_step(&own).unwrap();
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE="))
+        );
+        assert_eq!(binds.len(), 1);
+        // A file gone since the run started is named before the step's container is created.
+        std::fs::remove_file(&key).unwrap();
+        let err = settings.for_step(&spec(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("logs.key") && err.contains("LOGS_CLIENT_KEY"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_exporter_file_is_named_with_its_variable() {
+        let err = ExporterSettings::from_lookup(|k| {
+            (k == "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE").then(|| "/nonexistent/c.pem".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE names /nonexistent/c.pem"),
+            "{err}"
+        );
+    }
 }
