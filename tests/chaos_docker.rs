@@ -33,16 +33,7 @@ fn stack(test: &str) -> Option<StackEnv> {
     }
     require_tool("busybox", test)?;
     require_tool("prometheus", test)?;
-    let images = build_images();
-    // The chaos workflows ask for `busybox`; tag ours only when no such image exists, so a
-    // real busybox is left alone.
-    if Command::new("docker")
-        .args(["image", "inspect", "busybox:latest"])
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        docker(&["tag", &images["busybox"], "busybox:latest"]);
-    }
+    let images = build_images_with_busybox();
     let mut env = StackEnv::new("k");
     env.free_ports();
     for c in ["COLLECTOR", "AGGREGATOR", "TEMPO", "LOKI"] {

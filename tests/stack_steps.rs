@@ -13,25 +13,6 @@ use common::*;
 use obsctl::stack::definition::Port;
 use serde_json::Value;
 
-/// Removes a run's step containers on drop.
-struct StepContainers(String);
-
-impl Drop for StepContainers {
-    fn drop(&mut self) {
-        let filter = format!("label=io.obsctl.run={}", self.0);
-        if let Ok(out) = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", id])
-                    .output();
-            }
-        }
-    }
-}
-
 /// These Docker tests run one at a time: each picks free host ports, which Docker binds only
 /// later, so a test running alongside could be handed the same port in between.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -49,16 +30,7 @@ fn agent_pipeline_runs_in_containers_with_labels_outputs_and_spans() {
     if require_tool("busybox", test).is_none() || require_tool("prometheus", test).is_none() {
         return;
     }
-    let images = build_images();
-    // The workflow asks for `busybox`; a local image may carry that name (Docker then never
-    // pulls). Tag ours only when none exists, so a real busybox is left alone.
-    if std::process::Command::new("docker")
-        .args(["image", "inspect", "busybox:latest"])
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        docker(&["tag", &images["busybox"], "busybox:latest"]);
-    }
+    build_images_with_busybox();
     let mut env = StackEnv::new("s");
     env.free_ports();
     let out = env.obsctl(&["up", "--runtime", "embedded"]);
@@ -189,14 +161,7 @@ fn on_the_docker_stack_steps_join_its_network_and_reach_the_collector_by_name() 
     if require_tool("busybox", test).is_none() || require_tool("prometheus", test).is_none() {
         return;
     }
-    let images = build_images();
-    if std::process::Command::new("docker")
-        .args(["image", "inspect", "busybox:latest"])
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        docker(&["tag", &images["busybox"], "busybox:latest"]);
-    }
+    let images = build_images_with_busybox();
     let mut env = StackEnv::new("s");
     env.free_ports();
     // The aggregator is obsctl itself; the collector's stand-in is `obsctl relay` on the stack's

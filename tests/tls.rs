@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use common::serve::ServeHome;
 use common::shim::obsctl;
+use common::stack::{StepContainers, build_images_with_busybox, docker};
 use common::tls::{HEADER_SECRET, Nginx, Pki, TENANT, TOKEN};
 use common::workflow::require_private_tmp;
-use common::{Serve, poll};
+use common::{Serve, poll, require_docker, require_tool};
 use obsctl::otlp::{SpanId, TraceId};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -297,16 +298,7 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
     // The same from a backends file alone: URLs, CA, token file and tenant. A wrong tenant in
     // it is refused by nginx, so the file's URLs are the ones used (not the endpoints file's).
     let verify_with_file = |tenant: &str| {
-        let file = stack.home.path().join(format!("backends-{tenant}.yaml"));
-        let section = format!("  url: {api}\n");
-        std::fs::write(
-            &file,
-            format!(
-                "caFile: {ca}\nall:\n  tokenFile: {token_arg}\n  tenant: {tenant}\n\
-                 tempo:\n{section}prometheus:\n{section}loki:\n{section}"
-            ),
-        )
-        .unwrap();
+        let file = nginx.backends_file(stack.home.path(), &pki, &token, tenant);
         stack
             .obsctl(&["verify", "--timeout", "20s", "--state-dir", &state])
             .args(["--backends-file", &file.display().to_string()])
@@ -369,6 +361,190 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
         assert!(!body.contains(TOKEN), "{}", record.display());
         assert!(!body.contains(HEADER_SECRET), "{}", record.display());
     }
+}
+
+/// The query requests nginx forwarded with a 200: that the command read through it.
+fn forwarded(nginx: &Nginx, path: &str) -> bool {
+    nginx
+        .logs()
+        .lines()
+        .any(|l| l.contains(&format!("\"GET {path}")) && l.contains("\" 200 "))
+}
+
+#[test]
+fn demo_reads_a_running_stack_over_https_with_a_token_and_a_tenant() {
+    let test = "demo_reads_a_running_stack_over_https_with_a_token_and_a_tenant";
+    if !require_private_tmp(test) {
+        return;
+    }
+    let stack = ServeHome::start();
+    let pki = Pki::generate();
+    let Some(nginx) = Nginx::start(&stack.serve, &pki, test) else {
+        return;
+    };
+    // Outside the home, so that walking the home for the token finds only what obsctl wrote.
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let wrong = secrets.path().join("wrong-token");
+    std::fs::write(&wrong, "tok-not-this-one\n").unwrap();
+    let demo = |token: &Path| {
+        let file = nginx.backends_file(secrets.path(), &pki, token, TENANT);
+        stack
+            .obsctl(&["demo", "--timeout", "20s"])
+            .args(["--backends-file", &file.display().to_string()])
+            .output()
+            .unwrap()
+    };
+    // The pipeline exports to the running stack; its verify and trace read through nginx.
+    let out = demo(&token);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("verify: all 7 checks passed"), "{shown}");
+    assert!(forwarded(&nginx, "/api/traces/"), "{}", nginx.logs());
+    assert!(
+        forwarded(&nginx, "/loki/api/v1/query_range"),
+        "{}",
+        nginx.logs()
+    );
+
+    // A token nginx refuses: the backend is named, with why, and the demo exits 1.
+    let refused = demo(&wrong);
+    let shown_refused = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{shown_refused}");
+    assert!(
+        ["Tempo", "Prometheus", "Loki"]
+            .iter()
+            .any(|b| shown_refused.contains(&format!("{b} at https://localhost:"))),
+        "{shown_refused}"
+    );
+    assert!(
+        shown_refused.contains("refused the request: HTTP 401 (no valid credentials"),
+        "{shown_refused}"
+    );
+
+    for (what, shown) in [
+        ("the demo", shown),
+        ("the refused demo", shown_refused),
+        ("nginx's logs", nginx.logs()),
+    ] {
+        assert!(!shown.contains(TOKEN), "the token appears in {what}");
+    }
+    for record in walk(stack.home.path()) {
+        let body = std::fs::read(&record).unwrap_or_default();
+        let needle = TOKEN.as_bytes();
+        assert!(
+            !body.windows(needle.len()).any(|w| w == needle),
+            "{}",
+            record.display()
+        );
+    }
+}
+
+#[test]
+fn container_steps_export_over_mtls_with_the_runs_files_mounted() {
+    let test = "container_steps_export_over_mtls_with_the_runs_files_mounted";
+    if !require_docker(test)
+        || require_tool("busybox", test).is_none()
+        || require_tool("prometheus", test).is_none()
+    {
+        return;
+    }
+    build_images_with_busybox();
+    let stack = ServeHome::start();
+    let pki = Pki::generate();
+    let Some(nginx) = Nginx::start(&stack.serve, &pki, test) else {
+        return;
+    };
+    // A project of its own, so that the refused run below is shown to start no container.
+    let project = format!("tls-{}", std::process::id());
+    let state = stack.state_dir().display().to_string();
+    let path = |name: &str| pki.path(name).display().to_string();
+    let run = |client_key: &str| {
+        stack
+            .obsctl(&["run", WORKFLOW, "--state-dir", &state, "--runner", "docker"])
+            .args(["--otlp-endpoint", &nginx.urls.otlp_http_mtls])
+            .args(["--otlp-protocol", "http/protobuf", "-o", "json"])
+            .env("OBSCTL_PROJECT", &project)
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", path("ca.pem"))
+            .env("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", path("client.pem"))
+            .env("OTEL_EXPORTER_OTLP_CLIENT_KEY", client_key)
+            .env(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                format!("x-obsctl-secret={HEADER_SECRET}"),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = run(&path("client.key"));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("run -o json ({e}): {}", text(&out)));
+    let name = status["metadata"]["name"].as_str().unwrap().to_string();
+    let _cleanup = StepContainers(name.clone());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(HEADER_SECRET));
+
+    // nginx admits only a client with the test CA's certificate: each step's span got through
+    // from inside its container, with the files the run was given.
+    let trace = status["metadata"]["uid"].as_str().unwrap().to_string();
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.obsctl.run={name}"),
+    ]);
+    let steps = ids.lines().count();
+    assert!(steps > 0, "the run started no container");
+    poll(
+        "every step's span, through nginx's mTLS listener",
+        WAIT,
+        || {
+            let spans = stack.serve.spans(&trace);
+            // The steps' spans and the run's root span.
+            (spans.len() > steps).then_some(())
+        },
+    );
+    for id in ids.lines() {
+        let info: serde_json::Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+        let env = info[0]["Config"]["Env"].to_string();
+        for var in [
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ] {
+            let mounted = format!("/.obsctl-otlp/{var}");
+            assert!(env.contains(&format!("{var}={mounted}")), "{env}");
+            let mount = info[0]["Mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["Destination"] == mounted.as_str())
+                .unwrap_or_else(|| panic!("no mount at {mounted}: {info:#}"));
+            assert_eq!(mount["RW"], false, "{mount}");
+        }
+        assert!(
+            env.contains(&format!(
+                "OTEL_EXPORTER_OTLP_HEADERS=x-obsctl-secret={HEADER_SECRET}"
+            )),
+            "headers pass as they are"
+        );
+    }
+
+    // A file that is not there: named with its variable, and no step container is created.
+    let missing = run("/nonexistent/client.key");
+    let shown = text(&missing);
+    assert_eq!(missing.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY names /nonexistent/client.key"),
+        "{shown}"
+    );
+    let project_filter = format!("label=io.obsctl.project={project}");
+    let all = docker(&["ps", "-aq", "--filter", &project_filter]);
+    assert_eq!(
+        all.lines().count(),
+        steps,
+        "only the first run's steps: {all}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -55,6 +55,37 @@ fn build_images_now() -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// The local images, with ours also tagged `busybox:latest`, the image the workflows ask for:
+/// only when no such image exists, so a real busybox is left alone (Docker then never pulls).
+pub fn build_images_with_busybox() -> std::collections::BTreeMap<String, String> {
+    let images = build_images();
+    if Command::new("docker")
+        .args(["image", "inspect", "busybox:latest"])
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        docker(&["tag", &images["busybox"], "busybox:latest"]);
+    }
+    images
+}
+
+/// Removes a run's step containers on drop.
+pub struct StepContainers(pub String);
+
+impl Drop for StepContainers {
+    fn drop(&mut self) {
+        let filter = format!("label=io.obsctl.run={}", self.0);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
 /// `docker ARGS`, stdout trimmed; panics on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();

@@ -81,14 +81,40 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
+/// What nginx forwards to, each `host:port`: OTLP (HTTP and gRPC) and the three query APIs.
+pub struct Upstreams {
+    pub otlp_http: String,
+    pub otlp_grpc: String,
+    pub tempo: String,
+    pub prometheus: String,
+    pub loki: String,
+}
+
+impl Upstreams {
+    /// `serve`'s ports: one query API for all three backends.
+    pub fn of(serve: &Serve) -> Self {
+        let upstream = |url: &str| url.trim_start_matches("http://").to_string();
+        Self {
+            otlp_http: upstream(&serve.http),
+            otlp_grpc: upstream(&serve.grpc),
+            tempo: upstream(&serve.api),
+            prometheus: upstream(&serve.api),
+            loki: upstream(&serve.api),
+        }
+    }
+}
+
 /// The listeners, each an `https://localhost:PORT` URL.
 pub struct Listeners {
     pub otlp_http: String,
     pub otlp_grpc: String,
     pub otlp_http_mtls: String,
     pub otlp_grpc_mtls: String,
-    /// The query API: 401 without `Bearer TOKEN`, 403 without `X-Scope-OrgID: TENANT`.
+    /// Tempo's query API: 401 without `Bearer TOKEN`, 403 without `X-Scope-OrgID: TENANT`.
     pub api: String,
+    /// Prometheus' and Loki's, the same way (with `obsctl serve` behind, all three are its API).
+    pub prometheus_api: String,
+    pub loki_api: String,
     /// OTLP/HTTP behind an expired certificate.
     pub expired: String,
     /// OTLP/HTTP behind a certificate for elsewhere.invalid.
@@ -106,10 +132,14 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(serve: &Serve, pki: &Pki, test: &str) -> Option<Self> {
+        Self::in_front_of(&Upstreams::of(serve), pki, test)
+    }
+
+    pub fn in_front_of(upstreams: &Upstreams, pki: &Pki, test: &str) -> Option<Self> {
         let binary = require_tool("nginx", test)?;
         let prefix = tempfile::tempdir().unwrap();
-        let ports = free_ports(8);
-        let config = config(prefix.path(), &ports, serve, pki);
+        let ports = free_ports(10);
+        let config = config(prefix.path(), &ports, upstreams, pki);
         std::fs::write(prefix.path().join("nginx.conf"), config).unwrap();
         let child = Command::new(binary)
             .arg("-p")
@@ -133,6 +163,8 @@ impl Nginx {
                 expired: url(5),
                 wrong_host: url(6),
                 plain_http: format!("http://127.0.0.1:{}", ports[7]),
+                prometheus_api: url(8),
+                loki_api: url(9),
             },
         };
         for port in &ports {
@@ -152,15 +184,32 @@ impl Nginx {
             .map(|f| std::fs::read_to_string(self.prefix.path().join(f)).unwrap_or_default())
             .collect()
     }
+
+    /// A backends file (`--backends-file`) in `dir` that reads the three query APIs through
+    /// this nginx: the test CA, the token from `token_file` and `tenant`.
+    pub fn backends_file(&self, dir: &Path, pki: &Pki, token_file: &Path, tenant: &str) -> PathBuf {
+        let token_name = token_file.file_name().unwrap().to_string_lossy();
+        let file = dir.join(format!("backends-{tenant}-{token_name}.yaml"));
+        let section = |url: &str| format!("  url: {url}\n");
+        std::fs::write(
+            &file,
+            format!(
+                "caFile: {}\nall:\n  tokenFile: {}\n  tenant: {tenant}\n\
+                 tempo:\n{}prometheus:\n{}loki:\n{}",
+                pki.path("ca.pem").display(),
+                token_file.display(),
+                section(&self.urls.api),
+                section(&self.urls.prometheus_api),
+                section(&self.urls.loki_api),
+            ),
+        )
+        .unwrap();
+        file
+    }
 }
 
-fn config(prefix: &Path, ports: &[u16], serve: &Serve, pki: &Pki) -> String {
-    let upstream = |url: &str| url.trim_start_matches("http://").to_string();
-    let (http, grpc, api) = (
-        upstream(&serve.http),
-        upstream(&serve.grpc),
-        upstream(&serve.api),
-    );
+fn config(prefix: &Path, ports: &[u16], upstreams: &Upstreams, pki: &Pki) -> String {
+    let (http, grpc) = (&upstreams.otlp_http, &upstreams.otlp_grpc);
     let cert = |name: &str| {
         format!(
             "ssl_certificate {}; ssl_certificate_key {};",
@@ -174,12 +223,14 @@ fn config(prefix: &Path, ports: &[u16], serve: &Serve, pki: &Pki) -> String {
     );
     let proxy = format!("location / {{ proxy_pass http://{http}; }}");
     let grpc_pass = format!("location / {{ grpc_pass grpc://{grpc}; }}");
-    let api_auth = format!(
-        "location / {{ \
-           if ($http_authorization != \"Bearer {TOKEN}\") {{ return 401; }} \
-           if ($http_x_scope_orgid != \"{TENANT}\") {{ return 403; }} \
-           proxy_pass http://{api}; }}"
-    );
+    let api_auth = |api: &str| {
+        format!(
+            "location / {{ \
+               if ($http_authorization != \"Bearer {TOKEN}\") {{ return 401; }} \
+               if ($http_x_scope_orgid != \"{TENANT}\") {{ return 403; }} \
+               proxy_pass http://{api}; }}"
+        )
+    };
     let server = |port: u16, http2: bool, tls: String, body: &str| {
         let h2 = if http2 { " http2" } else { "" };
         format!("server {{ listen 127.0.0.1:{port} ssl{h2}; {tls} {body} }}\n")
@@ -208,10 +259,17 @@ fn config(prefix: &Path, ports: &[u16], serve: &Serve, pki: &Pki) -> String {
         format!("{} {mtls}", cert("server")),
         &grpc_pass,
     );
-    out += &server(ports[4], false, cert("server"), &api_auth);
+    out += &server(ports[4], false, cert("server"), &api_auth(&upstreams.tempo));
     out += &server(ports[5], false, cert("expired"), &proxy);
     out += &server(ports[6], false, cert("wronghost"), &proxy);
     out += &format!("server {{ listen 127.0.0.1:{}; {proxy} }}\n", ports[7]);
+    out += &server(
+        ports[8],
+        false,
+        cert("server"),
+        &api_auth(&upstreams.prometheus),
+    );
+    out += &server(ports[9], false, cert("server"), &api_auth(&upstreams.loki));
     out += "}\n";
     out
 }
