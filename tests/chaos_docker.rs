@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use common::chaos::{row, scenario};
 use common::stack::*;
+use common::tls::{Nginx, Pki, TENANT, TOKEN, Upstreams};
 use common::{ChildGuard, poll, require_docker, require_tool, wait_with_deadline};
+use obsctl::stack::definition::Port;
 use serde_json::Value;
 
 /// One stack at a time: each picks free host ports, which Docker binds only later.
@@ -133,6 +135,83 @@ fn every_scenario_passes_on_the_docker_stack_with_nothing_lost() {
             !left.iter().any(|l| *l == run.as_str().unwrap()),
             "step containers of {run} left behind"
         );
+    }
+}
+
+#[test]
+fn a_scenario_reads_the_stack_through_a_tls_terminator_with_a_token_and_a_tenant() {
+    let _one = one_at_a_time();
+    let test = "a_scenario_reads_the_stack_through_a_tls_terminator_with_a_token_and_a_tenant";
+    let Some(env) = stack(test) else {
+        return;
+    };
+    let port = |p: Port| {
+        let port = &env.env.iter().find(|(k, _)| *k == p.env()).unwrap().1;
+        format!("127.0.0.1:{port}")
+    };
+    let upstreams = Upstreams {
+        otlp_http: port(Port::OtlpHttp),
+        otlp_grpc: port(Port::OtlpGrpc),
+        tempo: port(Port::Tempo),
+        prometheus: port(Port::Prometheus),
+        loki: port(Port::Loki),
+    };
+    let pki = Pki::generate();
+    let Some(nginx) = Nginx::in_front_of(&upstreams, &pki, test) else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let wrong = secrets.path().join("wrong-token");
+    std::fs::write(&wrong, "tok-not-this-one\n").unwrap();
+    let file = |token| {
+        let file = nginx.backends_file(secrets.path(), &pki, token, TENANT);
+        file.display().to_string()
+    };
+
+    // Tempo, Prometheus and Loki are read through nginx, which checks the token and tenant.
+    let good = file(&token);
+    let (code, report) = chaos(&env, &["pod-kill", "--backends-file", &good], &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(scenario(&report, "pod-kill")["passed"], true, "{report:#}");
+    let logs = nginx.logs();
+    for path in [
+        "/api/status",
+        "/api/traces/",
+        "/loki/api/v1/",
+        "/api/v1/query",
+    ] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&format!("\"GET {path}")) && l.contains("\" 200 ")),
+            "nothing read through nginx at {path}: {logs}"
+        );
+    }
+
+    // A token nginx refuses: named with its backend before any step runs, exit 1.
+    let refused = common::chaos::output(
+        &[
+            "pod-kill",
+            "--runtime",
+            "docker",
+            "--backends-file",
+            &file(&wrong),
+        ],
+        &env.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let shown = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("Tempo at {}/", nginx.urls.api))
+            && shown.contains("refused the request: HTTP 401"),
+        "{shown}"
+    );
+    for shown in [report.to_string(), shown, nginx.logs()] {
+        assert!(!shown.contains(TOKEN), "{shown}");
     }
 }
 

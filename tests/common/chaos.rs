@@ -1,15 +1,24 @@
 //! `obsctl chaos` as the tests and the chaos bench run it: the real binary with `-o json` in a
 //! scratch work directory, and lookups into the JSON report.
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
 /// Runs `obsctl chaos ARGS -o json` with `env`, in its own work and state directories; answers
 /// the exit code and the parsed report (a run that prints no JSON fails, naming its stderr).
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+    let out = output(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("chaos printed no JSON report ({e}); stderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// [`run`] as it ended, for a chaos that cannot run and prints no report.
+pub fn output(args: &[&str], env: &[(&str, &str)]) -> Output {
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_obsctl"))
+    Command::new(env!("CARGO_BIN_EXE_obsctl"))
         .arg("chaos")
         .args(args)
         .args(["-o", "json", "--work-dir"])
@@ -22,11 +31,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("chaos printed no JSON report ({e}); stderr:\n{stderr}"));
-    (out.status.code().unwrap_or(-1), report)
+        .unwrap()
 }
 
 /// Every scenario `chaos all` runs, in its order.
