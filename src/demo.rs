@@ -120,13 +120,17 @@ pub async fn run(args: Options) -> anyhow::Result<Outcome> {
         Some(_) => {
             if !args.connector.is_default() {
                 crate::ui::note(
-                    "obsctl demo: the backend access options apply to a running stack; the \
-                     demo's own backend is read directly",
+                    "demo: the backend access options apply to a running stack; the demo's \
+                     own backend is read directly",
                 );
             }
             Connector::default()
         }
         None => args.connector.clone(),
+    };
+    let backend = match &connector.urls.tempo {
+        Some(url) => format!("{backend}, read through {}", redact(url)),
+        None => backend,
     };
     let mut outcome =
         pipeline_and_report(&endpoints, &connector, &state_dir, args.timeout, backend).await;

@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let connector = args.access.connector(Default::default())?;
     if runtime == TargetRuntime::Embedded && !connector.is_default() {
         crate::ui::note(
-            "obsctl chaos: the backend access options apply to the Docker stack; the embedded \
+            "chaos: the backend access options apply to the Docker stack; the embedded \
              runtime's backend is chaos's own and read directly",
         );
     }
