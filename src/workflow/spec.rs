@@ -588,8 +588,8 @@ pub struct Dag {
     pub tasks: Vec<DagTask>,
     #[serde(default)]
     pub target: Option<String>,
-    /// Accepted, not acted on: locally every task whose dependencies are met starts, as with
-    /// `false` (docs/workflows.md says why).
+    /// Argo's default is `true`: the first failed target names the DAG's phase; with `false`
+    /// the last one does. Either way every ready task starts, as on Argo (`engine::dag`).
     #[serde(default)]
     pub fail_fast: Option<bool>,
 }

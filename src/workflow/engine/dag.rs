@@ -3,6 +3,13 @@
 //! outbound nodes, and the DAG's phase comes from its target (leaf) tasks, an omitted leaf
 //! standing for the most severe branch that led to it. With `target`, only the targets and the
 //! tasks they depend on run.
+//!
+//! `dag.failFast` is applied as Argo's controller applies it, not as its field's description
+//! reads: Argo starts every task that is ready before it assesses the DAG, and assesses it only
+//! once nothing in it runs, so failing fast never keeps a ready task from starting (upstream
+//! issues #5223, closed as won't fix, and #10312). What the flag decides is which failed target
+//! the DAG's phase comes from: the first in target order (the default, `true`) or the last
+//! (`false`, every target's branch is looked at). docs/workflows.md says more.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,7 +45,8 @@ struct DagRun<'a> {
     done: Done,
     started: HashSet<String>,
     scope: Scope,
-    /// The tasks that decide the DAG's phase: `target`, else the tasks nothing depends on.
+    /// The tasks that decide the DAG's phase, in Argo's order: `target` as written, else the
+    /// tasks nothing depends on, sorted by name.
     targets: Vec<String>,
     /// The targets and every task they depend on, transitively: the only tasks that run.
     needed: HashSet<String>,
@@ -72,7 +80,8 @@ impl DagRun<'_> {
     }
 
     /// Sets the targets: `target` (its variables resolved now, as Argo does), else the tasks
-    /// nothing depends on; and the tasks they need. A target that names no task is an error.
+    /// nothing depends on, sorted as Argo sorts them; and the tasks they need. A target that
+    /// names no task is an error.
     fn aim(&mut self) -> Result<(), String> {
         self.targets = match &self.dag.target {
             Some(t) => vars::substitute(t, &self.scope)
@@ -80,19 +89,23 @@ impl DagRun<'_> {
                 .split_whitespace()
                 .map(str::to_string)
                 .collect(),
-            None => self
-                .dag
-                .tasks
-                .iter()
-                .filter(|t| {
-                    !self
-                        .dag
-                        .tasks
-                        .iter()
-                        .any(|o| self.dep_names(&o.name).contains(&t.name))
-                })
-                .map(|t| t.name.clone())
-                .collect(),
+            None => {
+                let mut leaves: Vec<String> = self
+                    .dag
+                    .tasks
+                    .iter()
+                    .filter(|t| {
+                        !self
+                            .dag
+                            .tasks
+                            .iter()
+                            .any(|o| self.dep_names(&o.name).contains(&t.name))
+                    })
+                    .map(|t| t.name.clone())
+                    .collect();
+                leaves.sort();
+                leaves
+            }
         };
         let mut pending = self.targets.clone();
         while let Some(task) = pending.pop() {
@@ -376,10 +389,14 @@ fn depends_of(task: &DagTask) -> Option<Depends> {
     }
 }
 
-/// The DAG's phase, message and outbound nodes from its targets.
+/// The DAG's phase, message and outbound nodes from its targets. A failed or errored target
+/// branch fails the DAG; with `failFast` (Argo's default) the first one in target order names
+/// the phase, without it the last one does, as Argo's `assessDAGPhase` stops at the first
+/// only when failing fast.
 fn assess(run: &DagRun, stopped: Option<String>) -> (Phase, Option<String>, Vec<String>) {
+    let fail_fast = run.dag.fail_fast.unwrap_or(true);
     let mut phase = Phase::Succeeded;
-    let mut message = stopped.clone();
+    let mut failure = None;
     let mut outbound = Vec::new();
     for target in &run.targets {
         let Some((node, _)) = run.done.get(target) else {
@@ -390,13 +407,18 @@ fn assess(run: &DagRun, stopped: Option<String>) -> (Phase, Option<String>, Vec<
         let branch = branch_phase(target, &run.done, &|t| run.dep_names(t));
         if matches!(branch, Phase::Failed | Phase::Error)
             && !continues_on(run.tasks[target.as_str()].continue_on.as_ref(), branch)
-            && phase == Phase::Succeeded
+            && (failure.is_none() || !fail_fast)
         {
-            phase = branch;
-            message.get_or_insert_with(|| {
-                format!("task '{}' {}", node.id, status_text(branch).to_lowercase())
-            });
+            failure = Some((branch, node.id.as_str()));
         }
+    }
+    let mut message = stopped.clone();
+    if let Some((branch, id)) = failure
+        && phase == Phase::Succeeded
+    {
+        phase = branch;
+        message
+            .get_or_insert_with(|| format!("task '{id}' {}", status_text(branch).to_lowercase()));
     }
     if stopped.is_some() {
         phase = Phase::Failed;
