@@ -93,10 +93,7 @@ fn sender(url: String, first: u64, count: u64) {
             .await
             .expect("connect")
             .max_decoding_message_size(64 << 20);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
+        let now = obsctl::encode::now_unix_nanos();
         // Batches are built before the clock starts: the figure is the backend's, not ours.
         let batches: Vec<_> = (first..first + count).map(|n| batch(n, now)).collect();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(batches));

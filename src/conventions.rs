@@ -1,6 +1,14 @@
 //! The names obsctl promises to users: span attribute keys, metric names and labels, and the
 //! environment variables of seed 000. Every module uses these constants, so a rename is one edit.
 
+/// Pod annotations an instrumented workflow's pods carry (`argo::instrument`), and step
+/// containers as labels (`workflow::runner::docker`).
+pub mod annotation {
+    /// The steps' W3C `traceparent`.
+    pub const TRACE_CONTEXT: &str = "trace.context";
+    pub const COMMIT_SHA: &str = "commitSha";
+}
+
 /// Span attributes every step span carries (seed 000, subtask 1; `taskId` wins over `task.id`).
 pub mod attr {
     pub const REPO: &str = "repo";

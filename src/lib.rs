@@ -10,6 +10,7 @@ pub mod conventions;
 pub mod defect;
 pub mod demo;
 pub mod embedded;
+pub mod encode;
 pub mod otlp;
 pub mod paths;
 pub mod report;

@@ -29,14 +29,6 @@ fn resource() -> Option<Resource> {
 }
 
 /// One step's telemetry, as the shim exports it: its span and a child, a line, one delta.
-/// Within the log query's default window (the last hour).
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 fn requests(trace: TraceId, span: SpanId, start: u64) -> [(&'static str, Vec<u8>); 3] {
     let spans = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -121,7 +113,12 @@ fn the_same_export_sent_twice_is_held_once_and_counted_as_absorbed() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Serve::start(dir.path());
     let http = Http::new();
-    let (trace, span, start) = (TraceId::random(), SpanId::random(), now_ns());
+    let (trace, span, start) = (
+        TraceId::random(),
+        SpanId::random(),
+        obsctl::encode::now_unix_nanos(),
+    );
+    // `start` is now: within the log query's default window (the last hour).
     let sent = requests(trace, span, start);
     for _ in 0..2 {
         for (path, body) in &sent {

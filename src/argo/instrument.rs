@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_norway::{Mapping, Value};
 
-use crate::conventions::{env, resource};
+use crate::conventions::{annotation, env, resource};
 use crate::workflow::telemetry::STEP_OTLP_TIMEOUT_MS;
 
 /// Where the init container puts obsctl, in every instrumented pod.
@@ -29,8 +29,6 @@ pub const IMAGE_BIN: &str = "/bin/obsctl";
 pub const VOLUME: &str = "obsctl-shim";
 pub const INSTALL_CONTAINER: &str = "obsctl-install";
 pub const CHECK_CONTAINER: &str = "obsctl-check";
-/// The annotation holding the steps' W3C `traceparent` (seed 000, subtask 4).
-pub const TRACE_CONTEXT_ANNOTATION: &str = "trace.context";
 /// The image that carries obsctl, pinned to this release.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/5dlabs/obsctl:", env!("CARGO_PKG_VERSION"));
 /// Where a cluster's workflow pods reach the collector (`deploy/`'s Service).
@@ -414,7 +412,7 @@ fn label(template: &mut Mapping, id: &Identity, env: &Env, declared: &[String]) 
     }
     let annotations = child_mapping(metadata, "annotations");
     annotations.insert(
-        TRACE_CONTEXT_ANNOTATION.into(),
+        annotation::TRACE_CONTEXT.into(),
         env.traceparent.as_str().into(),
     );
     for name in ["commitSha", "repo"] {

@@ -22,8 +22,8 @@ use super::{ChaosError, OutageMode};
 use crate::stack::definition::{Component, LABEL_COMPONENT, LABEL_PROJECT, Port};
 use crate::stack::docker::network_name;
 use crate::stack::endpoints::{Endpoints, Runtime};
-use crate::stack::steps::LABEL_RUN;
 use crate::workflow::record::RecordStore;
+use crate::workflow::runner::docker::LABEL_RUN;
 
 /// How long the collector may take to stop, and to answer again once started.
 const CONTAINER_DEADLINE: Duration = Duration::from_secs(30);

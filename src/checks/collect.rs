@@ -440,7 +440,7 @@ async fn fetch_exemplars(
 }
 
 fn query_window(expectation: &Expectation) -> (u64, u64) {
-    let now = super::time::now_unix_nanos();
+    let now = crate::encode::now_unix_nanos();
     (
         expectation.window.0.saturating_sub(WINDOW_SLACK_NS),
         expectation.window.1.max(now) + WINDOW_SLACK_NS,

@@ -28,19 +28,6 @@ impl Outcome {
     }
 }
 
-/// A phase as Argo spells it, for reports.
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "Pending",
-        Phase::Running => "Running",
-        Phase::Succeeded => "Succeeded",
-        Phase::Failed => "Failed",
-        Phase::Error => "Error",
-        Phase::Skipped => "Skipped",
-        Phase::Omitted => "Omitted",
-    }
-}
-
 /// One executed attempt of one step: a Pod node that finished and carries telemetry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepAttempt {
@@ -272,7 +259,7 @@ impl Expectation {
             .copied()
             .filter(|r| shares_counters(r) || shares_histogram(r))
             .collect();
-        let now = super::time::now_unix_nanos();
+        let now = crate::encode::now_unix_nanos();
         let mut baseline = runs.iter().filter_map(started).min().unwrap_or(now);
         // A run sharing series that was still going at the baseline added to them on both sides
         // of it: start before it (repeatedly, as its start may fall inside another such run).

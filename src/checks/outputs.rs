@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::expect::{Expectation, phase_name};
+use super::expect::Expectation;
 use super::{CheckId, CheckResult};
 use crate::workflow::record::Phase;
 
@@ -60,7 +60,7 @@ pub fn workflow_outputs(expectation: &Expectation) -> CheckResult {
                     } else {
                         result.problems.push(format!(
                             "{item} (run {}, not required)",
-                            phase_name(run.status.phase)
+                            run.status.phase.as_str()
                         ));
                     }
                 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::expect::task_of;
-use super::time::{now_unix_nanos, parse_rfc3339};
+use super::time::parse_rfc3339;
+use crate::encode::now_unix_nanos;
 use crate::workflow::record::RunRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! Time as verification needs it: run-record timestamps (written by `workflow::clock`) as unix
 //! nanoseconds for backend queries, and command-line durations in Argo's syntax.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Unix nanoseconds of a run-record timestamp; `None` when it does not parse.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let t = crate::workflow::clock::parse(text)?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_nanos() as u64)
+    Some(crate::encode::unix_nanos(t))
 }
 
 /// A clap value parser for `--timeout`/`--since`: `30s`, `1m30s`, `500ms`, `2h`, bare seconds.
@@ -17,13 +17,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             crate::ui::quoted(text)
         )
     })
-}
-
-pub fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -61,10 +61,10 @@ pub struct Args {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub steps: u32,
     /// How long the collector stays away in collector-outage (e.g. 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub outage: Duration,
     /// How long each scenario's accounting waits for its data (e.g. 30s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Run the remaining scenarios after one fails (default: stop at the first failure).
     #[arg(long)]

@@ -204,6 +204,8 @@ mod tests {
             "verify --since",
             "demo --timeout",
             "shim --export-budget",
+            "chaos --outage",
+            "chaos --timeout",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

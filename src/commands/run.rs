@@ -216,13 +216,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let on_event: Box<dyn Fn(Event) + Send + Sync> = Box::new(move |e| events.event(e));
     let outcome = if use_docker {
         let docker = rt
-            .block_on(crate::stack::steps::docker_runner(
+            .block_on(crate::workflow::runner::docker::docker_runner(
                 shim.is_some(),
                 &record.name,
             ))
             .map_err(|e| match e {
                 // A TLS file the steps cannot get is the user's input, like a bad flag.
-                e @ crate::stack::steps::StepsError::ExporterFile { .. } => invalid(e),
+                e @ crate::workflow::runner::docker::StepsError::ExporterFile { .. } => invalid(e),
                 e => CommandError::new(3, e).into(),
             })?;
         rt.block_on(engine::run_stoppable(

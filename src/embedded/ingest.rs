@@ -2,6 +2,7 @@
 //! a size cap), per-item validation with partial success, and the conversion of metric data
 //! points into Prometheus-named points.
 
+use crate::encode::hex;
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -145,10 +146,6 @@ fn trace_id_ok(id: &[u8]) -> bool {
 
 fn span_id_ok(id: &[u8]) -> bool {
     SpanId::from_slice(id).is_ok_and(|s| s.as_bytes() != &[0; 8])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Drops spans with invalid ids (wrong length, all zero) and reports them.

@@ -142,10 +142,9 @@ fn indexable(kv: &KeyValue) -> Option<i64> {
     (text.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(&kv.key, &text))
 }
 
+/// Now in unix nanoseconds, as SQLite stores it (a signed integer).
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
+    crate::encode::now_unix_nanos() as i64
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

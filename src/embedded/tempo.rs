@@ -233,7 +233,7 @@ pub fn search_result(
                 .iter()
                 .map(|h| {
                     json!({
-                        "spanID": h.span.span_id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        "spanID": crate::encode::hex(&h.span.span_id),
                         "name": h.span.name,
                         "startTimeUnixNano": h.span.start_time_unix_nano.to_string(),
                         "durationNanos": h.span.end_time_unix_nano.saturating_sub(h.span.start_time_unix_nano).to_string(),

@@ -101,7 +101,7 @@ macro_rules! id_type {
             }
 
             pub fn to_hex(&self) -> String {
-                encode_hex(&self.0)
+                crate::encode::hex(&self.0)
             }
 
             pub fn to_base64(&self) -> String {
@@ -158,16 +158,6 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
             Some((hi * 16 + lo) as u8)
         })
         .collect()
-}
-
-fn encode_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    out
 }
 
 /// A W3C trace context (`traceparent`, version 00): the span a child should name as its parent.

@@ -6,7 +6,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 use tokio::time::Instant;
@@ -150,10 +149,7 @@ impl Spool {
     pub fn store(&self, request: &ExportRequest) -> Result<StoreReport, SpoolError> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos();
+        let now = crate::encode::now_unix_nanos();
         let body = request.encode_protobuf();
         let name = format!(
             "{now:020}-{:010}-{:04}.{}.{}.{}{SUFFIX}",
@@ -432,6 +428,7 @@ mod tests {
     use super::*;
     use crate::otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
     use crate::otlp::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use std::time::Duration;
 
     fn logs(n: usize, body_len: usize) -> ExportRequest {
         ExportRequest::Logs(ExportLogsServiceRequest {

@@ -12,10 +12,11 @@ use super::waterfall::{TraceTree, render};
 use crate::backends::loki::{Direction, LogEntry, quote};
 use crate::backends::{BackendError, Backends};
 use crate::checks::collect::LOG_LIMIT;
-use crate::checks::expect::{phase_name, task_of};
+use crate::checks::expect::task_of;
 use crate::checks::outputs::LINK_OUTPUTS;
-use crate::checks::time::{now_unix_nanos, parse_rfc3339};
+use crate::checks::time::parse_rfc3339;
 use crate::conventions::attr;
+use crate::encode::now_unix_nanos;
 use crate::otlp::TraceId;
 use crate::workflow::record::RunRecord;
 
@@ -246,7 +247,7 @@ pub fn render_task(view: &TaskView, color: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "task {}", view.task_id);
     for run in &view.runs {
-        let _ = writeln!(out, "  run {} ({})", run.name, phase_name(run.phase));
+        let _ = writeln!(out, "  run {} ({})", run.name, run.phase.as_str());
     }
     for tree in &view.traces {
         let _ = writeln!(out);

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::checks::collect::WaitReport;
 use crate::checks::expect::Expectation;
-use crate::checks::expect::phase_name;
 use crate::checks::{CheckResult, CheckStatus, Thresholds};
 use crate::otlp::TraceId;
 use crate::workflow::record::{Phase, RunRecord};
@@ -125,8 +124,8 @@ pub fn table(report: &VerifyReport, color: bool) -> String {
         .runs
         .iter()
         .map(|r| match &r.task_id {
-            Some(task) => format!("{} (task {task}, {})", r.name, phase_name(r.phase)),
-            None => format!("{} ({})", r.name, phase_name(r.phase)),
+            Some(task) => format!("{} (task {task}, {})", r.name, r.phase.as_str()),
+            None => format!("{} ({})", r.name, r.phase.as_str()),
         })
         .collect();
     let _ = writeln!(out, "verifying {}", runs.join(", "));

@@ -1,7 +1,7 @@
 //! The OTLP messages one step produces: its span, one delta sample of the duration histogram
 //! and of each counter, and one log record per captured output line, all on one resource.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::child::{ChildRun, Exit, Line, Stream};
 use super::context::StepContext;
@@ -62,10 +62,7 @@ pub struct StepRecord<'a> {
     pub recorded_by_runner: Option<&'a str>,
 }
 
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::encode::unix_nanos as nanos;
 
 fn scope() -> InstrumentationScope {
     InstrumentationScope {
@@ -377,7 +374,7 @@ mod tests {
     use super::*;
     use crate::otlp::{SpanId, TraceId};
     use crate::shim::child::LogBuffer;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn ctx() -> StepContext {
         StepContext::resolve(Some("clippy"), Some("verify"), &[], "true", |_| None)

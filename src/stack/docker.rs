@@ -252,16 +252,10 @@ pub struct DockerStack {
     pub project: String,
 }
 
-/// A 64-bit FNV-1a hash: stable across builds, unlike `DefaultHasher`.
+/// The parts' 64-bit FNV-1a, each part ended by a NUL so that `["a", "b"]` differs from `["ab"]`.
 fn fnv64(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain([0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    let bytes = parts.iter().flat_map(|p| p.bytes().chain([0u8]));
+    format!("{:016x}", crate::encode::fnv64a(bytes))
 }
 
 impl DockerStack {

@@ -12,4 +12,3 @@ pub mod pins;
 pub mod ports;
 pub mod ready;
 pub mod runtime;
-pub mod steps;

@@ -186,11 +186,7 @@ pub struct RootSpan<'a> {
 
 /// The OTLP request carrying the root span.
 pub fn root_span_request(root: &RootSpan) -> ExportTraceServiceRequest {
-    let nanos = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64
-    };
+    let nanos = crate::encode::unix_nanos;
     let mut attributes = vec![
         attrs::string(attr::WORKFLOW_NAME, root.workflow_name),
         attrs::string(attr::NAMESPACE, root.namespace),

@@ -274,7 +274,7 @@ pub fn page(title: &str, body: &str) -> String {
         env!("CARGO_PKG_VERSION"),
         Esc(title),
         env!("CARGO_PKG_VERSION"),
-        time(crate::checks::time::now_unix_nanos()),
+        time(crate::encode::now_unix_nanos()),
     );
     out
 }

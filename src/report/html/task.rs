@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use super::{Esc, facts, links, page, waterfall};
-use crate::checks::expect::phase_name;
 use crate::report::task::TaskView;
 use crate::report::verify::RunSummary;
 
@@ -18,7 +17,7 @@ pub(crate) fn runs_html(runs: &[RunSummary]) -> String {
             format!(
                 "<code>{}</code> {} <span class=\"muted\">{}{}</span>",
                 Esc(&r.name),
-                Esc(phase_name(r.phase)),
+                Esc(r.phase.as_str()),
                 r.task_id
                     .as_deref()
                     .map(|t| format!("task {} · ", Esc(t)))

@@ -20,7 +20,7 @@ use super::Executor;
 use super::call::{BoxFut, Call, FAILED_FAST, Gate, Invocation};
 use super::hooks::HookSite;
 use super::nodes::{NodeResult, Place};
-use super::scope::{Scope, bind_results, status_text};
+use super::scope::{Scope, bind_results};
 use super::steps::{continues_on, fails_parent};
 use crate::workflow::expr::{Depends, TaskResult};
 use crate::workflow::record::{NodeType, Outputs, Phase};
@@ -128,10 +128,8 @@ impl DagRun<'_> {
             is_loop,
         );
         if is_loop {
-            self.scope.insert(
-                format!("tasks.{name}.status"),
-                status_text(result.phase).into(),
-            );
+            self.scope
+                .insert(format!("tasks.{name}.status"), result.phase.as_str().into());
             self.scope
                 .insert(format!("tasks.{name}.id"), result.id.clone());
         }
@@ -417,8 +415,7 @@ fn assess(run: &DagRun, stopped: Option<String>) -> (Phase, Option<String>, Vec<
         && phase == Phase::Succeeded
     {
         phase = branch;
-        message
-            .get_or_insert_with(|| format!("task '{id}' {}", status_text(branch).to_lowercase()));
+        message.get_or_insert_with(|| format!("task '{id}' {}", branch.as_str().to_lowercase()));
     }
     if stopped.is_some() {
         phase = Phase::Failed;

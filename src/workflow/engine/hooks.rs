@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use super::Executor;
 use super::call::{BoxFut, Call, arguments};
 use super::nodes::{NodeResult, Place};
-use super::scope::{Scope, bind_results, status_text};
+use super::scope::{Scope, bind_results};
 use crate::workflow::expression;
 use crate::workflow::record::Phase;
 use crate::workflow::runner::Runner;
@@ -254,7 +254,7 @@ impl<R: Runner> Executor<R> {
     pub(super) fn start_workflow_hooks(self: &Arc<Self>) -> WorkflowHooks {
         let mut hooks = HookRun::new(self.nodes.run_name(), None, &self.wf.spec.hooks);
         let mut scope = self.globals.snapshot();
-        scope.insert("workflow.status".into(), status_text(Phase::Running).into());
+        scope.insert("workflow.status".into(), Phase::Running.as_str().into());
         hooks.fire(self, &scope, false);
         WorkflowHooks(hooks)
     }
@@ -280,7 +280,7 @@ impl<R: Runner> Executor<R> {
             other => other,
         };
         self.globals
-            .set("workflow.status".into(), status_text(status).into());
+            .set("workflow.status".into(), status.as_str().into());
         self.globals
             .set("workflow.failures".into(), self.nodes.failures_json());
     }

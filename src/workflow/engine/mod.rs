@@ -33,7 +33,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use self::nodes::NodeTable;
-use self::scope::{Globals, status_text};
+use self::scope::Globals;
 use self::signals::{Stop, StopReason};
 use super::clock;
 use super::load::LoadedWorkflow;
@@ -194,7 +194,7 @@ pub async fn run_stoppable<R: Runner>(
             corr: &walked.corr,
             start: walked.started,
             end: walked.finished,
-            phase: status_text(record.status.phase),
+            phase: record.status.phase.as_str(),
             environment: &otel.environment,
         },
     )

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::saver::Saver;
-use super::scope::status_text;
 use crate::otlp::{SpanId, TraceContext, TraceId};
 use crate::workflow::clock;
 use crate::workflow::record::{
@@ -341,7 +340,7 @@ impl NodeTable {
                     "displayName": n.display_name,
                     "message": n.message.clone().unwrap_or_default(),
                     "templateName": n.template_name.clone().unwrap_or_default(),
-                    "phase": status_text(n.phase),
+                    "phase": n.phase.as_str(),
                     "podName": n.id,
                     "finishedAt": n.finished_at.clone().unwrap_or_default(),
                 })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::Executor;
 use super::call::Call;
 use super::nodes::NodeResult;
-use super::scope::{Scope, status_text};
+use super::scope::Scope;
 use crate::workflow::record::{NodeType, Phase};
 use crate::workflow::runner::Runner;
 use crate::workflow::spec::{RetryPolicy, RetryStrategy, Template};
@@ -112,10 +112,7 @@ impl RetryPlan {
                     .clone()
                     .unwrap_or_else(|| "-1".into()),
             ),
-            (
-                "lastRetry.status".to_string(),
-                status_text(child.phase).into(),
-            ),
+            ("lastRetry.status".to_string(), child.phase.as_str().into()),
             ("lastRetry.duration".to_string(), duration.to_string()),
             (
                 "lastRetry.message".to_string(),

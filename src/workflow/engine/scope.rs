@@ -16,19 +16,6 @@ use crate::workflow::{expression, vars};
 /// Variable name to value, as `{{...}}` substitution reads them.
 pub(super) type Scope = HashMap<String, String>;
 
-/// How Argo spells a phase in `{{workflow.status}}`, `{{steps.X.status}}` and the root span.
-pub(super) fn status_text(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Succeeded => "Succeeded",
-        Phase::Failed => "Failed",
-        Phase::Error => "Error",
-        Phase::Pending => "Pending",
-        Phase::Running => "Running",
-        Phase::Skipped => "Skipped",
-        Phase::Omitted => "Omitted",
-    }
-}
-
 /// The `workflow.*` variables, growing as global outputs appear.
 pub(super) struct Globals(Mutex<Scope>);
 
@@ -199,7 +186,7 @@ pub(super) fn bind_results(scope: &mut Scope, prefix: &str, results: &[NodeResul
     }
     let Some(r) = results.first() else { return };
     scope.insert(format!("{prefix}.id"), r.id.clone());
-    scope.insert(format!("{prefix}.status"), status_text(r.phase).into());
+    scope.insert(format!("{prefix}.status"), r.phase.as_str().into());
     if let Some(code) = &r.outputs.exit_code {
         scope.insert(format!("{prefix}.exitCode"), code.clone());
     }

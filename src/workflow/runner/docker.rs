@@ -15,18 +15,14 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use crate::conventions::env;
-use crate::workflow::runner::{
-    Runner, RunnerError, ShimStart, StdoutLines, StepExit, StepHandle, StepSpec,
-};
+use super::{Runner, RunnerError, ShimStart, StdoutLines, StepExit, StepHandle, StepSpec};
+use crate::conventions::{annotation, env};
+use crate::stack::{definition, docker, endpoints};
 
 /// Label naming the run a step container belongs to (`docker container prune --filter
 /// label=io.obsctl.run=<name>` removes a run's finished steps, as deleting a Workflow removes its
 /// pods).
 pub const LABEL_RUN: &str = "io.obsctl.run";
-/// Seed 000 subtask 4's pod annotations, carried as container labels.
-pub const ANNOTATION_TRACE_CONTEXT: &str = "trace.context";
-pub const ANNOTATION_COMMIT_SHA: &str = "commitSha";
 /// Settings of the shim itself that a step container gets from `obsctl run`'s environment, as
 /// a process step inherits them (the spool directory is bind-mounted, see [`spool_dir`]).
 const SHIM_SETTINGS: [&str; 3] = [
@@ -256,8 +252,8 @@ impl DockerRunner {
         // (the run's trace, parent of the step's span); the step's own span id is only chosen
         // when its shim starts, and is in its first output line and the run record.
         HashMap::from([
-            (ANNOTATION_TRACE_CONTEXT.to_string(), get(env::TRACEPARENT)),
-            (ANNOTATION_COMMIT_SHA.to_string(), get(env::COMMIT_SHA)),
+            (annotation::TRACE_CONTEXT.to_string(), get(env::TRACEPARENT)),
+            (annotation::COMMIT_SHA.to_string(), get(env::COMMIT_SHA)),
             (
                 "workflows.argoproj.io/workflow".to_string(),
                 get(env::WORKFLOW_NAME),
@@ -271,8 +267,8 @@ impl DockerRunner {
             ("io.obsctl.node".to_string(), spec.node_id.clone()),
             // `obsctl down` removes what carries its project's label, steps included.
             (
-                super::definition::LABEL_PROJECT.to_string(),
-                super::docker::default_project(),
+                definition::LABEL_PROJECT.to_string(),
+                docker::default_project(),
             ),
         ])
     }
@@ -602,7 +598,7 @@ impl StepHandle for DockerHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum StepsError {
     #[error(transparent)]
-    Docker(#[from] super::docker::DockerError),
+    Docker(#[from] docker::DockerError),
     #[error("cannot prepare the shim bundle in {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -619,10 +615,10 @@ pub enum StepsError {
 /// The Docker runner for a run: on the Docker stack's network when the endpoints file says the
 /// Docker stack is up (project from `OBSCTL_PROJECT`, default `obsctl`), else on the host's.
 pub async fn docker_runner(with_shim: bool, run_name: &str) -> Result<DockerRunner, StepsError> {
-    use super::definition::{Component, Port};
-    use super::endpoints::{Endpoints, Runtime};
+    use definition::{Component, Port};
+    use endpoints::{Endpoints, Runtime};
     let exporter = ExporterSettings::from_lookup(|k| std::env::var(k).ok())?;
-    let docker = super::docker::connect().await?;
+    let docker = docker::connect().await?;
     let shim = if with_shim {
         let dir = crate::paths::state_home().join("shim-bundle");
         Some(ShimBundle::build(&dir).map_err(|source| StepsError::Bundle { path: dir, source })?)
@@ -631,10 +627,10 @@ pub async fn docker_runner(with_shim: bool, run_name: &str) -> Result<DockerRunn
     };
     let network = match Endpoints::load(&Endpoints::default_path()) {
         Some(e) if e.runtime == Runtime::Docker => {
-            let project = super::docker::default_project();
+            let project = docker::default_project();
             let collector = Component::Collector.service();
             StepNetwork::Stack {
-                network: super::docker::network_name(&project),
+                network: docker::network_name(&project),
                 grpc_endpoint: format!("http://{collector}:{}", Port::OtlpGrpc.container_port()),
                 http_endpoint: format!("http://{collector}:{}", Port::OtlpHttp.container_port()),
             }

@@ -18,6 +18,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::otlp::{SpanId, TraceId};
 
+pub mod docker;
+
 /// Everything a runner needs to start one Pod step, already resolved (no `{{...}}` left).
 #[derive(Debug, Clone)]
 pub struct StepSpec {
