@@ -540,13 +540,15 @@ impl ExportError {
 }
 
 type GrpcChannel = Arc<OnceCell<Result<tonic::transport::Channel, ExportError>>>;
-type TlsConfig = Result<Arc<rustls::ClientConfig>, String>;
+type TlsConfig = Arc<OnceCell<Result<Arc<rustls::ClientConfig>, String>>>;
 
-/// Sends export requests; one per process, reusing its connections and TLS configurations.
+/// Sends export requests; one per process, reusing its connections, TLS configurations and
+/// name lookups.
 pub struct Exporter {
     config: ExportConfig,
     grpc: std::sync::Mutex<HashMap<String, GrpcChannel>>,
     tls: std::sync::Mutex<HashMap<TlsOptions, TlsConfig>>,
+    hosts: Arc<resolve::Resolver>,
     keepalive: Option<Duration>,
 }
 
@@ -556,7 +558,40 @@ impl Exporter {
             config,
             grpc: Default::default(),
             tls: Default::default(),
+            hosts: Default::default(),
             keepalive: None,
+        }
+    }
+
+    /// Starts, in the background, what every export needs before its first byte: the TLS
+    /// configurations (the system's roots take milliseconds to read) and the endpoints' name
+    /// lookups (each a thread; on a busy machine a few milliseconds of waiting). The shim calls
+    /// it while the step runs, so a short step's export finds them done; an export that comes
+    /// first waits for the same work instead of doing it twice. Connections are not opened
+    /// ahead: one held idle through an hour-long step would cost every collector a connection
+    /// per running step.
+    pub fn prepare(&self) {
+        for target in &self.config.targets {
+            if target.is_tls() {
+                let cell = self.tls_cell(&target.tls);
+                let options = target.tls.clone();
+                let alpn = self.alpn();
+                tokio::spawn(async move {
+                    let _ = cell
+                        .get_or_init(|| async move {
+                            tokio::task::spawn_blocking(move || build_tls(&options, alpn))
+                                .await
+                                .unwrap_or_else(|e| Err(e.to_string()))
+                        })
+                        .await;
+                });
+            }
+            if let Some((host, port)) = resolve::host_port(&target.endpoint) {
+                let hosts = self.hosts.clone();
+                tokio::spawn(async move {
+                    let _ = hosts.resolve(&host, port).await;
+                });
+            }
         }
     }
 
@@ -570,18 +605,29 @@ impl Exporter {
         self
     }
 
-    /// The rustls configuration for `target`, built once per set of options: the three
-    /// signals usually share it, and reading the system's roots is the costly part.
-    fn tls_config(&self, target: &Target) -> Result<Arc<rustls::ClientConfig>, ExportError> {
-        let alpn = match self.config.protocol {
+    fn alpn(&self) -> &'static [u8] {
+        match self.config.protocol {
             Protocol::Grpc => crate::tls::ALPN_H2,
             Protocol::HttpProtobuf | Protocol::HttpJson => crate::tls::ALPN_HTTP1,
-        };
+        }
+    }
+
+    fn tls_cell(&self, options: &TlsOptions) -> TlsConfig {
         self.tls
             .lock()
             .expect("TLS config lock")
-            .entry(target.tls.clone())
-            .or_insert_with(|| target.tls.client_config(&[alpn]).map_err(|e| e.to_string()))
+            .entry(options.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The rustls configuration for `target`, built once per set of options: the three
+    /// signals usually share it, and reading the system's roots is the costly part.
+    async fn tls_config(&self, target: &Target) -> Result<Arc<rustls::ClientConfig>, ExportError> {
+        let alpn = self.alpn();
+        self.tls_cell(&target.tls)
+            .get_or_init(|| async { build_tls(&target.tls, alpn) })
+            .await
             .clone()
             .map_err(|reason| ExportError::Connect {
                 endpoint: target.endpoint.clone(),
@@ -680,10 +726,10 @@ impl Exporter {
         };
         headers.extend(target.headers.iter().map(|(k, v)| (k.as_str(), v.expose())));
         let tls = match target.is_tls() {
-            true => Some(self.tls_config(target)?),
+            true => Some(self.tls_config(target).await?),
             false => None,
         };
-        let status = http1::post(endpoint, tls, &headers, &body)
+        let status = http1::post(endpoint, &self.hosts, tls, &headers, &body)
             .await
             .map_err(|e| ExportError::Connect {
                 endpoint: endpoint.to_string(),
@@ -707,7 +753,7 @@ impl Exporter {
     ) -> Result<tonic::transport::Channel, ExportError> {
         let endpoint = target.endpoint.as_str();
         let tls = match target.is_tls() {
-            true => Some(self.tls_config(target)?),
+            true => Some(self.tls_config(target).await?),
             false => None,
         };
         let cell = self
@@ -733,15 +779,11 @@ impl Exporter {
                     .keep_alive_timeout(every),
                 None => channel,
             };
-            let connected = match tls {
-                Some(config) => {
-                    channel
-                        .connect_with_connector(tls_connector::TlsConnector::new(config))
-                        .await
-                }
-                None => channel.connect().await,
-            };
-            connected.map_err(|e| connect_error(crate::tls::describe(&e)))
+            let connector = connector::Connector::new(self.hosts.clone(), tls);
+            channel
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| connect_error(crate::tls::describe(&e)))
         })
         .await
         .clone()
@@ -811,6 +853,10 @@ fn grpc_request<T>(target: &Target, message: T) -> tonic::Request<T> {
     request
 }
 
+fn build_tls(options: &TlsOptions, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    options.client_config(&[alpn]).map_err(|e| e.to_string())
+}
+
 fn gzip(body: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -820,48 +866,60 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to memory cannot fail")
 }
 
-/// gRPC over TLS: TCP, then a rustls handshake offering `h2`, for tonic's channel.
-mod tls_connector {
+/// gRPC's transport for tonic's channel: TCP to the endpoint's looked-up addresses, then for
+/// `https://` a rustls handshake offering `h2`.
+mod connector {
     use std::future::Future;
+    use std::io;
     use std::pin::Pin;
     use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use hyper_util::rt::TokioIo;
     use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::TcpStream;
     use tokio_rustls::client::TlsStream;
     use tonic::codegen::http::Uri;
 
-    #[derive(Clone)]
-    pub struct TlsConnector(tokio_rustls::TlsConnector);
+    use super::resolve::Resolver;
 
-    impl TlsConnector {
-        pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
-            Self(tokio_rustls::TlsConnector::from(config))
+    #[derive(Clone)]
+    pub struct Connector {
+        hosts: Arc<Resolver>,
+        tls: Option<tokio_rustls::TlsConnector>,
+    }
+
+    impl Connector {
+        pub fn new(hosts: Arc<Resolver>, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+            Self {
+                hosts,
+                tls: tls.map(tokio_rustls::TlsConnector::from),
+            }
         }
     }
 
-    type Connecting =
-        Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TlsStream<TcpStream>>>> + Send>>;
+    pub enum Stream {
+        Plain(TcpStream),
+        Tls(Box<TlsStream<TcpStream>>),
+    }
 
-    impl tower::Service<Uri> for TlsConnector {
-        type Response = TokioIo<TlsStream<TcpStream>>;
-        type Error = std::io::Error;
+    type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
+
+    impl tower::Service<Uri> for Connector {
+        type Response = TokioIo<Stream>;
+        type Error = io::Error;
         type Future = Connecting;
 
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
 
         fn call(&mut self, uri: Uri) -> Self::Future {
-            let connector = self.0.clone();
+            let Connector { hosts, tls } = self.clone();
             Box::pin(async move {
                 let invalid = |what: &str| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("{what} in {uri}"),
-                    )
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("{what} in {uri}"))
                 };
                 let host = uri
                     .host()
@@ -869,13 +927,168 @@ mod tls_connector {
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_string();
-                let port = uri.port_u16().unwrap_or(443);
-                let name =
-                    ServerName::try_from(host.clone()).map_err(|_| invalid("a bad host name"))?;
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                let port = uri
+                    .port_u16()
+                    .unwrap_or(if tls.is_some() { 443 } else { 80 });
+                let addrs = hosts.resolve(&host, port).await?;
+                let tcp = TcpStream::connect(&addrs[..]).await?;
                 tcp.set_nodelay(true)?;
-                Ok(TokioIo::new(connector.connect(name, tcp).await?))
+                let stream = match tls {
+                    Some(tls) => {
+                        let name =
+                            ServerName::try_from(host).map_err(|_| invalid("a bad host name"))?;
+                        Stream::Tls(Box::new(tls.connect(name, tcp).await?))
+                    }
+                    None => Stream::Plain(tcp),
+                };
+                Ok(TokioIo::new(stream))
             })
+        }
+    }
+
+    impl AsyncRead for Stream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.get_mut() {
+                Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            }
+        }
+    }
+
+    impl AsyncWrite for Stream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            match self.get_mut() {
+                Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            }
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            match self.get_mut() {
+                Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            }
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            match self {
+                Stream::Plain(s) => s.is_write_vectored(),
+                Stream::Tls(s) => s.is_write_vectored(),
+            }
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            match self.get_mut() {
+                Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            }
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            match self.get_mut() {
+                Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            }
+        }
+    }
+}
+
+/// Name lookups, once per host and process, and started ahead of need by
+/// [`Exporter::prepare`]: each lookup runs on a thread of its own.
+mod resolve {
+    use std::collections::HashMap;
+    use std::io;
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::OnceCell;
+    use tokio::time::Instant;
+
+    /// How long looked-up addresses are used: long enough for a lookup started with a short
+    /// step to serve its export, short enough that a long step's export looks the name up
+    /// again, as a DNS TTL would (Kubernetes' cluster DNS answers with 5 s).
+    const FRESH_FOR: Duration = Duration::from_secs(5);
+
+    type Lookup = Arc<OnceCell<(Instant, Vec<SocketAddr>)>>;
+
+    #[derive(Default)]
+    pub struct Resolver(Mutex<HashMap<(String, u16), Lookup>>);
+
+    impl Resolver {
+        /// The addresses of `host`; an IP address is its own. A failed lookup is not kept: the
+        /// next caller tries again.
+        pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return Ok(vec![SocketAddr::new(ip, port)]);
+            }
+            let cell = {
+                let mut lookups = self.0.lock().expect("lookup lock");
+                let cell = lookups.entry((host.to_string(), port)).or_default();
+                if cell.get().is_some_and(|(at, _)| at.elapsed() > FRESH_FOR) {
+                    *cell = Lookup::default();
+                }
+                cell.clone()
+            };
+            let (_, addrs) = cell
+                .get_or_try_init(|| async {
+                    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await?.collect();
+                    if addrs.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("{host} has no address"),
+                        ));
+                    }
+                    Ok((Instant::now(), addrs))
+                })
+                .await?;
+            Ok(addrs.clone())
+        }
+    }
+
+    /// The host and port an `http[s]://` endpoint connects to.
+    pub fn host_port(url: &str) -> Option<(String, u16)> {
+        super::http1::split(url)
+            .ok()
+            .map(|(host, port, _)| (host, port))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn names_are_looked_up_once_while_fresh() {
+            let hosts = Resolver::default();
+            let ip = hosts.resolve("127.0.0.1", 4317).await.unwrap();
+            assert_eq!(ip, vec!["127.0.0.1:4317".parse().unwrap()]);
+            assert!(hosts.0.lock().unwrap().is_empty(), "an IP is not looked up");
+            let first = hosts.resolve("localhost", 4317).await.unwrap();
+            assert!(
+                first
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 4317)
+            );
+            let cell =
+                |hosts: &Resolver| hosts.0.lock().unwrap()[&("localhost".into(), 4317)].clone();
+            let before = cell(&hosts);
+            hosts.resolve("localhost", 4317).await.unwrap();
+            assert!(
+                Arc::ptr_eq(&before, &cell(&hosts)),
+                "a fresh lookup is reused"
+            );
         }
     }
 }
@@ -891,11 +1104,13 @@ mod http1 {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    use super::resolve::Resolver;
+
     /// The most of the answer that is read: the status line and headers fit many times over.
     const MAX_HEAD: usize = 16 * 1024;
 
     /// `http[s]://host[:port][/path]` split into what the request needs.
-    fn split(url: &str) -> io::Result<(String, u16, &str)> {
+    pub(super) fn split(url: &str) -> io::Result<(String, u16, &str)> {
         let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("bad URL {url:?}"));
         let (rest, default_port) = match url.strip_prefix("https://") {
             Some(rest) => (rest, 443),
@@ -926,12 +1141,14 @@ mod http1 {
     /// handler starts reading, so the cost is one round trip.
     pub async fn post(
         url: &str,
+        hosts: &Resolver,
         tls: Option<Arc<rustls::ClientConfig>>,
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<u16> {
         let (host, port, path) = split(url)?;
-        let stream = TcpStream::connect((host.as_str(), port)).await?;
+        let addrs = hosts.resolve(&host, port).await?;
+        let stream = TcpStream::connect(&addrs[..]).await?;
         stream.set_nodelay(true)?;
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")

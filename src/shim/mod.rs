@@ -127,7 +127,12 @@ pub fn run(options: Options) -> u8 {
                 .map_or(127, |s| s.code().unwrap_or(1) as u8);
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
+        // The exporter's TLS configurations and name lookups get ready while the step runs.
+        let exporter = ExportConfig::from_env().map(Exporter::new);
+        if let Ok(exporter) = &exporter {
+            exporter.prepare();
+        }
         let child_env = [
             (env::TRACEPARENT, span.to_traceparent()),
             (env::TRACE_ID, span.trace_id.to_hex()),
@@ -167,14 +172,17 @@ pub fn run(options: Options) -> u8 {
         requests.push(record.metrics_request(&resource));
         requests.extend(record.logs_request(&resource));
         requests.retain(|r| signal_enabled(r.signal()));
-        export(&requests, options.export_budget).await;
+        export(&requests, options.export_budget, exporter).await;
         if lookup(env::OBSCTL_SHIM_END_LINE).is_some() {
             let mut out = std::io::stdout().lock();
             let end = crate::workflow::runner::ShimEnd(span.span_id).line();
             let _ = writeln!(out, "{end}").and_then(|()| out.flush());
         }
         run.exit.code()
-    })
+    });
+    // Without waiting for a name lookup still hanging on its thread: the export budget is over.
+    runtime.shutdown_background();
+    code
 }
 
 fn print_start_line(span: &TraceContext, context: &StepContext) {
@@ -221,18 +229,22 @@ fn signal_enabled(signal: Signal) -> bool {
     lookup(var).is_none_or(|v| v.trim() != "none")
 }
 
-/// Sends within the budget, spools what did not go through, replays older spooled requests
-/// when the collector is back, and says on stderr what could not be delivered.
-async fn export(requests: &[ExportRequest], budget: Duration) {
-    export_with(requests, budget, ExportConfig::from_env()).await
-}
-
 /// [`export`] with the OTLP settings given rather than read from this process's environment
 /// (the runner records a killed step with the step's own settings).
 pub(crate) async fn export_with(
     requests: &[ExportRequest],
     budget: Duration,
     config: Result<ExportConfig, crate::otlp::export::ConfigError>,
+) {
+    export(requests, budget, config.map(Exporter::new)).await
+}
+
+/// Sends within the budget, spools what did not go through, replays older spooled requests
+/// when the collector is back, and says on stderr what could not be delivered.
+async fn export(
+    requests: &[ExportRequest],
+    budget: Duration,
+    exporter: Result<Exporter, crate::otlp::export::ConfigError>,
 ) {
     if requests.is_empty() {
         return;
@@ -241,8 +253,8 @@ pub(crate) async fn export_with(
         warn(e);
         spool
     });
-    let config = match config {
-        Ok(config) => config,
+    let exporter = match exporter {
+        Ok(exporter) => exporter,
         Err(e) => {
             // A configuration fix later lets `obsctl flush` deliver what is spooled now.
             warn(format!(
@@ -257,6 +269,7 @@ pub(crate) async fn export_with(
             return;
         }
     };
+    let config = exporter.config();
     let limit = budget.min(config.timeout);
     let deadline = tokio::time::Instant::now() + limit;
     for r in requests {
@@ -271,7 +284,6 @@ pub(crate) async fn export_with(
             ),
         );
     }
-    let exporter = Exporter::new(config);
     let started = std::time::Instant::now();
     let report = spool::deliver(&exporter, &spool, requests, deadline, MAX_REPLAY_PER_STEP).await;
     let delivered = report.results.iter().filter(|r| r.is_ok()).count();
