@@ -1058,6 +1058,17 @@ mod resolve {
         }
     }
 
+    #[cfg(test)]
+    impl Resolver {
+        pub fn holds(&self, host: &str, port: u16) -> bool {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&(host.to_string(), port))
+                .is_some_and(|cell| cell.initialized())
+        }
+    }
+
     /// The host and port an `http[s]://` endpoint connects to.
     pub fn host_port(url: &str) -> Option<(String, u16)> {
         super::http1::split(url)
@@ -1527,6 +1538,35 @@ mod tests {
         assert_eq!(
             ExportRequest::decode_protobuf(Signal::Traces, &bytes).unwrap(),
             req
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn prepare_builds_tls_and_looks_names_up_before_any_export() {
+        let c = config(&[
+            (env::OTEL_EXPORTER_OTLP_ENDPOINT, "https://localhost:4317"),
+            (
+                env::OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+                "http://localhost:4318",
+            ),
+        ])
+        .unwrap();
+        let exporter = Exporter::new(c);
+        let tls = exporter.tls_cell(&exporter.config.target(Signal::Traces).tls);
+        assert!(!tls.initialized() && !exporter.hosts.holds("localhost", 4317));
+        exporter.prepare();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(tls.initialized()
+            && exporter.hosts.holds("localhost", 4317)
+            && exporter.hosts.holds("localhost", 4318))
+        {
+            assert!(Instant::now() < deadline, "prepare did not finish in 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            exporter.tls.lock().unwrap().len(),
+            1,
+            "one configuration for all signals"
         );
     }
 
