@@ -587,6 +587,7 @@ impl Exporter {
                 });
             }
             if let Some((host, port)) = resolve::host_port(&target.endpoint) {
+                self.hosts.keep(&host, port);
                 let hosts = self.hosts.clone();
                 tokio::spawn(async move {
                     let _ = hosts.resolve(&host, port).await;
@@ -1005,8 +1006,10 @@ mod connector {
     }
 }
 
-/// Name lookups, once per host and process, and started ahead of need by
-/// [`Exporter::prepare`]: each lookup runs on a thread of its own.
+/// Name lookups started ahead of need by [`Exporter::prepare`] and kept for the connections
+/// that follow (each lookup runs on a thread of its own). A name nobody prepared is looked up
+/// for every connection, as a long-lived sender (the relay, `obsctl run`) should: its peer may
+/// move.
 mod resolve {
     use std::collections::HashMap;
     use std::io;
@@ -1028,34 +1031,44 @@ mod resolve {
     pub struct Resolver(Mutex<HashMap<(String, u16), Lookup>>);
 
     impl Resolver {
+        /// Keeps the lookup of `host` for the connections to come, while it is fresh.
+        pub fn keep(&self, host: &str, port: u16) {
+            if host.parse::<IpAddr>().is_err() {
+                let mut lookups = self.0.lock().expect("lookup lock");
+                lookups.entry((host.to_string(), port)).or_default();
+            }
+        }
+
         /// The addresses of `host`; an IP address is its own. A failed lookup is not kept: the
         /// next caller tries again.
         pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
             if let Ok(ip) = host.parse::<IpAddr>() {
                 return Ok(vec![SocketAddr::new(ip, port)]);
             }
-            let cell = {
-                let mut lookups = self.0.lock().expect("lookup lock");
-                let cell = lookups.entry((host.to_string(), port)).or_default();
-                if cell.get().is_some_and(|(at, _)| at.elapsed() > FRESH_FOR) {
-                    *cell = Lookup::default();
-                }
-                cell.clone()
+            let kept = self
+                .0
+                .lock()
+                .expect("lookup lock")
+                .get(&(host.to_string(), port))
+                .filter(|cell| cell.get().is_none_or(|(at, _)| at.elapsed() <= FRESH_FOR))
+                .cloned();
+            let Some(cell) = kept else {
+                return lookup(host, port).await.map(|(_, addrs)| addrs);
             };
-            let (_, addrs) = cell
-                .get_or_try_init(|| async {
-                    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await?.collect();
-                    if addrs.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::NotFound,
-                            format!("{host} has no address"),
-                        ));
-                    }
-                    Ok((Instant::now(), addrs))
-                })
-                .await?;
+            let (_, addrs) = cell.get_or_try_init(|| lookup(host, port)).await?;
             Ok(addrs.clone())
         }
+    }
+
+    async fn lookup(host: &str, port: u16) -> io::Result<(Instant, Vec<SocketAddr>)> {
+        let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await?.collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} has no address"),
+            ));
+        }
+        Ok((Instant::now(), addrs))
     }
 
     #[cfg(test)]
@@ -1085,7 +1098,19 @@ mod resolve {
             let hosts = Resolver::default();
             let ip = hosts.resolve("127.0.0.1", 4317).await.unwrap();
             assert_eq!(ip, vec!["127.0.0.1:4317".parse().unwrap()]);
+            hosts.keep("127.0.0.1", 4317);
             assert!(hosts.0.lock().unwrap().is_empty(), "an IP is not looked up");
+            let unkept = hosts.resolve("localhost", 4318).await.unwrap();
+            assert!(
+                unkept
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 4318)
+            );
+            assert!(
+                hosts.0.lock().unwrap().is_empty(),
+                "a name nobody kept is not kept"
+            );
+            hosts.keep("localhost", 4317);
             let first = hosts.resolve("localhost", 4317).await.unwrap();
             assert!(
                 first
