@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::shim::{BlackHole, Receiver, TEST_HEADER, obsctl};
 use common::{ChildGuard, free_port, poll};
 use obsctl::conventions::{attr, metric};
+use obsctl::encode::hex;
 use obsctl::otlp::attrs;
 use obsctl::otlp::export::Signal;
 use obsctl::otlp::proto::metrics::v1::metric::Data;
@@ -189,10 +190,6 @@ fn spooled(dir: &std::path::Path) -> usize {
                 .ends_with(".pb")
         })
         .count()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

@@ -415,7 +415,7 @@ fn label(template: &mut Mapping, id: &Identity, env: &Env, declared: &[String]) 
         annotation::TRACE_CONTEXT.into(),
         env.traceparent.as_str().into(),
     );
-    for name in ["commitSha", "repo"] {
+    for name in [annotation::COMMIT_SHA, "repo"] {
         if declared.iter().any(|d| d == name) {
             annotations.insert(
                 name.into(),

@@ -12,10 +12,12 @@ use crate::otlp::{SpanId, TraceId};
 /// `obsctl run --argo-server`), so the run's record names each step's span without reading the
 /// pod's log. Argo gives every retry its own node, so ids stay unique within a trace.
 pub fn node_span_id(trace_id: TraceId, node_id: &str) -> SpanId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in trace_id.as_bytes().iter().chain(node_id.as_bytes()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = crate::encode::fnv64a(
+        trace_id
+            .as_bytes()
+            .iter()
+            .chain(node_id.as_bytes())
+            .copied(),
+    );
     SpanId::from_bytes(hash.max(1).to_be_bytes())
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::client::{ArgoClient, ClientError, WatchEnd, Workflow};
 use super::instrument::{self, InstrumentError, Options};
+use crate::conventions::annotation;
 use crate::otlp::{SpanId, TraceContext, TraceId};
 use crate::workflow::engine::Event;
 use crate::workflow::record::{
@@ -185,7 +186,7 @@ pub fn record_of(wf: &Workflow, server: &str) -> Result<RunRecord, RemoteError> 
         .as_array()
         .into_iter()
         .flatten()
-        .find_map(|t| t["metadata"]["annotations"]["trace.context"].as_str())
+        .find_map(|t| t["metadata"]["annotations"][annotation::TRACE_CONTEXT].as_str())
         .ok_or_else(not_instrumented)?;
     let parent = if annotation.contains("{{") {
         let uid = wf.metadata.uid.replace('-', "");
@@ -323,16 +324,9 @@ fn pending(started_at: Option<String>) -> WorkflowStatus {
     }
 }
 
+/// Argo's phase, `Pending` while it has none (a workflow the controller has not picked up).
 fn phase_of(text: &str) -> Phase {
-    match text {
-        "Running" => Phase::Running,
-        "Succeeded" => Phase::Succeeded,
-        "Failed" => Phase::Failed,
-        "Error" => Phase::Error,
-        "Skipped" => Phase::Skipped,
-        "Omitted" => Phase::Omitted,
-        _ => Phase::Pending,
-    }
+    Phase::from_argo(text).unwrap_or(Phase::Pending)
 }
 
 fn node_type_of(text: &str) -> Option<NodeType> {

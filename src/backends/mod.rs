@@ -366,6 +366,15 @@ impl BackendUrls {
 }
 
 impl UrlFlags {
+    /// These URLs, each one not given here taken from `fallback` (flags over a backends file).
+    pub fn or(self, fallback: UrlFlags) -> UrlFlags {
+        UrlFlags {
+            tempo: self.tempo.or(fallback.tempo),
+            prometheus: self.prometheus.or(fallback.prometheus),
+            loki: self.loki.or(fallback.loki),
+        }
+    }
+
     /// `urls` with each URL given here in its place (a stack's URLs, overridden by a backends
     /// file's).
     pub fn over(&self, urls: BackendUrls) -> BackendUrls {

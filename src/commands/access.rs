@@ -93,12 +93,7 @@ impl AccessArgs {
     /// go unverified.
     pub fn connector(&self, urls: UrlFlags) -> anyhow::Result<Connector> {
         let file = self.file()?;
-        let from_file = file.as_ref().map(|f| f.urls.clone()).unwrap_or_default();
-        let urls = UrlFlags {
-            tempo: urls.tempo.or(from_file.tempo),
-            prometheus: urls.prometheus.or(from_file.prometheus),
-            loki: urls.loki.or(from_file.loki),
-        };
+        let urls = urls.or(file.as_ref().map(|f| f.urls.clone()).unwrap_or_default());
         let access = self.resolve(file.as_ref())?;
         if access.tls.insecure_skip_verify {
             crate::ui::note(

@@ -121,12 +121,11 @@ impl Entry {
                 metadata.insert(sanitize_name(&kv.key, false), v);
             }
         }
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         if !r.trace_id.is_empty() {
-            metadata.insert("trace_id".into(), hex(&r.trace_id));
+            metadata.insert("trace_id".into(), crate::encode::hex(&r.trace_id));
         }
         if !r.span_id.is_empty() {
-            metadata.insert("span_id".into(), hex(&r.span_id));
+            metadata.insert("span_id".into(), crate::encode::hex(&r.span_id));
         }
         if !r.severity_text.is_empty() {
             metadata.insert("severity_text".into(), r.severity_text.clone());

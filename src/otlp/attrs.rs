@@ -31,7 +31,7 @@ pub fn value_to_string(value: &AnyValue) -> Option<String> {
         Value::BoolValue(b) => b.to_string(),
         Value::IntValue(i) => i.to_string(),
         Value::DoubleValue(d) => d.to_string(),
-        Value::BytesValue(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::BytesValue(b) => crate::encode::hex(b),
         Value::ArrayValue(a) => format!(
             "[{}]",
             a.values

@@ -542,8 +542,9 @@ impl ExportError {
 type GrpcChannel = Arc<OnceCell<Result<tonic::transport::Channel, ExportError>>>;
 type TlsConfig = Arc<OnceCell<Result<Arc<rustls::ClientConfig>, String>>>;
 
-/// Sends export requests; one per process, reusing its connections, TLS configurations and
-/// name lookups.
+/// Sends export requests; one per process, reusing its connections and TLS configurations,
+/// and the name lookups [`Exporter::prepare`] started (only those: a long-lived sender's peer
+/// may move).
 pub struct Exporter {
     config: ExportConfig,
     grpc: std::sync::Mutex<HashMap<String, GrpcChannel>>,

@@ -229,8 +229,8 @@ fn signal_enabled(signal: Signal) -> bool {
     lookup(var).is_none_or(|v| v.trim() != "none")
 }
 
-/// [`export`] with the OTLP settings given rather than read from this process's environment
-/// (the runner records a killed step with the step's own settings).
+/// [`export`] through an exporter for the given settings, which the caller read (the runner
+/// records a killed step with the step's own settings, not this process's environment).
 pub(crate) async fn export_with(
     requests: &[ExportRequest],
     budget: Duration,

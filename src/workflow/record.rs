@@ -23,6 +23,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Running,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Error,
+        Phase::Skipped,
+        Phase::Omitted,
+    ];
+
+    /// The phase Argo spells `text`; `None` for a spelling Argo does not use.
+    pub fn from_argo(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
     pub fn is_finished(self) -> bool {
         !matches!(self, Phase::Pending | Phase::Running)
     }

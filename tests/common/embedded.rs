@@ -53,10 +53,9 @@ pub fn attr<'a>(list: &'a serde_json::Value, key: &str) -> Option<&'a serde_json
 
 pub fn b64_to_hex(text: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .expect("base64 id")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    obsctl::encode::hex(
+        &base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .expect("base64 id"),
+    )
 }

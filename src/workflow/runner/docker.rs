@@ -46,13 +46,13 @@ fn spool_dir(spec: &StepSpec) -> PathBuf {
 /// Where the shim bundle is mounted in every step container.
 const BUNDLE_MOUNT: &str = "/.obsctl";
 /// Where the OTLP exporter's files are mounted, each under its variable's name.
-pub const OTLP_FILES_MOUNT: &str = "/.obsctl-otlp";
+const OTLP_FILES_MOUNT: &str = "/.obsctl-otlp";
 
 /// The OTLP exporter settings a step container gets from `obsctl run`'s environment, as a
 /// process step inherits them. The CA, client certificate and key (and their per-signal forms)
 /// are host paths: each file is bind-mounted read-only at a fixed path and its variable
 /// rewritten to it. Headers, compression and the gRPC insecure switch pass as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ExporterSettings {
     /// Variable, host file.
     files: Vec<(String, PathBuf)>,
@@ -74,7 +74,7 @@ impl ExporterSettings {
     /// The settings `lookup` (the process environment) holds; a file that is not there is an
     /// error naming its variable, before any step starts (Docker would otherwise mount an empty
     /// directory in its place).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StepsError> {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StepsError> {
         use crate::otlp::export::{Signal, signal_var};
         let with_signals = |general: &'static str| {
             std::iter::once(general.to_string())
@@ -100,8 +100,18 @@ impl ExporterSettings {
     }
 
     /// The variables as the container sees them, and the binds that put the files there;
-    /// those `spec` sets itself (the template's own `env`) are left to it.
-    fn for_step(&self, spec: &StepSpec) -> Result<(Vec<String>, Vec<String>), RunnerError> {
+    /// those `spec` sets itself (the template's own `env`) are left to it. None on the stack's
+    /// network: there the endpoint is the local collector over plain HTTP, and the run's files
+    /// and headers are for its own collector (a hosted gateway's token must not travel there
+    /// in clear).
+    fn for_step(
+        &self,
+        spec: &StepSpec,
+        network: &StepNetwork,
+    ) -> Result<(Vec<String>, Vec<String>), RunnerError> {
+        if let StepNetwork::Stack { .. } = network {
+            return Ok(Default::default());
+        }
         let own = |var: &str| spec.env.iter().any(|(k, _)| k == var);
         let mut env = Vec::new();
         let mut binds = Vec::new();
@@ -389,7 +399,7 @@ impl Runner for DockerRunner {
             binds.push(format!("{0}:{0}", spool.display()));
         }
         entrypoint.extend(argv);
-        let (exporter_env, exporter_binds) = self.exporter.for_step(&spec)?;
+        let (exporter_env, exporter_binds) = self.exporter.for_step(&spec, &self.network)?;
         binds.extend(exporter_binds);
         let mut environment = self.environment(&spec);
         environment.extend(exporter_env);
@@ -689,7 +699,7 @@ mod tests {
                 .map(|(_, v)| v.to_string())
         };
         let settings = ExporterSettings::from_lookup(lookup).unwrap();
-        let (env, binds) = settings.for_step(&spec(&[])).unwrap();
+        let (env, binds) = settings.for_step(&spec(&[]), &StepNetwork::Host).unwrap();
         assert_eq!(
             env,
             [
@@ -713,15 +723,27 @@ mod tests {
         );
         // A template that sets a variable itself keeps its own value and gets no mount.
         let own = spec(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ssl/ca.pem")]);
-        let (env, binds) = settings.for_step(&own).unwrap();
+        let (env, binds) = settings.for_step(&own, &StepNetwork::Host).unwrap();
         assert!(
             !env.iter()
                 .any(|e| e.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE="))
         );
         assert_eq!(binds.len(), 1);
+        // On the Docker stack's network the steps export to its collector in plain OTLP: no
+        // file, no header.
+        let stack = StepNetwork::Stack {
+            network: "obsctl_default".into(),
+            grpc_endpoint: "http://otel-collector:4317".into(),
+            http_endpoint: "http://otel-collector:4318".into(),
+        };
+        let (env, binds) = settings.for_step(&spec(&[]), &stack).unwrap();
+        assert!(env.is_empty() && binds.is_empty(), "{env:?} {binds:?}");
         // A file gone since the run started is named before the step's container is created.
         std::fs::remove_file(&key).unwrap();
-        let err = settings.for_step(&spec(&[])).unwrap_err().to_string();
+        let err = settings
+            .for_step(&spec(&[]), &StepNetwork::Host)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("logs.key") && err.contains("LOGS_CLIENT_KEY"),
             "{err}"
