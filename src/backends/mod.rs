@@ -227,9 +227,7 @@ impl Fetched {
     }
 
     fn status_error(&self, backend: &'static str) -> BackendError {
-        const SHOWN: usize = 300;
-        let text = String::from_utf8_lossy(&self.body);
-        let body: String = text.trim().chars().take(SHOWN).collect();
+        let body = shown_body(&String::from_utf8_lossy(&self.body));
         let refused = |reason| BackendError::Refused {
             backend,
             url: self.url.clone(),
@@ -256,6 +254,29 @@ impl Fetched {
 
     fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+}
+
+/// An error body as an error message shows it: a backend's own text (its first 300
+/// characters), or only the title of an HTML page (a proxy's or a gateway's 401 page says no
+/// more than its title, in many lines of markup).
+fn shown_body(text: &str) -> String {
+    const SHOWN: usize = 300;
+    let text = text.trim();
+    if !text.starts_with('<') {
+        return text.chars().take(SHOWN).collect();
+    }
+    let lower = text.to_ascii_lowercase();
+    let title = lower
+        .find("<title>")
+        .map(|start| start + "<title>".len())
+        .and_then(|start| Some(text[start..start + lower[start..].find("</title>")?].trim()));
+    match title {
+        Some(t) if !t.is_empty() => format!(
+            "an HTML page titled \"{}\"",
+            t.chars().take(SHOWN).collect::<String>()
+        ),
+        _ => "an HTML page".to_string(),
     }
 }
 
@@ -460,6 +481,25 @@ impl Backends {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_html_error_page_is_shown_by_its_title() {
+        let nginx = "<html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n\
+                     <center><h1>401 Authorization Required</h1></center>\r\n</body>\r\n</html>\r\n";
+        assert_eq!(
+            super::shown_body(nginx),
+            "an HTML page titled \"401 Authorization Required\""
+        );
+        assert_eq!(
+            super::shown_body("<html><body>no</body></html>"),
+            "an HTML page"
+        );
+        assert_eq!(
+            super::shown_body("  tenant 'x' not allowed\n"),
+            "tenant 'x' not allowed"
+        );
+        assert_eq!(super::shown_body(&"a".repeat(400)).len(), 300);
+    }
+
     use super::*;
 
     #[test]
