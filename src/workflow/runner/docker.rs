@@ -15,7 +15,10 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::{Runner, RunnerError, ShimStart, StdoutLines, StepExit, StepHandle, StepSpec};
+use super::{
+    Runner, RunnerError, ShimStart, StdoutLines, StepExit, StepHandle, StepSpec, host_tmp,
+    open_log, prepare, stage_script,
+};
 use crate::conventions::{annotation, env};
 use crate::stack::{definition, docker, endpoints};
 
@@ -352,6 +355,15 @@ pub struct DockerHandle {
 /// its end line.
 type Ended = (i32, String, bool);
 
+/// Sends `signal` to a step's container. A container that is gone already is what the signal
+/// was for, so a failure is not an error.
+async fn kill(docker: &Docker, id: &str, signal: &str) {
+    let options = KillContainerOptions {
+        signal: signal.to_string(),
+    };
+    let _ = docker.kill_container(id, Some(options)).await;
+}
+
 fn docker_err(what: &str, e: bollard::errors::Error) -> RunnerError {
     RunnerError::Spawn {
         program: what.to_string(),
@@ -363,19 +375,10 @@ impl Runner for DockerRunner {
     type Handle = DockerHandle;
 
     fn start(&self, spec: StepSpec) -> Result<DockerHandle, RunnerError> {
-        let prepare = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RunnerError::Prepare { path, source }
-        };
-        let tmp = spec.work_dir.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
+        let tmp = host_tmp(&spec)?;
         let mut argv = spec.argv.clone();
         if let Some(source) = &spec.script {
-            let host = tmp.join(".argo-script");
-            std::fs::write(&host, source).map_err(prepare(&host))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
-                .map_err(prepare(&host))?;
+            stage_script(&tmp, source)?;
             argv.push("/tmp/.argo-script".into());
         }
         if argv.is_empty() {
@@ -422,12 +425,7 @@ impl Runner for DockerRunner {
             }),
             ..Default::default()
         };
-        let log_path = spec.work_dir.join("log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(prepare(&log_path))?;
+        let (_, log) = open_log(&spec)?;
         let name = format!(
             "obsctl-step-{}-{}",
             spec.node_id
@@ -468,14 +466,7 @@ impl Runner for DockerRunner {
                 .await
                 .map_err(|e| docker_err(&format!("container for {label}"), e))?;
             if let Some(signal) = pending_signal {
-                let _ = docker
-                    .kill_container(
-                        &id,
-                        Some(KillContainerOptions {
-                            signal: signal.to_string(),
-                        }),
-                    )
-                    .await;
+                kill(&docker, &id, signal).await;
             }
             let mut logs = docker.logs(
                 &id,
@@ -542,16 +533,7 @@ impl DockerHandle {
         match state.0.clone() {
             Some(id) => {
                 let docker = self.docker.clone();
-                tokio::spawn(async move {
-                    let _ = docker
-                        .kill_container(
-                            &id,
-                            Some(KillContainerOptions {
-                                signal: signal.to_string(),
-                            }),
-                        )
-                        .await;
-                });
+                tokio::spawn(async move { kill(&docker, &id, signal).await });
             }
             None => state.1 = Some(signal),
         }

@@ -196,6 +196,41 @@ impl StdoutLines {
     }
 }
 
+/// An I/O failure while preparing `path` for a step, as a `map_err` argument.
+fn prepare(path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError + use<> {
+    let path = path.to_path_buf();
+    move |source| RunnerError::Prepare { path, source }
+}
+
+/// The step's private `/tmp` on the host (created): bound on `/tmp` in its mount namespace or
+/// container, or standing in for `/tmp` without one.
+fn host_tmp(spec: &StepSpec) -> Result<PathBuf, RunnerError> {
+    let tmp = spec.work_dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
+    Ok(tmp)
+}
+
+/// Stages an Argo script as Argo does: an executable file in the step's `/tmp`, whose path is
+/// appended to the command. Returns its host path.
+fn stage_script(tmp: &Path, text: &str) -> Result<PathBuf, RunnerError> {
+    let host = tmp.join(".argo-script");
+    std::fs::write(&host, text).map_err(prepare(&host))?;
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+        .map_err(prepare(&host))?;
+    Ok(host)
+}
+
+/// The step's log file, opened for appending: its stderr, and its stdout once read.
+fn open_log(spec: &StepSpec) -> Result<(PathBuf, std::fs::File), RunnerError> {
+    let path = spec.work_dir.join("log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(prepare(&path))?;
+    Ok((path, log))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("cannot prepare {path}: {source}")]
@@ -557,12 +592,7 @@ impl Runner for ProcessRunner {
     type Handle = ProcessHandle;
 
     fn start(&self, spec: StepSpec) -> Result<ProcessHandle, RunnerError> {
-        let prepare = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RunnerError::Prepare { path, source }
-        };
-        let tmp = spec.work_dir.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(prepare(&tmp))?;
+        let tmp = host_tmp(&spec)?;
         // Without a mount namespace, the step's own directory stands in for /tmp.
         let tmp_prefix = format!("{}/", tmp.display());
         let localize = |text: &str| {
@@ -582,11 +612,7 @@ impl Runner for ProcessRunner {
             env.push(("TMPDIR".into(), tmp.display().to_string()));
         }
         if let Some(source) = &spec.script {
-            // Argo stages the script in a file and appends its path to the command.
-            let host = tmp.join(".argo-script");
-            std::fs::write(&host, localize(source)).map_err(prepare(&host))?;
-            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
-                .map_err(prepare(&host))?;
+            let host = stage_script(&tmp, &localize(source))?;
             argv.push(if self.private_tmp {
                 "/tmp/.argo-script".to_string()
             } else {
@@ -609,12 +635,7 @@ impl Runner for ProcessRunner {
             ]);
         }
         full.extend(argv);
-        let log_path = spec.work_dir.join("log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(prepare(&log_path))?;
+        let (log_path, log) = open_log(&spec)?;
         // The shim spools where its environment says; a spool under /tmp must stay shared
         // with the run (and `obsctl flush`), not vanish into the step's private /tmp.
         let spool = match (&self.shim, self.private_tmp) {
