@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::chaos::{row, scenario};
 use common::stack::*;
-use common::tls::{Nginx, Pki, TENANT, TOKEN, Upstreams};
+use common::tls::{Nginx, Pki, TENANT, TOKEN, TokenFiles, Upstreams};
 use common::{ChildGuard, poll, require_docker, require_tool, wait_with_deadline};
 use obsctl::stack::definition::Port;
 use serde_json::Value;
@@ -160,22 +160,17 @@ fn a_scenario_reads_the_stack_through_a_tls_terminator_with_a_token_and_a_tenant
     let Some(nginx) = Nginx::in_front_of(&upstreams, &pki, test) else {
         return;
     };
-    let secrets = tempfile::tempdir().unwrap();
-    let token = secrets.path().join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let wrong = secrets.path().join("wrong-token");
-    std::fs::write(&wrong, "tok-not-this-one\n").unwrap();
+    let tokens = TokenFiles::write();
     let file = |token| {
-        let file = nginx.backends_file(secrets.path(), &pki, token, TENANT);
+        let file = nginx.backends_file(tokens.dir.path(), &pki, token, TENANT);
         file.display().to_string()
     };
 
     // Tempo, Prometheus and Loki are read through nginx, which checks the token and tenant.
-    let good = file(&token);
+    let good = file(&tokens.token);
     let (code, report) = chaos(&env, &["pod-kill", "--backends-file", &good], &[]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(scenario(&report, "pod-kill")["passed"], true, "{report:#}");
-    let logs = nginx.logs();
     for path in [
         "/api/status",
         "/api/traces/",
@@ -183,9 +178,9 @@ fn a_scenario_reads_the_stack_through_a_tls_terminator_with_a_token_and_a_tenant
         "/api/v1/query",
     ] {
         assert!(
-            logs.lines()
-                .any(|l| l.contains(&format!("\"GET {path}")) && l.contains("\" 200 ")),
-            "nothing read through nginx at {path}: {logs}"
+            nginx.forwarded(path),
+            "nothing read through nginx at {path}: {}",
+            nginx.logs()
         );
     }
 
@@ -196,7 +191,7 @@ fn a_scenario_reads_the_stack_through_a_tls_terminator_with_a_token_and_a_tenant
             "--runtime",
             "docker",
             "--backends-file",
-            &file(&wrong),
+            &file(&tokens.wrong),
         ],
         &env.env
             .iter()

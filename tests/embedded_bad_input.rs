@@ -7,22 +7,18 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
+use common::embedded::delta_counter;
 use common::{Http, Serve};
 use obsctl::otlp::proto::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use obsctl::otlp::proto::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use obsctl::otlp::proto::collector::metrics::v1::ExportMetricsServiceResponse;
 use obsctl::otlp::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
 use obsctl::otlp::proto::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use obsctl::otlp::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use obsctl::otlp::proto::metrics::v1::{
-    AggregationTemporality, Exemplar, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric::Data, number_data_point,
-};
+use obsctl::otlp::proto::metrics::v1::{Exemplar, NumberDataPoint, number_data_point};
 use obsctl::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use obsctl::otlp::{SpanId, TraceId, attrs};
 use prost::Message;
@@ -374,23 +370,7 @@ fn invalid_ids_are_rejected_per_item_and_the_rest_is_stored() {
         attributes: vec![attrs::string("case", "x")],
         ..Default::default()
     };
-    let metrics = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "bad_exemplar".into(),
-                    data: Some(Data::Sum(Sum {
-                        data_points: vec![point(vec![1; 3])],
-                        aggregation_temporality: AggregationTemporality::Delta as i32,
-                        is_monotonic: true,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let metrics = delta_counter("bad_exemplar", None, vec![point(vec![1; 3])]);
     let reply = http.post(
         &format!("{}/v1/metrics", backend.http),
         &[PROTOBUF],

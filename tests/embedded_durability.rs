@@ -8,15 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::embedded::delta_counter;
 use common::{Http, Serve, poll};
 use obsctl::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use obsctl::otlp::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use obsctl::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use obsctl::otlp::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
-use obsctl::otlp::proto::metrics::v1::{
-    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric::Data, number_data_point,
-};
+use obsctl::otlp::proto::metrics::v1::{NumberDataPoint, number_data_point};
 use obsctl::otlp::proto::resource::v1::Resource;
 use obsctl::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use obsctl::otlp::{SpanId, TraceId, attrs};
@@ -53,28 +51,16 @@ fn spans(trace_id: TraceId) -> ExportTraceServiceRequest {
 /// The `n`th delta of one stream: its own interval, so it is a new point, not a repeat (the
 /// backend absorbs a delta point it already holds).
 fn one_delta(n: u64) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "durable_steps".into(),
-                    data: Some(Data::Sum(Sum {
-                        data_points: vec![NumberDataPoint {
-                            start_time_unix_nano: 10 * n,
-                            time_unix_nano: 10 * n + 1,
-                            value: Some(number_data_point::Value::AsInt(1)),
-                            ..Default::default()
-                        }],
-                        aggregation_temporality: AggregationTemporality::Delta as i32,
-                        is_monotonic: true,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    delta_counter(
+        "durable_steps",
+        None,
+        vec![NumberDataPoint {
+            start_time_unix_nano: 10 * n,
+            time_unix_nano: 10 * n + 1,
+            value: Some(number_data_point::Value::AsInt(1)),
             ..Default::default()
         }],
-    }
+    )
 }
 
 #[derive(Default)]

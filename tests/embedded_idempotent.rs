@@ -5,15 +5,13 @@
 
 mod common;
 
+use common::embedded::delta_counter;
 use common::{Http, Serve};
 use obsctl::otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
 use obsctl::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use obsctl::otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use obsctl::otlp::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use obsctl::otlp::proto::metrics::v1::{
-    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric::Data, number_data_point,
-};
+use obsctl::otlp::proto::metrics::v1::{NumberDataPoint, metric::Data, number_data_point};
 use obsctl::otlp::proto::resource::v1::Resource;
 use obsctl::otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use obsctl::otlp::{SpanId, TraceId, attrs};
@@ -66,29 +64,16 @@ fn requests(trace: TraceId, span: SpanId, start: u64) -> [(&'static str, Vec<u8>
             ..Default::default()
         }],
     };
-    let metrics = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource(),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "replayed_steps".into(),
-                    data: Some(Data::Sum(Sum {
-                        data_points: vec![NumberDataPoint {
-                            start_time_unix_nano: start,
-                            time_unix_nano: start + 1_000,
-                            value: Some(number_data_point::Value::AsInt(1)),
-                            ..Default::default()
-                        }],
-                        aggregation_temporality: AggregationTemporality::Delta as i32,
-                        is_monotonic: true,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    let metrics = delta_counter(
+        "replayed_steps",
+        resource(),
+        vec![NumberDataPoint {
+            start_time_unix_nano: start,
+            time_unix_nano: start + 1_000,
+            value: Some(number_data_point::Value::AsInt(1)),
             ..Default::default()
         }],
-    };
+    );
     [
         ("/v1/traces", spans.encode_to_vec()),
         ("/v1/logs", logs.encode_to_vec()),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::serve::ServeHome;
 use common::shim::obsctl;
 use common::stack::{StepContainers, build_images_with_busybox, docker};
-use common::tls::{HEADER_SECRET, Nginx, Pki, TENANT, TOKEN};
+use common::tls::{HEADER_SECRET, Nginx, Pki, TENANT, TOKEN, TokenFiles};
 use common::workflow::require_private_tmp;
 use common::{Serve, poll, require_docker, require_tool};
 use obsctl::otlp::{SpanId, TraceId};
@@ -363,14 +363,6 @@ fn verify_and_trace_read_over_https_with_a_token_and_a_tenant() {
     }
 }
 
-/// The query requests nginx forwarded with a 200: that the command read through it.
-fn forwarded(nginx: &Nginx, path: &str) -> bool {
-    nginx
-        .logs()
-        .lines()
-        .any(|l| l.contains(&format!("\"GET {path}")) && l.contains("\" 200 "))
-}
-
 #[test]
 fn demo_reads_a_running_stack_over_https_with_a_token_and_a_tenant() {
     let test = "demo_reads_a_running_stack_over_https_with_a_token_and_a_tenant";
@@ -382,14 +374,9 @@ fn demo_reads_a_running_stack_over_https_with_a_token_and_a_tenant() {
     let Some(nginx) = Nginx::start(&stack.serve, &pki, test) else {
         return;
     };
-    // Outside the home, so that walking the home for the token finds only what obsctl wrote.
-    let secrets = tempfile::tempdir().unwrap();
-    let token = secrets.path().join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let wrong = secrets.path().join("wrong-token");
-    std::fs::write(&wrong, "tok-not-this-one\n").unwrap();
+    let tokens = TokenFiles::write();
     let demo = |token: &Path| {
-        let file = nginx.backends_file(secrets.path(), &pki, token, TENANT);
+        let file = nginx.backends_file(tokens.dir.path(), &pki, token, TENANT);
         stack
             .obsctl(&["demo", "--timeout", "20s"])
             .args(["--backends-file", &file.display().to_string()])
@@ -397,19 +384,19 @@ fn demo_reads_a_running_stack_over_https_with_a_token_and_a_tenant() {
             .unwrap()
     };
     // The pipeline exports to the running stack; its verify and trace read through nginx.
-    let out = demo(&token);
+    let out = demo(&tokens.token);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("verify: all 7 checks passed"), "{shown}");
-    assert!(forwarded(&nginx, "/api/traces/"), "{}", nginx.logs());
+    assert!(nginx.forwarded("/api/traces/"), "{}", nginx.logs());
     assert!(
-        forwarded(&nginx, "/loki/api/v1/query_range"),
+        nginx.forwarded("/loki/api/v1/query_range"),
         "{}",
         nginx.logs()
     );
 
     // A token nginx refuses: the backend is named, with why, and the demo exits 1.
-    let refused = demo(&wrong);
+    let refused = demo(&tokens.wrong);
     let shown_refused = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{shown_refused}");
     assert!(

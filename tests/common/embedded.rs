@@ -5,7 +5,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use obsctl::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use obsctl::otlp::proto::metrics::v1::{
+    AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric::Data,
+};
+use obsctl::otlp::proto::resource::v1::Resource;
+
 use super::{require_probe, wait_with_deadline};
+
+/// An export of one monotonic delta counter `name` with `points`, as a step's shim sends it.
+pub fn delta_counter(
+    name: &str,
+    resource: Option<Resource>,
+    points: Vec<NumberDataPoint>,
+) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource,
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Sum(Sum {
+                        data_points: points,
+                        aggregation_temporality: AggregationTemporality::Delta as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
 
 /// The Python OTLP client can run (SDK and exporters importable); see [`super::missing`].
 pub fn require_python(test: &str) -> bool {

@@ -20,6 +20,25 @@ use super::{ChildGuard, Serve, free_ports, poll, require_tool};
 /// The token and tenant the API listener demands.
 pub const TOKEN: &str = "tok-3f9a7c1e-never-shown";
 pub const TENANT: &str = "team-tls";
+/// The token nginx accepts and one it refuses, each in a file of a directory outside any home
+/// obsctl writes to (so that walking a home for the token finds only what obsctl wrote).
+pub struct TokenFiles {
+    pub dir: tempfile::TempDir,
+    pub token: PathBuf,
+    pub wrong: PathBuf,
+}
+
+impl TokenFiles {
+    pub fn write() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        let wrong = dir.path().join("wrong-token");
+        std::fs::write(&wrong, "tok-not-this-one\n").unwrap();
+        Self { dir, token, wrong }
+    }
+}
+
 /// A header value the shim tests send through OTEL_EXPORTER_OTLP_HEADERS.
 pub const HEADER_SECRET: &str = "hdr-5b2d-never-shown";
 
@@ -183,6 +202,13 @@ impl Nginx {
             .iter()
             .map(|f| std::fs::read_to_string(self.prefix.path().join(f)).unwrap_or_default())
             .collect()
+    }
+
+    /// Whether nginx forwarded a query under `path` with a 200: that a command read through it.
+    pub fn forwarded(&self, path: &str) -> bool {
+        self.logs()
+            .lines()
+            .any(|l| l.contains(&format!("\"GET {path}")) && l.contains("\" 200 "))
     }
 
     /// A backends file (`--backends-file`) in `dir` that reads the three query APIs through
