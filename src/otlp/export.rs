@@ -623,14 +623,22 @@ impl Exporter {
             .clone()
     }
 
-    /// The rustls configuration for `target`, built once per set of options: the three
-    /// signals usually share it, and reading the system's roots is the costly part.
-    async fn tls_config(&self, target: &Target) -> Result<Arc<rustls::ClientConfig>, ExportError> {
+    /// The rustls configuration for `target`, `None` for a plain endpoint; built once per set
+    /// of options: the three signals usually share it, and reading the system's roots is the
+    /// costly part.
+    async fn tls_config(
+        &self,
+        target: &Target,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, ExportError> {
+        if !target.is_tls() {
+            return Ok(None);
+        }
         let alpn = self.alpn();
         self.tls_cell(&target.tls)
             .get_or_init(|| async { build_tls(&target.tls, alpn) })
             .await
             .clone()
+            .map(Some)
             .map_err(|reason| ExportError::Connect {
                 endpoint: target.endpoint.clone(),
                 reason,
@@ -727,10 +735,7 @@ impl Exporter {
             Compression::None => body,
         };
         headers.extend(target.headers.iter().map(|(k, v)| (k.as_str(), v.expose())));
-        let tls = match target.is_tls() {
-            true => Some(self.tls_config(target).await?),
-            false => None,
-        };
+        let tls = self.tls_config(target).await?;
         let status = http1::post(endpoint, &self.hosts, tls, &headers, &body)
             .await
             .map_err(|e| ExportError::Connect {
@@ -754,10 +759,7 @@ impl Exporter {
         deadline: Instant,
     ) -> Result<tonic::transport::Channel, ExportError> {
         let endpoint = target.endpoint.as_str();
-        let tls = match target.is_tls() {
-            true => Some(self.tls_config(target).await?),
-            false => None,
-        };
+        let tls = self.tls_config(target).await?;
         let cell = self
             .grpc
             .lock()
